@@ -1,0 +1,160 @@
+//! `faro-bench`: measures faro on this machine and prints one `key=value` line per figure.
+//!
+//! `faro-bench e2e --runs 100000`: zero-duration `sim` runs pushed through the whole system
+//! (dispatcher, NATS, workers, PostgreSQL), from submission to terminal status recorded.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use faro_bench::system::{Options, System};
+
+#[derive(Parser)]
+#[command(
+    name = "faro-bench",
+    about = "faro's benchmarks; one key=value line per figure"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs per second and latency, submission to recorded terminal status.
+    E2e {
+        /// Runs to push through.
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Jobs per submission message.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Workers, each a full worker service in this process.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 500)]
+        capacity: u32,
+        /// Targets the runs are spread over.
+        #[arg(long, default_value_t = 50)]
+        targets: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::E2e {
+            runs,
+            batch,
+            workers,
+            capacity,
+            targets,
+            timeout,
+        } => {
+            e2e(
+                runs,
+                batch.max(1),
+                workers,
+                capacity,
+                targets.max(1),
+                timeout,
+            )
+            .await
+        }
+    }
+}
+
+fn submission(first: usize, count: usize, targets: usize, queue: &str) -> Vec<u8> {
+    let jobs: Vec<_> = (first..first + count)
+        .map(|i| {
+            serde_json::json!({
+                "queue": queue,
+                "kind": "sim",
+                "target": format!("t{}", i % targets),
+                "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}},
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "jobs": jobs, "submitted_at": chrono::Utc::now() }))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::print_stdout)]
+async fn e2e(
+    runs: usize,
+    batch: usize,
+    workers: usize,
+    capacity: u32,
+    targets: usize,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    let system = System::start(Options {
+        workers,
+        capacity,
+        ..Options::default()
+    })
+    .await?;
+    let limit = Duration::from_secs(timeout);
+
+    // Warm-up: queues exist, workers assigned and connections open before the clock starts.
+    let warmup = 1_000.min(runs).max(1);
+    system
+        .submit(submission(0, warmup, targets, "bench"), "warmup")
+        .await?;
+    system
+        .wait_terminal(warmup as i64, limit)
+        .await
+        .context("warm-up")?;
+
+    let started = Instant::now();
+    let start_ts = chrono::Utc::now();
+    let mut sent = 0;
+    let mut index = 0;
+    while sent < runs {
+        let count = batch.min(runs - sent);
+        system
+            .submit(
+                submission(sent, count, targets, "bench"),
+                &format!("bench-{index}"),
+            )
+            .await?;
+        sent += count;
+        index += 1;
+    }
+    let total = (warmup + runs) as i64;
+    let waited = system.wait_terminal(total, limit).await;
+    let wall = started.elapsed();
+
+    let client = system.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'dispatched')),
+                    count(*),
+                    EXTRACT(EPOCH FROM max(recorded_at) - $1::timestamptz)::float8,
+                    (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM recorded_at - submitted_at)))::float8,
+                    (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM recorded_at - submitted_at)))::float8
+               FROM runs WHERE submission_id LIKE 'bench-%'",
+            &[&start_ts],
+        )
+        .await?;
+    let terminal: i64 = row.get(0);
+    let recorded: i64 = row.get(1);
+    let elapsed: Option<f64> = row.get(2);
+    let p50: Option<f64> = row.get(3);
+    let p99: Option<f64> = row.get(4);
+    let elapsed = elapsed.unwrap_or(wall.as_secs_f64()).max(1e-9);
+    println!("e2e_runs={runs}");
+    println!("e2e_runs_recorded={recorded}");
+    println!("e2e_secs={elapsed:.3}");
+    println!("e2e_runs_per_sec={:.0}", terminal as f64 / elapsed);
+    println!("e2e_latency_p50_ms={:.1}", p50.unwrap_or(f64::NAN) * 1000.0);
+    println!("e2e_latency_p99_ms={:.1}", p99.unwrap_or(f64::NAN) * 1000.0);
+    println!("runs_lost={}", runs as i64 - terminal);
+    drop(client);
+    system.stop().await?;
+    waited
+}

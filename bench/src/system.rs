@@ -1,0 +1,189 @@
+//! The whole system in-process: the four services through their `run(config, shutdown)`, on
+//! a private NATS server, a fresh PostgreSQL database and a random namespace.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use faro_shared::config::{Env, PgConfig};
+use faro_shared::testing::{self, NatsServer, TestDb};
+use faro_shared::{nats, pg, Namespace};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How to start the system.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    pub capacity: u32,
+    /// Balancer cycle and demand interval: short, so tests do not wait on timers.
+    pub cycle: Duration,
+    pub heartbeat: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            capacity: 50,
+            cycle: Duration::from_millis(250),
+            heartbeat: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running system; [`System::stop`] shuts every service down gracefully.
+#[derive(Debug)]
+pub struct System {
+    pub nats: NatsServer,
+    pub db: TestDb,
+    pub ns: Namespace,
+    pub pool: Pool,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    shutdown: CancellationToken,
+    services: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl System {
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        testing::init_test_log();
+        let nats_server = NatsServer::start()?;
+        let db = TestDb::create().await?;
+        let ns = testing::namespace();
+        let pg_config = PgConfig::new(db.url());
+        pg::migrate(&pg_config).await?;
+        let pool = pg::pool(&pg_config)?;
+        let client = nats::connect(&nats_server.config(), "faro-bench").await?;
+        let js = nats::jetstream(client.clone());
+        nats::ensure_topology(&js, &ns, &Default::default()).await?;
+
+        let mut base = Env::default();
+        base.set("FARO_NAMESPACE", ns.as_str())
+            .set("FARO_NATS_URL", nats_server.url())
+            .set("FARO_DATABASE_URL", db.url())
+            .set("FARO_HTTP_ADDR", "127.0.0.1:0")
+            .set(
+                "FARO_BALANCER_CYCLE",
+                format!("{}ms", options.cycle.as_millis()),
+            )
+            .set(
+                "FARO_DEMAND_INTERVAL",
+                format!("{}ms", options.cycle.as_millis()),
+            )
+            .set(
+                "FARO_HEARTBEAT_INTERVAL",
+                format!("{}ms", options.heartbeat.as_millis()),
+            )
+            .set("FARO_WORKER_CAPACITY", options.capacity.to_string())
+            .set("FARO_WORKER_FETCH_EXPIRY", "1s")
+            .set("FARO_SHUTDOWN_GRACE", "10s");
+
+        let shutdown = CancellationToken::new();
+        let mut services = Vec::new();
+        let dispatcher = faro_dispatcher::Config::from_env(&base)?;
+        services.push((
+            "dispatcher".to_owned(),
+            tokio::spawn(faro_dispatcher::run(dispatcher, shutdown.child_token())),
+        ));
+        let balancer = faro_balancer::Config::from_env(&base)?;
+        services.push((
+            "balancer".to_owned(),
+            tokio::spawn(faro_balancer::run(balancer, shutdown.child_token())),
+        ));
+        let demand = faro_demand_collector::Config::from_env(&base)?;
+        services.push((
+            "demand-collector".to_owned(),
+            tokio::spawn(faro_demand_collector::run(demand, shutdown.child_token())),
+        ));
+        let mut system = Self {
+            nats: nats_server,
+            db,
+            ns,
+            pool,
+            client,
+            js,
+            shutdown,
+            services,
+        };
+        for i in 0..options.workers {
+            let mut env = base.clone();
+            env.set("FARO_WORKER_ID", format!("w{i}"));
+            system.spawn_worker(&env)?;
+        }
+        Ok(system)
+    }
+
+    /// Starts one more worker with the given settings.
+    pub fn spawn_worker(&mut self, env: &Env) -> anyhow::Result<()> {
+        let config = faro_worker::Config::from_env(env)?;
+        let name = format!("worker {}", config.worker_id);
+        let task = tokio::spawn(faro_worker::run(config, self.shutdown.child_token()));
+        self.services.push((name, task));
+        Ok(())
+    }
+
+    /// Publishes a submission on `faro.submit` with the given dedup id.
+    pub async fn submit(&self, body: Vec<u8>, msg_id: &str) -> anyhow::Result<()> {
+        self.js
+            .send_publish(
+                self.ns.submit_subject(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(body.into())
+                    .message_id(msg_id),
+            )
+            .await?
+            .await
+            .context("submission not stored")?;
+        Ok(())
+    }
+
+    /// Counts runs by terminal or open state.
+    pub async fn count_terminal(&self) -> anyhow::Result<i64> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM runs WHERE status NOT IN ('pending', 'dispatched')",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Waits until at least `runs` runs are terminal, checking every 20 ms, for at most `limit`.
+    pub async fn wait_terminal(&self, runs: i64, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Fail fast if a service died.
+            if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+                anyhow::bail!("service {name} stopped while waiting for runs");
+            }
+            let done = self.count_terminal().await?;
+            if done >= runs {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("only {done} of {runs} runs terminal after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every service and reports the first that failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        for (name, task) in self.services {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error.context(format!("{name} failed")));
+                }
+                Err(error) => {
+                    first_error.get_or_insert(anyhow::anyhow!("{name} panicked: {error}"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

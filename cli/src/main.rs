@@ -1,0 +1,219 @@
+//! `faro`: the operator's command. Reads the same `FARO_*` variables as the services.
+//!
+//! `faro submit FILE` validates the whole file first (nothing is sent if any job is wrong),
+//! then publishes it on `faro.submit` in chunks under the server's payload limit, each with a
+//! `Nats-Msg-Id` derived from the file's content, so submitting the same file twice creates no
+//! duplicate runs.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::future::IntoFuture;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use faro_shared::config::{Env, PgConfig};
+use faro_shared::jobfile;
+use faro_shared::messages::{StatusReply, Submission};
+use faro_shared::{nats, pg, CommonConfig};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser)]
+#[command(
+    name = "faro",
+    version,
+    about = "faro: a distributed job orchestrator for OLT polling and batch jobs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a JSON job file and submit it (`-` reads standard input).
+    Submit { file: PathBuf },
+    /// Validate a JSON job file without submitting it.
+    Validate { file: PathBuf },
+    /// Run counts by status and open runs by queue.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply database migrations (FARO_DATABASE_URL) and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("faro: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    match cli.command {
+        Command::Validate { file } => {
+            let (submission, _) = read_job_file(&file)?;
+            println!("{}: {} jobs, valid", file.display(), submission.jobs.len());
+            Ok(())
+        }
+        Command::Submit { file } => {
+            let (submission, digest) = read_job_file(&file)?;
+            let config = CommonConfig::from_env(&env)?;
+            let client = nats::connect(&config.nats, "faro-cli").await?;
+            let js = nats::jetstream(client.clone());
+            let limit = client.server_info().max_payload.max(64 * 1024);
+            let chunks = chunk(&submission, limit * 9 / 10)?;
+            let mut acks = Vec::with_capacity(chunks.len());
+            for (index, body) in chunks.iter().enumerate() {
+                let ack = js
+                    .send_publish(
+                        config.namespace.submit_subject(),
+                        async_nats::jetstream::message::PublishMessage::build()
+                            .payload(body.clone().into())
+                            .message_id(format!("file-{digest}-{index}")),
+                    )
+                    .await
+                    .context("cannot publish the submission")?;
+                acks.push(ack.into_future());
+            }
+            let mut duplicates = 0;
+            for ack in acks {
+                let ack = tokio::time::timeout(Duration::from_secs(30), ack)
+                    .await
+                    .context("NATS did not confirm the submission within 30 s")??;
+                duplicates += usize::from(ack.duplicate);
+            }
+            println!(
+                "{}: {} jobs submitted in {} message(s) (submission {digest}){}",
+                file.display(),
+                submission.jobs.len(),
+                chunks.len(),
+                if duplicates > 0 {
+                    format!("; {duplicates} already submitted, ignored")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        Command::Status { json } => {
+            let config = CommonConfig::from_env(&env)?;
+            let client = nats::connect(&config.nats, "faro-cli").await?;
+            let reply = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.request(
+                    config.namespace.api_subject("dispatcher", "status"),
+                    "".into(),
+                ),
+            )
+            .await
+            .context("no dispatcher answered within 10 s")?
+            .context("no dispatcher answered")?;
+            let value: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+            if let Some(error) = value.get("error") {
+                anyhow::bail!("the dispatcher could not answer: {error}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(());
+            }
+            let status: StatusReply = serde_json::from_value(value)?;
+            println!("{:<12} {:>10}", "STATUS", "RUNS");
+            for (name, count) in &status.runs {
+                println!("{name:<12} {count:>10}");
+            }
+            if !status.queues.is_empty() {
+                println!();
+                println!("{:<24} {:>10}", "QUEUE", "OPEN RUNS");
+                for (name, count) in &status.queues {
+                    println!("{name:<24} {count:>10}");
+                }
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            pg::migrate(&PgConfig::from_env(&env)?).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+/// Reads and validates a whole job file; returns it with a digest of its content.
+fn read_job_file(path: &PathBuf) -> anyhow::Result<(Submission, String)> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buffer = Vec::new();
+        std::io::stdin().read_to_end(&mut buffer)?;
+        buffer
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let submission =
+        jobfile::parse(&bytes).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let digest = Sha256::digest(&bytes);
+    let digest: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Ok((submission, digest))
+}
+
+/// Splits a submission into bodies of at most `limit` bytes (a single huge job still goes alone).
+fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let submitted_at = Some(chrono::Utc::now());
+    let mut bodies = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 64;
+    for job in &submission.jobs {
+        let job_size = serde_json::to_vec(job)?.len() + 1;
+        if !current.is_empty() && size + job_size > limit {
+            bodies.push(serde_json::to_vec(&Submission {
+                jobs: std::mem::take(&mut current),
+                submitted_at,
+            })?);
+            size = 64;
+        }
+        current.push(job.clone());
+        size += job_size;
+    }
+    if !current.is_empty() {
+        bodies.push(serde_json::to_vec(&Submission {
+            jobs: current,
+            submitted_at,
+        })?);
+    }
+    Ok(bodies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_stay_under_the_limit_and_keep_every_job_in_order() {
+        let jobs: Vec<_> = (0..500)
+            .map(|i| serde_json::json!({"id": format!("j{i}"), "queue": "q", "kind": "sim"}))
+            .collect();
+        let text = serde_json::to_vec(&serde_json::json!({ "jobs": jobs })).unwrap();
+        let submission = jobfile::parse(&text).unwrap();
+        let bodies = chunk(&submission, 4096).unwrap();
+        assert!(bodies.len() > 5);
+        let mut ids = Vec::new();
+        for body in &bodies {
+            assert!(body.len() <= 4096, "{}", body.len());
+            let back = jobfile::parse(body).unwrap();
+            ids.extend(back.jobs.into_iter().map(|j| j.id.unwrap().to_string()));
+        }
+        let expected: Vec<_> = (0..500).map(|i| format!("j{i}")).collect();
+        assert_eq!(ids, expected);
+    }
+}

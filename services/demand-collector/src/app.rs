@@ -1,0 +1,140 @@
+//! The demand-collector service: a collection every interval, providers asked in parallel,
+//! each bounded by a timeout so a slow one never delays the others.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use faro_shared::domain::QueueName;
+use faro_shared::http::{self, Health};
+use faro_shared::shutdown::Supervisor;
+use faro_shared::{nats, pg, Namespace};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::providers::{JetStreamBacklog, Provider};
+use crate::snapshot::{snapshots, Answer};
+
+/// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    m::describe();
+    let health = Health::default();
+    let (_, http_task) =
+        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    pg::migrate(&config.pg).await?;
+    let pool = pg::pool(&config.pg)?;
+    let client = nats::connect(&config.common.nats, "faro-demand-collector").await?;
+    let js = nats::jetstream(client);
+    let ns = config.common.namespace.clone();
+    nats::ensure_topology(&js, &ns, &config.topology).await?;
+    let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JetStreamBacklog {
+        js: js.clone(),
+        ns: ns.clone(),
+    })];
+
+    let mut supervisor = Supervisor::new("demand-collector", shutdown.clone());
+    supervisor.spawn(
+        "collect",
+        collect_loop(config.clone(), pool, js, ns, providers, shutdown.clone()),
+    );
+    supervisor.spawn("http", async move {
+        http_task.await.context("metrics server panicked")
+    });
+    health.set_ready(true);
+    tracing::info!("demand-collector ready");
+    supervisor.wait(config.shutdown_grace).await
+}
+
+async fn collect_loop(
+    config: Config,
+    pool: Pool,
+    js: jetstream::Context,
+    ns: Namespace,
+    providers: Vec<Arc<dyn Provider>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = collect_once(&config, &pool, &js, &ns, &providers).await {
+            tracing::warn!(error = format!("{error:#}"), "demand collection failed");
+        }
+    }
+}
+
+async fn collect_once(
+    config: &Config,
+    pool: &Pool,
+    js: &jetstream::Context,
+    ns: &Namespace,
+    providers: &[Arc<dyn Provider>],
+) -> anyhow::Result<()> {
+    let queues = queue_names(pool).await?;
+    let asked = providers.iter().map(|provider| {
+        let queues = &queues;
+        async move {
+            let answer =
+                match tokio::time::timeout(config.provider_timeout, provider.collect(queues)).await
+                {
+                    Ok(Ok(counts)) => Answer::Counts(counts),
+                    Ok(Err(error)) => {
+                        tracing::warn!(
+                            provider = provider.name(),
+                            error = format!("{error:#}"),
+                            "demand provider failed"
+                        );
+                        metrics::counter!(m::PROVIDER_FAILURES, "provider" => provider.name())
+                            .increment(1);
+                        Answer::Failed
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            provider = provider.name(),
+                            timeout_ms = config.provider_timeout.as_millis() as u64,
+                            "demand provider timed out"
+                        );
+                        metrics::counter!(m::PROVIDER_FAILURES, "provider" => provider.name())
+                            .increment(1);
+                        Answer::Failed
+                    }
+                };
+            (provider.name(), answer)
+        }
+    });
+    let answers = futures::future::join_all(asked).await;
+    let (snaps, unmapped) = snapshots(&queues, &answers, Utc::now());
+    for (provider, name) in &unmapped {
+        tracing::warn!(provider, name = %name, "demand for a name that maps to no queue");
+        metrics::counter!(m::UNMAPPED, "provider" => *provider).increment(1);
+    }
+    for snapshot in snaps {
+        metrics::gauge!(m::DEMAND, "queue" => snapshot.queue.to_string())
+            .set(snapshot.pending as f64);
+        let payload = serde_json::to_vec(&snapshot)?;
+        js.publish(snapshot.subject(ns), payload.into())
+            .await
+            .context("cannot publish a demand snapshot")?
+            .await
+            .context("demand snapshot not stored")?;
+    }
+    Ok(())
+}
+
+async fn queue_names(pool: &Pool) -> anyhow::Result<Vec<QueueName>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query("SELECT name FROM queues ORDER BY name", &[])
+        .await
+        .context("cannot read queues")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| QueueName::parse(row.get::<_, String>(0)).ok())
+        .collect())
+}

@@ -1,0 +1,14 @@
+//! faro's demand-collector: asks every demand provider for pending work, turns external names
+//! into queues, and publishes one snapshot per queue on `faro.demand.<queue>`.
+//!
+//! Modules: `config`, `app` (the collection cycle), `providers` (the trait and its sources),
+//! `snapshot` (pure: provider answers to snapshots), `metrics`.
+
+mod app;
+pub mod config;
+mod metrics;
+pub mod providers;
+pub mod snapshot;
+
+pub use app::run;
+pub use config::Config;

@@ -1,0 +1,318 @@
+//! The dispatcher service: its loops over submissions, results and API requests.
+//!
+//! Each loop fetches, calls a pure planner or a store function, and acts; one bad message is
+//! refused and recorded without stopping its loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use deadpool_postgres::Pool;
+use faro_shared::http::{self, Health};
+use faro_shared::jobfile;
+use faro_shared::messages::RunResult;
+use faro_shared::shutdown::Supervisor;
+use faro_shared::{nats, pg, Namespace};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::plan::plan_submission;
+use crate::store::{self, Recorded};
+
+/// Durable consumer name of the dispatcher on the submit and results streams.
+const DURABLE: &str = "dispatcher";
+
+struct Dispatcher {
+    pool: Pool,
+    js: jetstream::Context,
+    ns: Namespace,
+    config: Config,
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    m::describe();
+    let health = Health::default();
+    let (_, http_task) =
+        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    let ns = config.common.namespace.clone();
+
+    pg::migrate(&config.pg).await?;
+    let pool = pg::pool(&config.pg)?;
+    let client = nats::connect(&config.common.nats, "faro-dispatcher").await?;
+    let js = nats::jetstream(client.clone());
+    nats::ensure_topology(&js, &ns, &config.topology).await?;
+    let submissions =
+        nats::ensure_service_consumer(&js, &ns.submit_stream(), DURABLE, ns.submit_subject())
+            .await?;
+    let results =
+        nats::ensure_service_consumer(&js, &ns.results_stream(), DURABLE, ns.results_wildcard())
+            .await?;
+
+    let grace = config.shutdown_grace;
+    let dispatcher = Arc::new(Dispatcher {
+        pool,
+        js,
+        ns,
+        config,
+    });
+    let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
+    supervisor.spawn(
+        "submissions",
+        submissions_loop(dispatcher.clone(), submissions, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "results",
+        results_loop(dispatcher.clone(), results, shutdown.clone()),
+    );
+    supervisor.spawn("api", api_loop(dispatcher, client, shutdown.clone()));
+    supervisor.spawn("http", async move {
+        http_task.await.context("metrics server panicked")
+    });
+    health.set_ready(true);
+    tracing::info!("dispatcher ready");
+    supervisor.wait(grace).await
+}
+
+async fn submissions_loop(
+    d: Arc<Dispatcher>,
+    consumer: PullConsumer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Runs recorded before a crash but never published go out first.
+    publish_outbox(&d, None).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(16)
+        .messages()
+        .await
+        .context("cannot pull submissions")?;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "submission pull failed; retrying");
+                continue;
+            }
+            None => anyhow::bail!("the submission stream ended"),
+        };
+        let ack = match handle_submission(&d, &message).await {
+            Ok(ack) => ack,
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot process a submission; it will be retried"
+                );
+                AckKind::Nak(Some(Duration::from_secs(2)))
+            }
+        };
+        if let Err(error) = message.ack_with(ack).await {
+            tracing::warn!(%error, "cannot acknowledge a submission");
+        }
+    }
+}
+
+/// The id that deduplicates a submission: its `Nats-Msg-Id`, or its stream sequence.
+fn submission_id(message: &jetstream::Message) -> String {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned());
+    header.unwrap_or_else(|| match message.info() {
+        Ok(info) => format!("seq-{}", info.stream_sequence),
+        Err(_) => format!("anon-{}", uuid::Uuid::now_v7()),
+    })
+}
+
+async fn handle_submission(
+    d: &Dispatcher,
+    message: &jetstream::Message,
+) -> anyhow::Result<AckKind> {
+    let id = submission_id(message);
+    let submission = match jobfile::parse(&message.payload) {
+        Ok(submission) => submission,
+        Err(error) => {
+            tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
+            metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
+            bus::publish_event(
+                &d.js,
+                &d.ns,
+                "dispatcher",
+                &serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error}),
+            )
+            .await;
+            return Ok(AckKind::Term);
+        }
+    };
+    let runs = plan_submission(&submission);
+    match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
+        Recorded::New => {
+            let messages: Vec<_> = runs.into_iter().map(|r| r.message).collect();
+            publish_and_mark(d, &messages).await?;
+            metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
+            tracing::debug!(submission = %id, runs = messages.len(), "submission accepted");
+        }
+        Recorded::Duplicate => {
+            // Seen before; publish whatever a crash left unpublished.
+            publish_outbox(d, Some(&id)).await?;
+            metrics::counter!(m::SUBMISSIONS, "outcome" => "duplicate").increment(1);
+            tracing::info!(submission = %id, "duplicate submission ignored");
+        }
+    }
+    Ok(AckKind::Ack)
+}
+
+async fn publish_and_mark(
+    d: &Dispatcher,
+    runs: &[faro_shared::messages::RunMessage],
+) -> anyhow::Result<()> {
+    bus::publish_runs(&d.js, &d.ns, runs).await?;
+    let ids: Vec<_> = runs.iter().map(|r| r.run_id).collect();
+    store::mark_published(&d.pool, &ids).await?;
+    for run in runs {
+        metrics::counter!(m::RUNS_DISPATCHED, "queue" => run.queue.to_string()).increment(1);
+    }
+    Ok(())
+}
+
+/// Publishes runs left in the outbox (all, or one submission's), in chunks.
+async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Result<()> {
+    loop {
+        let runs = store::unpublished_runs(&d.pool, submission, 5_000).await?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(runs = runs.len(), "publishing runs left in the outbox");
+        publish_and_mark(d, &runs).await?;
+    }
+}
+
+async fn results_loop(
+    d: Arc<Dispatcher>,
+    consumer: PullConsumer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let batch = d.config.result_batch.max(1);
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .messages()
+        .await
+        .context("cannot pull results")?;
+    let mut chunks = messages.ready_chunks(batch);
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            chunk = chunks.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            anyhow::bail!("the results stream ended");
+        };
+        let mut good = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            match message {
+                Ok(message) => good.push(message),
+                Err(error) => tracing::warn!(%error, "result pull failed; retrying"),
+            }
+        }
+        record_batch(&d, good).await;
+    }
+}
+
+async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
+    let mut results = Vec::with_capacity(messages.len());
+    let mut accepted = Vec::with_capacity(messages.len());
+    for message in messages {
+        match serde_json::from_slice::<RunResult>(&message.payload) {
+            Ok(result) => {
+                results.push(result);
+                accepted.push(message);
+            }
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, %error, "malformed result refused");
+                metrics::counter!(m::BAD_MESSAGES, "stream" => "results").increment(1);
+                if let Err(error) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%error, "cannot refuse a malformed result");
+                }
+            }
+        }
+    }
+    if results.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let ack = match store::record_results(&d.pool, &results).await {
+        Ok(applied) => {
+            metrics::histogram!(m::RESULT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+            let applied: std::collections::HashSet<_> = applied.into_iter().collect();
+            for result in &results {
+                if applied.contains(&result.run_id) {
+                    metrics::counter!(m::RESULTS, "outcome" => result.outcome.as_str())
+                        .increment(1);
+                } else {
+                    tracing::info!(run.id = %result.run_id, attempt = result.attempt, "late or repeated result ignored");
+                    metrics::counter!(m::RESULTS_IGNORED).increment(1);
+                }
+            }
+            AckKind::Ack
+        }
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                results = results.len(),
+                "cannot record results; they will be redelivered"
+            );
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    };
+    let acks = accepted.iter().map(|message| message.ack_with(ack));
+    for outcome in futures::future::join_all(acks).await {
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "cannot acknowledge a result");
+        }
+    }
+}
+
+async fn api_loop(
+    d: Arc<Dispatcher>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut requests = client
+        .queue_subscribe(
+            d.ns.api_subject("dispatcher", "status"),
+            "dispatcher".to_owned(),
+        )
+        .await
+        .context("cannot serve the status API")?;
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            anyhow::bail!("the status API subscription ended");
+        };
+        let Some(reply) = request.reply else { continue };
+        let body = match store::status(&d.pool).await {
+            Ok(status) => serde_json::to_vec(&status),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "status request failed");
+                serde_json::to_vec(&serde_json::json!({ "error": format!("{error:#}") }))
+            }
+        }
+        .unwrap_or_default();
+        if let Err(error) = client.publish(reply, body.into()).await {
+            tracing::warn!(%error, "cannot answer a status request");
+        }
+    }
+}

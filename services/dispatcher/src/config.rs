@@ -1,0 +1,34 @@
+//! The dispatcher's settings, from `FARO_*` variables.
+
+use std::time::Duration;
+
+use faro_shared::config::{ConfigError, Env, PgConfig};
+use faro_shared::nats::TopologySettings;
+use faro_shared::CommonConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub pg: PgConfig,
+    pub topology: TopologySettings,
+    /// Most results recorded in one transaction (`FARO_DISPATCHER_RESULT_BATCH`).
+    pub result_batch: usize,
+    /// How long in-flight work may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`).
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            pg: PgConfig::from_env(env)?,
+            topology: TopologySettings::default(),
+            result_batch: env.parse(
+                "FARO_DISPATCHER_RESULT_BATCH",
+                2000,
+                "a whole number of results, such as 2000",
+            )?,
+            shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+        })
+    }
+}

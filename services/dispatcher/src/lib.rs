@@ -1,0 +1,16 @@
+//! faro's dispatcher: turns submissions into runs, publishes them to their queues, and records
+//! every outcome in PostgreSQL.
+//!
+//! Modules: `config` (settings), `app` (the service's loops), `plan` (pure: submission to runs),
+//! `store` (PostgreSQL), `bus` (NATS publishing), `metrics`. Scheduling of recurring jobs,
+//! admission, retries and chains build on these.
+
+mod app;
+mod bus;
+pub mod config;
+mod metrics;
+pub mod plan;
+pub mod store;
+
+pub use app::run;
+pub use config::Config;

@@ -1,0 +1,29 @@
+//! Every metric the dispatcher exports, declared with its help text.
+
+use metrics::{describe_counter, describe_histogram, Unit};
+
+pub const SUBMISSIONS: &str = "faro_dispatcher_submissions_total";
+pub const RUNS_DISPATCHED: &str = "faro_dispatcher_runs_dispatched_total";
+pub const RESULTS: &str = "faro_dispatcher_results_total";
+pub const RESULTS_IGNORED: &str = "faro_dispatcher_results_ignored_total";
+pub const BAD_MESSAGES: &str = "faro_dispatcher_bad_messages_total";
+pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
+
+pub fn describe() {
+    describe_counter!(
+        SUBMISSIONS,
+        "Submissions received, by outcome (accepted, duplicate, rejected)."
+    );
+    describe_counter!(RUNS_DISPATCHED, "Runs published to their queue, by queue.");
+    describe_counter!(RESULTS, "Run results recorded, by outcome.");
+    describe_counter!(
+        RESULTS_IGNORED,
+        "Results that changed nothing: a late or repeated result of an attempt already ended."
+    );
+    describe_counter!(BAD_MESSAGES, "Messages refused as malformed, by stream.");
+    describe_histogram!(
+        RESULT_BATCH_SECONDS,
+        Unit::Seconds,
+        "Time to record one batch of results in PostgreSQL."
+    );
+}

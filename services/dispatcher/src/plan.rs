@@ -1,0 +1,70 @@
+//! Pure: what a submission becomes. One run per job, attempt 1, ids fixed here.
+//!
+//! Owns the mapping from the JSON job format to run messages; it does no I/O, so the same
+//! submission always plans the same shape and tests need no database.
+
+use faro_shared::domain::JobId;
+use faro_shared::messages::{RunMessage, Submission};
+use uuid::Uuid;
+
+/// A run about to be recorded and published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// Index of its job inside the submission.
+    pub seq: i32,
+    pub message: RunMessage,
+}
+
+/// Plans one run per job of `submission`. A job without an id gets its run's id as its own.
+pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
+    submission
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(seq, job)| {
+            let run_id = Uuid::now_v7();
+            let job_id = job.id.clone().unwrap_or_else(|| {
+                JobId::parse(run_id.simple().to_string()).expect("a uuid is a valid job id")
+            });
+            NewRun {
+                seq: i32::try_from(seq).unwrap_or(i32::MAX),
+                message: RunMessage {
+                    run_id,
+                    attempt: 1,
+                    job_id,
+                    queue: job.queue.clone(),
+                    target: job.target.clone(),
+                    priority: job.priority,
+                    task: job.task.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_run_per_job_with_unique_ids() {
+        let submission = faro_shared::jobfile::parse(
+            br#"[{"queue": "q", "kind": "sim"}, {"id": "mine", "queue": "q", "kind": "sim", "target": "t1"},
+                 {"queue": "r", "kind": "sim", "priority": 1}]"#,
+        )
+        .unwrap();
+        let runs = plan_submission(&submission);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(runs[1].message.job_id.as_str(), "mine");
+        assert_eq!(
+            runs[0].message.job_id.as_str(),
+            runs[0].message.run_id.simple().to_string()
+        );
+        assert!(runs.iter().all(|r| r.message.attempt == 1));
+        let mut ids: Vec<_> = runs.iter().map(|r| r.message.run_id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(runs[2].message.priority.get(), 1);
+    }
+}

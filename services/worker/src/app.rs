@@ -1,0 +1,301 @@
+//! The worker service: heartbeat, assignment watch, one pull loop per assigned queue.
+//!
+//! Slots are a semaphore of `capacity` permits; a pull asks for at most as many runs as there
+//! are free permits, and each run holds its permit until it is acked. Shutdown stops pulling,
+//! lets in-flight runs finish within the grace period, gives back the rest, and deletes the
+//! heartbeat key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv, AckKind};
+use chrono::Utc;
+use faro_shared::domain::QueueName;
+use faro_shared::http::{self, Health};
+use faro_shared::messages::{Assignment, Heartbeat};
+use faro_shared::shutdown::Supervisor;
+use faro_shared::{nats, Namespace, VERSION};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::execute::Executor;
+use crate::metrics as m;
+
+struct Worker {
+    config: Config,
+    js: jetstream::Context,
+    ns: Namespace,
+    slots: Arc<Semaphore>,
+    runs: TaskTracker,
+    executor: Executor,
+    started_at: chrono::DateTime<Utc>,
+}
+
+impl Worker {
+    fn in_progress(&self) -> u32 {
+        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
+        self.config.capacity.saturating_sub(free)
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        let in_progress = self.in_progress();
+        Heartbeat {
+            worker_id: self.config.worker_id.clone(),
+            pool: self.config.pool.clone(),
+            capacity: self.config.capacity,
+            kinds: self.config.kinds.clone(),
+            in_progress,
+            cpu_percent: None,
+            mem_percent: None,
+            load_score: u8::try_from(in_progress * 100 / self.config.capacity.max(1))
+                .unwrap_or(100),
+            version: VERSION.to_owned(),
+            started_at: self.started_at,
+            sent_at: Utc::now(),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled or one of its loops fails.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    m::describe();
+    let health = Health::default();
+    let (_, http_task) =
+        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    let ns = config.common.namespace.clone();
+    let client = nats::connect(
+        &config.common.nats,
+        &format!("faro-worker-{}", config.worker_id),
+    )
+    .await?;
+    let js = nats::jetstream(client);
+    let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
+
+    let abort = CancellationToken::new();
+    let worker = Arc::new(Worker {
+        slots: Arc::new(Semaphore::new(config.capacity as usize)),
+        runs: TaskTracker::new(),
+        executor: Executor {
+            js: js.clone(),
+            ns: ns.clone(),
+            worker_id: config.worker_id.clone(),
+            abort: abort.clone(),
+        },
+        started_at: Utc::now(),
+        js,
+        ns,
+        config,
+    });
+    let key = worker.config.worker_id.to_string();
+    put_heartbeat(&worker, &topology.workers).await?;
+    tracing::info!(worker = %key, pool = %worker.config.pool, capacity = worker.config.capacity, "worker ready");
+
+    let mut supervisor = Supervisor::new("worker", shutdown.clone());
+    supervisor.spawn(
+        "heartbeat",
+        heartbeat_loop(worker.clone(), topology.workers.clone(), shutdown.clone()),
+    );
+    supervisor.spawn(
+        "assignment",
+        assignment_loop(
+            worker.clone(),
+            topology.assignments.clone(),
+            shutdown.clone(),
+        ),
+    );
+    supervisor.spawn("http", async move {
+        http_task.await.context("metrics server panicked")
+    });
+    health.set_ready(true);
+    let stopped = supervisor.wait(Duration::from_secs(10)).await;
+
+    // Pulling has stopped; let in-flight runs finish, then give back what is left.
+    worker.runs.close();
+    let grace = worker.config.shutdown_grace;
+    if tokio::time::timeout(grace, worker.runs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_progress = worker.in_progress(),
+            "grace period over; giving runs back"
+        );
+        abort.cancel();
+        worker.runs.wait().await;
+    }
+    if let Err(error) = topology.workers.delete(&key).await {
+        tracing::warn!(%error, "cannot delete the heartbeat key; it will expire");
+    }
+    tracing::info!(worker = %key, "worker left");
+    stopped
+}
+
+async fn put_heartbeat(worker: &Worker, bucket: &kv::Store) -> anyhow::Result<()> {
+    let beat = serde_json::to_vec(&worker.heartbeat())?;
+    bucket
+        .put(worker.config.worker_id.as_str(), beat.into())
+        .await
+        .context("cannot write the heartbeat")?;
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    worker: Arc<Worker>,
+    bucket: kv::Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(worker.config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match put_heartbeat(&worker, &bucket).await {
+            Ok(()) => metrics::counter!(m::HEARTBEATS, "result" => "ok").increment(1),
+            Err(error) => {
+                // A missed beat is the balancer's business; keep trying.
+                tracing::warn!(error = format!("{error:#}"), "heartbeat failed");
+                metrics::counter!(m::HEARTBEATS, "result" => "failed").increment(1);
+            }
+        }
+    }
+}
+
+/// Follows this worker's key in the assignments bucket, starting and stopping pull loops.
+async fn assignment_loop(
+    worker: Arc<Worker>,
+    bucket: kv::Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let key = worker.config.worker_id.to_string();
+    let mut watch = bucket
+        .watch_with_history(&key)
+        .await
+        .context("cannot watch the assignment")?;
+    let mut loops: HashMap<QueueName, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    let result = loop {
+        let entry = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            entry = watch.next() => entry,
+        };
+        let queues: Vec<QueueName> = match entry {
+            Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                match serde_json::from_slice::<Assignment>(&entry.value) {
+                    Ok(assignment) => assignment.queues,
+                    Err(error) => {
+                        tracing::warn!(%error, "malformed assignment ignored");
+                        continue;
+                    }
+                }
+            }
+            Some(Ok(_)) => Vec::new(),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "assignment watch error");
+                continue;
+            }
+            None => break Err(anyhow::anyhow!("the assignment watch ended")),
+        };
+        loops.retain(|queue, (stop, _)| {
+            let keep = queues.contains(queue);
+            if !keep {
+                tracing::info!(%queue, "queue unassigned; stop pulling");
+                stop.cancel();
+            }
+            keep
+        });
+        for queue in queues {
+            if loops.contains_key(&queue) {
+                continue;
+            }
+            tracing::info!(%queue, "queue assigned; start pulling");
+            let stop = shutdown.child_token();
+            let task = tokio::spawn(pull_loop(worker.clone(), queue.clone(), stop.clone()));
+            loops.insert(queue, (stop, task));
+        }
+    };
+    for (_, (stop, task)) in loops.drain() {
+        stop.cancel();
+        let _ = task.await;
+    }
+    result
+}
+
+/// Pulls runs of one queue while it is assigned, never more than the free slots.
+async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let consumer = loop {
+        match nats::ensure_queue_consumer(&worker.js, &worker.ns, &queue).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%queue, error = format!("{error:#}"), "cannot open the queue's consumer; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = worker.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = worker.slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(worker.config.fetch_expiry)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%queue, %error, "pull failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        // Drain the pull to its end; after `stop`, whatever still arrives is given back at once.
+        while let Some(message) = batch.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%queue, %error, "pull interrupted");
+                    break;
+                }
+            };
+            let permit = match permits.pop() {
+                Some(permit) if !stop.is_cancelled() => permit,
+                _ => {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+            };
+            let executor = worker.executor.clone();
+            worker.runs.spawn(async move {
+                executor.handle(message).await;
+                drop(permit);
+            });
+        }
+    }
+}

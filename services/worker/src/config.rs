@@ -1,0 +1,118 @@
+//! The worker's settings, from `FARO_*` variables.
+
+use std::time::Duration;
+
+use faro_shared::config::{ConfigError, Env};
+use faro_shared::domain::{PoolName, WorkerId};
+use faro_shared::messages::Kind;
+use faro_shared::nats::TopologySettings;
+use faro_shared::CommonConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub topology: TopologySettings,
+    /// `FARO_WORKER_ID`; default: the host name and a random suffix, unique per process.
+    pub worker_id: WorkerId,
+    /// `FARO_WORKER_POOL`, default `default`.
+    pub pool: PoolName,
+    /// Runs executed at once (`FARO_WORKER_CAPACITY`, default 10).
+    pub capacity: u32,
+    /// Kinds this worker executes.
+    pub kinds: Vec<Kind>,
+    /// `FARO_HEARTBEAT_INTERVAL`, default 5 s.
+    pub heartbeat_interval: Duration,
+    /// How long one pull request waits for runs (`FARO_WORKER_FETCH_EXPIRY`, default 2 s).
+    pub fetch_expiry: Duration,
+    /// How long in-flight runs may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`, 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let worker_id = match env.optional("FARO_WORKER_ID") {
+            Some(id) => WorkerId::parse(id).map_err(|e| ConfigError {
+                var: "FARO_WORKER_ID".to_owned(),
+                value: id.to_owned(),
+                expected: e.to_string(),
+            })?,
+            None => default_worker_id(env),
+        };
+        let capacity: u32 = env.parse(
+            "FARO_WORKER_CAPACITY",
+            10,
+            "a whole number of slots from 1 to 10000",
+        )?;
+        if !(1..=10_000).contains(&capacity) {
+            return Err(ConfigError {
+                var: "FARO_WORKER_CAPACITY".to_owned(),
+                value: capacity.to_string(),
+                expected: "a whole number of slots from 1 to 10000".to_owned(),
+            });
+        }
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            topology: TopologySettings::default(),
+            worker_id,
+            pool: env.parse(
+                "FARO_WORKER_POOL",
+                PoolName::parse("default").expect("valid pool name"),
+                "a pool name of A-Z a-z 0-9 _ -",
+            )?,
+            capacity,
+            kinds: vec![Kind::Sim],
+            heartbeat_interval: env.duration("FARO_HEARTBEAT_INTERVAL", Duration::from_secs(5))?,
+            fetch_expiry: env.duration("FARO_WORKER_FETCH_EXPIRY", Duration::from_secs(2))?,
+            shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+        })
+    }
+}
+
+/// `<host>-<random>`: unique even with several workers per host (`docker compose --scale`).
+fn default_worker_id(env: &Env) -> WorkerId {
+    let host = env
+        .optional("HOSTNAME")
+        .map(str::to_owned)
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_else(|| "worker".to_owned());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let host = if host.is_empty() {
+        "worker".to_owned()
+    } else {
+        host
+    };
+    WorkerId::parse(format!("{host}-{suffix}")).expect("sanitized worker id is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_are_unique_and_valid() {
+        let env = Env::from_pairs([("HOSTNAME", "olt poller.example")]);
+        let a = Config::from_env(&env).unwrap().worker_id;
+        let b = Config::from_env(&env).unwrap().worker_id;
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("olt-poller-example-"), "{a}");
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let env = Env::from_pairs([("FARO_WORKER_CAPACITY", "0")]);
+        let err = Config::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "FARO_WORKER_CAPACITY");
+    }
+}

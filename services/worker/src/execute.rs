@@ -1,0 +1,150 @@
+//! One run: decode, execute its kind, publish the result, then acknowledge the message.
+//!
+//! The order is the contract: a run is acked only after its result is stored, so a worker that
+//! dies mid-run leaves the message to be redelivered, never a run without a result.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use faro_shared::domain::{Outcome, WorkerId};
+use faro_shared::messages::{RunMessage, RunOutput, RunResult, Task};
+use faro_shared::nats::RUN_ACK_WAIT;
+use faro_shared::Namespace;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::sim;
+
+/// What a worker needs to execute runs.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+    pub worker_id: WorkerId,
+    /// Cancelled when the shutdown grace period is over: unfinished runs are given back.
+    pub abort: CancellationToken,
+}
+
+impl Executor {
+    /// Executes one pulled message to the end; never panics on bad input.
+    pub async fn handle(&self, message: jetstream::Message) {
+        let run: RunMessage = match serde_json::from_slice(&message.payload) {
+            Ok(run) => run,
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, %error, "malformed run refused");
+                metrics::counter!(m::BAD_MESSAGES).increment(1);
+                if let Err(error) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%error, "cannot refuse a malformed run");
+                }
+                return;
+            }
+        };
+        let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
+        let _enter = span.enter();
+        let started_at = Utc::now();
+        let started = std::time::Instant::now();
+        metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
+        let executed = tokio::select! {
+            executed = self.execute_with_progress(&run, &message) => Some(executed),
+            _ = self.abort.cancelled() => None,
+        };
+        metrics::gauge!(m::RUNS_IN_PROGRESS).decrement(1.0);
+        let Some((outcome, output, error)) = executed else {
+            tracing::info!("shutdown grace over; run given back to its queue");
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        };
+        let result = RunResult {
+            run_id: run.run_id,
+            attempt: run.attempt,
+            job_id: run.job_id.clone(),
+            queue: run.queue.clone(),
+            target: run.target.clone(),
+            worker_id: self.worker_id.clone(),
+            outcome,
+            simulated: matches!(run.task, Task::Sim(_)),
+            started_at,
+            finished_at: Utc::now(),
+            output,
+            error,
+        };
+        let labels = [
+            ("queue", run.queue.to_string()),
+            ("kind", run.task.kind().as_str().to_owned()),
+            ("outcome", outcome.as_str().to_owned()),
+        ];
+        metrics::counter!(m::RUNS, &labels).increment(1);
+        metrics::histogram!(m::RUN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+        if let Err(error) = self.publish_result(&result).await {
+            // Not stored: give the run back so another attempt records it.
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "result not stored; run given back"
+            );
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+        if let Err(error) = message.ack().await {
+            tracing::warn!(%error, "cannot acknowledge a run; it may run again (its result is fenced)");
+        }
+    }
+
+    async fn publish_result(&self, result: &RunResult) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(result)?;
+        self.js
+            .publish(result.subject(&self.ns), payload.into())
+            .await?
+            .into_future()
+            .await?;
+        Ok(())
+    }
+
+    /// Executes the run's kind, telling JetStream it is still alive while it lasts.
+    async fn execute_with_progress(
+        &self,
+        run: &RunMessage,
+        message: &jetstream::Message,
+    ) -> (Outcome, Option<RunOutput>, Option<String>) {
+        let work = execute(run);
+        tokio::pin!(work);
+        let mut progress = tokio::time::interval(RUN_ACK_WAIT / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = progress.tick() => {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(%error, "cannot send an in-progress ack");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn execute(run: &RunMessage) -> (Outcome, Option<RunOutput>, Option<String>) {
+    match &run.task {
+        Task::Sim(params) => {
+            let entropy = u64::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            let plan = sim::plan(params, &run.job_id, run.attempt, entropy);
+            if !plan.duration.is_zero() {
+                tokio::time::sleep(plan.duration).await;
+            }
+            let error = match plan.outcome {
+                Outcome::Succeeded => None,
+                Outcome::Failed => Some("simulated failure".to_owned()),
+                Outcome::Interrupted => Some("simulated interruption".to_owned()),
+            };
+            let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
+            (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! faro's worker: heartbeats into `faro_workers`, follows its assignment in `faro_assignments`,
+//! pulls runs from the durable consumer of each assigned queue (never more than its free
+//! slots), executes them, publishes each result and only then acknowledges the run.
+//!
+//! Modules: `config`, `app` (heartbeat, assignment and pull loops), `execute` (one run),
+//! `sim` (pure: the simulated kind's draw), `metrics`.
+
+mod app;
+pub mod config;
+mod execute;
+mod metrics;
+pub mod sim;
+
+pub use app::run;
+pub use config::Config;

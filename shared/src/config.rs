@@ -1,0 +1,364 @@
+//! Typed configuration from `FARO_*` variables.
+//!
+//! Parsing happens once, in each binary's `main`, from an [`Env`] map (so tests need no
+//! process environment). A bad value fails at start with the variable's name and the form it
+//! expects. Settings every service shares live here; each service adds its own.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::names::Namespace;
+
+/// A configuration value that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?} is not accepted: expected {expected}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub expected: String,
+}
+
+/// A snapshot of the variables a service reads.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Sets one variable (for tests and for the in-process benchmark).
+    pub fn set(&mut self, var: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.vars.insert(var.into(), value.into());
+        self
+    }
+
+    /// The value of `var`, `None` when unset or empty.
+    pub fn optional(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn string(&self, var: &str, default: &str) -> String {
+        self.optional(var).unwrap_or(default).to_owned()
+    }
+
+    /// Parses `var` with `FromStr`, or gives `default` when unset.
+    pub fn parse<T: FromStr>(
+        &self,
+        var: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => value.parse().map_err(|_| self.error(var, value, expected)),
+        }
+    }
+
+    /// Parses an optional value with `FromStr`.
+    pub fn parse_optional<T: FromStr>(
+        &self,
+        var: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.optional(var)
+            .map(|value| value.parse().map_err(|_| self.error(var, value, expected)))
+            .transpose()
+    }
+
+    /// A duration such as `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+    pub fn duration(&self, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => parse_duration(value)
+                .ok_or_else(|| self.error(var, value, "a duration such as 250ms, 5s, 2m or 1h")),
+        }
+    }
+
+    pub fn bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(self.error(var, value, "true or false")),
+            },
+        }
+    }
+
+    pub fn path(&self, var: &str) -> Option<PathBuf> {
+        self.optional(var).map(PathBuf::from)
+    }
+
+    pub fn secret(&self, var: &str) -> Option<Secret> {
+        self.optional(var).map(|v| Secret(v.to_owned()))
+    }
+
+    fn error(&self, var: &str, value: &str, expected: &str) -> ConfigError {
+        ConfigError {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A value that must not reach logs: `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub creds_file: Option<PathBuf>,
+    pub tls_required: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            tls_required: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            url: env.string("FARO_NATS_URL", "nats://127.0.0.1:4222"),
+            user: env.optional("FARO_NATS_USER").map(str::to_owned),
+            password: env.secret("FARO_NATS_PASSWORD"),
+            token: env.secret("FARO_NATS_TOKEN"),
+            creds_file: env.path("FARO_NATS_CREDS"),
+            tls_required: env.bool("FARO_NATS_TLS", false)?,
+            tls_ca: env.path("FARO_NATS_TLS_CA"),
+            tls_cert: env.path("FARO_NATS_TLS_CERT"),
+            tls_key: env.path("FARO_NATS_TLS_KEY"),
+        };
+        if config.user.is_some() != config.password.is_some() {
+            return Err(ConfigError {
+                var: "FARO_NATS_USER".to_owned(),
+                value: config.user.clone().unwrap_or_default(),
+                expected: "FARO_NATS_USER and FARO_NATS_PASSWORD set together".to_owned(),
+            });
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(ConfigError {
+                var: "FARO_NATS_TLS_CERT".to_owned(),
+                value: String::new(),
+                expected: "FARO_NATS_TLS_CERT and FARO_NATS_TLS_KEY set together".to_owned(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    pub url: Secret,
+    pub pool_size: usize,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url),
+            pool_size: 16,
+        }
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.string(
+            "FARO_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/faro",
+        );
+        url.parse::<tokio_postgres::Config>()
+            .map_err(|_| ConfigError {
+                var: "FARO_DATABASE_URL".to_owned(),
+                value: "[redacted]".to_owned(),
+                expected: "a PostgreSQL URL such as postgres://user:password@host:5432/faro"
+                    .to_owned(),
+            })?;
+        Ok(Self {
+            url: Secret(url),
+            pool_size: env.parse("FARO_DB_POOL_SIZE", 16, "a whole number of connections")?,
+        })
+    }
+}
+
+/// Output format of logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// What every service reads: namespace, NATS, HTTP address, logs.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub namespace: Namespace,
+    pub nats: NatsConfig,
+    /// Where `/metrics` and `/health` are served.
+    pub http_addr: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+impl CommonConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            namespace: env.parse(
+                "FARO_NAMESPACE",
+                Namespace::default(),
+                "1 to 32 characters of a-z 0-9 _, starting with a letter",
+            )?,
+            nats: NatsConfig::from_env(env)?,
+            http_addr: env.parse(
+                "FARO_HTTP_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 9090)),
+                "an address and port such as 0.0.0.0:9090",
+            )?,
+            log_format: env.parse("FARO_LOG_FORMAT", LogFormat::Text, "text or json")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_several_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        for bad in ["", "s", "5 parsecs", "-1s", "1e400"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_form() {
+        let env = Env::from_pairs([("FARO_HTTP_ADDR", "everywhere")]);
+        let err = CommonConfig::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("FARO_HTTP_ADDR") && err.contains("0.0.0.0:9090"),
+            "{err}"
+        );
+
+        let env = Env::from_pairs([("FARO_NAMESPACE", "Bad.Name")]);
+        let err = CommonConfig::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("FARO_NAMESPACE"), "{err}");
+
+        let env = Env::from_pairs([("FARO_NATS_USER", "dispatcher")]);
+        let err = NatsConfig::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("FARO_NATS_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_or_empty() {
+        let env = Env::from_pairs([("FARO_NAMESPACE", " ")]);
+        let config = CommonConfig::from_env(&env).unwrap();
+        assert_eq!(config.namespace, Namespace::default());
+        assert_eq!(config.http_addr.port(), 9090);
+        assert_eq!(config.nats.url, "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let env = Env::from_pairs([
+            ("FARO_NATS_USER", "u"),
+            ("FARO_NATS_PASSWORD", "hunter2"),
+            ("FARO_DATABASE_URL", "postgres://a:hunter2@h/db"),
+        ]);
+        let text = format!(
+            "{:?} {:?}",
+            NatsConfig::from_env(&env).unwrap(),
+            PgConfig::from_env(&env).unwrap()
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

@@ -1,0 +1,366 @@
+//! The JSON job format: parsing a whole submission, or refusing it whole.
+//!
+//! A submission is `{"jobs": [...]}` (optionally with `submitted_at`) or a bare array of jobs.
+//! Each job has `queue`, `kind`, optional `target`, `params`, `priority` and `id`. Any error
+//! names the job's index and field, so an operator can fix a file of 10,000 jobs; no part of a
+//! refused submission is ever applied. Both the CLI and the dispatcher parse with this module.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_path_to_error::Segment;
+
+use crate::domain::{JobId, Priority, QueueName, TargetId};
+use crate::messages::{JobSpec, Kind, SimParams, Submission, Task};
+
+/// Most jobs one submission may hold.
+pub const MAX_JOBS: usize = 1_000_000;
+
+/// Why a submission was refused, precise enough to fix the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFileError {
+    /// Index of the job in the `jobs` array (0-based), when the error is inside one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<usize>,
+    /// The field inside the job (`priority`, `params.duration_ms`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub problem: String,
+    /// Position in the text, for syntax errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl JobFileError {
+    fn whole(problem: impl Into<String>) -> Self {
+        Self {
+            job: None,
+            field: None,
+            problem: problem.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    fn in_job(job: usize, field: &str, problem: impl Into<String>) -> Self {
+        Self {
+            job: Some(job),
+            field: Some(field.to_owned()),
+            ..Self::whole(problem)
+        }
+    }
+}
+
+impl fmt::Display for JobFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(job) = self.job {
+            write!(f, "job {job}")?;
+            if let Some(field) = &self.field {
+                write!(f, ", field `{field}`")?;
+            }
+            f.write_str(": ")?;
+        } else if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line} column {column}: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for JobFileError {}
+
+/// A job as written, before its kind and params are checked together.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobInput {
+    #[serde(default)]
+    id: Option<JobId>,
+    queue: QueueName,
+    kind: String,
+    #[serde(default)]
+    target: Option<TargetId>,
+    #[serde(default)]
+    params: Option<serde_json::Value>,
+    #[serde(default)]
+    priority: Option<Priority>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmissionInput {
+    jobs: Vec<JobInput>,
+    #[serde(default)]
+    submitted_at: Option<DateTime<Utc>>,
+}
+
+/// Parses and validates a whole submission.
+pub fn parse(bytes: &[u8]) -> Result<Submission, JobFileError> {
+    let bare_array = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    let input = if bare_array {
+        deserialize::<Vec<JobInput>>(bytes, Some("jobs")).map(|jobs| SubmissionInput {
+            jobs,
+            submitted_at: None,
+        })
+    } else {
+        deserialize::<SubmissionInput>(bytes, None)
+    }?;
+    if input.jobs.is_empty() {
+        return Err(JobFileError {
+            field: Some("jobs".to_owned()),
+            ..JobFileError::whole("no jobs; expected at least one")
+        });
+    }
+    if input.jobs.len() > MAX_JOBS {
+        return Err(JobFileError::whole(format!(
+            "{} jobs; at most {MAX_JOBS} are accepted in one submission",
+            input.jobs.len()
+        )));
+    }
+    let jobs = input
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| validate(index, job))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashMap::new();
+    for (index, job) in jobs.iter().enumerate() {
+        if let Some(id) = &job.id {
+            if let Some(first) = seen.insert(id, index) {
+                return Err(JobFileError::in_job(
+                    index,
+                    "id",
+                    format!("id {id:?} is already used by job {first}; expected ids unique in one submission"),
+                ));
+            }
+        }
+    }
+    Ok(Submission {
+        jobs,
+        submitted_at: input.submitted_at,
+    })
+}
+
+fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
+    let kind: Kind = job
+        .kind
+        .parse()
+        .map_err(|problem| JobFileError::in_job(index, "kind", problem))?;
+    let params = job
+        .params
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let task = match kind {
+        Kind::Sim => Task::Sim(params_of::<SimParams>(index, params)?),
+        other => {
+            return Err(JobFileError::in_job(
+                index,
+                "kind",
+                format!("kind {other} is not executable by this version of faro; accepted: sim"),
+            ))
+        }
+    };
+    if kind.needs_target() && job.target.is_none() {
+        return Err(JobFileError::in_job(
+            index,
+            "target",
+            format!("kind {kind} needs a target"),
+        ));
+    }
+    Ok(JobSpec {
+        id: job.id,
+        queue: job.queue,
+        target: job.target,
+        task,
+        priority: job.priority.unwrap_or_default(),
+    })
+}
+
+fn params_of<T: serde::de::DeserializeOwned>(
+    index: usize,
+    params: serde_json::Value,
+) -> Result<T, JobFileError> {
+    serde_path_to_error::deserialize(params).map_err(|err| {
+        let path = field_path(err.path().iter());
+        let field = if path.is_empty() {
+            "params".to_owned()
+        } else {
+            format!("params.{path}")
+        };
+        JobFileError::in_job(index, &field, err.inner().to_string())
+    })
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    root: Option<&str>,
+) -> Result<T, JobFileError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let inner = err.inner();
+        let mut segments = err.path().iter().peekable();
+        // `jobs[3].priority`: lift the index out of the path.
+        let starts_with_jobs = root.is_some()
+            || matches!(segments.peek(), Some(Segment::Map { key }) if key == "jobs");
+        if root.is_none() && starts_with_jobs {
+            segments.next();
+        }
+        let job = match segments.peek() {
+            Some(Segment::Seq { index }) if starts_with_jobs => {
+                let index = *index;
+                segments.next();
+                Some(index)
+            }
+            _ => None,
+        };
+        let rest = field_path(segments);
+        let field = match (job, rest.is_empty()) {
+            (Some(_), true) => None,
+            (Some(_), false) => Some(rest),
+            (None, _) if starts_with_jobs => Some("jobs".to_owned()),
+            (None, true) => None,
+            (None, false) => Some(rest),
+        };
+        let syntax = inner.is_syntax() || inner.is_eof();
+        JobFileError {
+            job,
+            field,
+            problem: strip_position(&inner.to_string()),
+            line: syntax.then(|| inner.line()),
+            column: syntax.then(|| inner.column()),
+        }
+    })
+}
+
+fn field_path<'a>(segments: impl Iterator<Item = &'a Segment>) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(variant);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// serde_json appends " at line L column C"; the error carries those separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> JobFileError {
+        parse(text.as_bytes()).expect_err("was accepted")
+    }
+
+    #[test]
+    fn accepts_both_shapes_with_defaults() {
+        let a = parse(br#"{"jobs": [{"queue": "q", "kind": "sim"}]}"#).unwrap();
+        let b = parse(br#" [{"queue": "q", "kind": "sim"}]"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.jobs[0].priority, Priority::default());
+        assert_eq!(a.jobs[0].task, Task::Sim(SimParams::default()));
+    }
+
+    #[test]
+    fn full_job_is_read() {
+        let s = parse(
+            br#"{"jobs": [
+              {"queue": "q", "kind": "sim"},
+              {"id": "j-2", "queue": "discovery", "kind": "sim", "target": "olt-1",
+               "priority": "high", "params": {"duration_ms": [0, 10], "seed": 7}}]}"#,
+        )
+        .unwrap();
+        let job = &s.jobs[1];
+        assert_eq!(job.id.as_ref().unwrap().as_str(), "j-2");
+        assert_eq!(job.target.as_ref().unwrap().as_str(), "olt-1");
+        assert_eq!(job.priority, Priority::MOST_URGENT);
+        let Task::Sim(params) = &job.task;
+        assert_eq!(params.seed, Some(7));
+    }
+
+    #[test]
+    fn errors_name_job_index_and_field() {
+        let e = err(
+            r#"{"jobs": [{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim", "priority": 11}]}"#,
+        );
+        assert_eq!((e.job, e.field.as_deref()), (Some(1), Some("priority")));
+        assert!(e.problem.contains("1 (most urgent) to 10"), "{e}");
+
+        let e = err(
+            r#"[{"queue": "q"}, {"queue": "q", "kind": "sim", "params": {"duration_ms": [9, 1]}}]"#,
+        );
+        assert_eq!(e.job, Some(0));
+        assert!(e.problem.contains("kind"), "{e}");
+
+        let e = err(r#"[{"queue": "q", "kind": "sim", "params": {"duration_ms": [9, 1]}}]"#);
+        assert_eq!(
+            (e.job, e.field.as_deref()),
+            (Some(0), Some("params.duration_ms"))
+        );
+
+        let e = err(r#"[{"queue": "a.b", "kind": "sim"}]"#);
+        assert_eq!((e.job, e.field.as_deref()), (Some(0), Some("queue")));
+
+        let e = err(r#"[{"queue": "q", "kind": "ftp"}]"#);
+        assert_eq!((e.job, e.field.as_deref()), (Some(0), Some("kind")));
+        assert!(
+            e.to_string()
+                .starts_with("job 0, field `kind`: unknown kind"),
+            "{e}"
+        );
+
+        let e = err(r#"[{"queue": "q", "kind": "snmp.get"}]"#);
+        assert_eq!(e.field.as_deref(), Some("kind"));
+
+        let e = err(r#"[{"queue": "q", "kind": "sim", "colour": 1}]"#);
+        assert!(e.problem.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let e = err(
+            r#"[{"id": "a", "queue": "q", "kind": "sim"}, {"id": "a", "queue": "q", "kind": "sim"}]"#,
+        );
+        assert_eq!((e.job, e.field.as_deref()), (Some(1), Some("id")));
+    }
+
+    #[test]
+    fn syntax_errors_give_a_position() {
+        let e = err("{\"jobs\": [\n{\"queue\": \"q\", \"kind\": \"sim\"}\n");
+        assert!(e.line.is_some() && e.column.is_some(), "{e:?}");
+        let e = err("");
+        assert!(e.line.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn empty_and_wrong_shapes_are_refused() {
+        assert_eq!(err(r#"{"jobs": []}"#).field.as_deref(), Some("jobs"));
+        assert!(err(r#"{"job": []}"#).problem.contains("job"));
+        assert!(err(r#""jobs""#).problem.contains("expected"));
+    }
+}

@@ -1,0 +1,26 @@
+//! faro-shared: everything that crosses a service boundary.
+//!
+//! Message types and their subjects (`messages`, `names`), validated names (`domain`), the JSON
+//! job format (`jobfile`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
+//! `/metrics` and `/health` (`http`), NATS and PostgreSQL setup (`nats`, `pg`), shutdown
+//! (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
+//! Decisions belong to the services, not here.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod jobfile;
+pub mod messages;
+pub mod names;
+pub mod nats;
+pub mod pg;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use config::{CommonConfig, Env};
+pub use names::Namespace;
+
+/// The version every service reports in heartbeats and logs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,414 @@
+//! The JSON messages services exchange, each next to the subject or key it travels on.
+//!
+//! Owns the wire shapes and their validation. It does not decide anything: the dispatcher,
+//! worker and balancer own what a message means for them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{JobId, Outcome, PoolName, Priority, QueueName, TargetId, WorkerId};
+use crate::names::Namespace;
+
+/// What executes a run on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    #[serde(rename = "sim")]
+    Sim,
+    #[serde(rename = "snmp.get")]
+    SnmpGet,
+    #[serde(rename = "snmp.walk")]
+    SnmpWalk,
+    #[serde(rename = "exec")]
+    Exec,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Sim, Kind::SnmpGet, Kind::SnmpWalk, Kind::Exec];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sim => "sim",
+            Kind::SnmpGet => "snmp.get",
+            Kind::SnmpWalk => "snmp.walk",
+            Kind::Exec => "exec",
+        }
+    }
+
+    /// Kinds that act on a device and so need a target.
+    pub fn needs_target(self) -> bool {
+        matches!(self, Kind::SnmpGet | Kind::SnmpWalk)
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown kind {s:?}; expected one of sim, snmp.get, snmp.walk, exec")
+            })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kind with its parameters, as `"kind": ..., "params": {...}` on the wire.
+///
+/// Only the kinds a worker can execute today are variants; a job of another kind is refused
+/// at submission with the list of accepted kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params")]
+pub enum Task {
+    #[serde(rename = "sim")]
+    Sim(SimParams),
+}
+
+impl Task {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Task::Sim(_) => Kind::Sim,
+        }
+    }
+}
+
+/// A simulated run: it sleeps for a random time in `duration_ms` and ends with an outcome
+/// drawn by `outcomes`. With a `seed`, the draw depends only on (seed, job, attempt), so a test
+/// knows every outcome in advance whichever worker runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimParams {
+    #[serde(default)]
+    pub duration_ms: DurationRange,
+    #[serde(default)]
+    pub outcomes: OutcomeShares,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// The longest simulated run: one day.
+pub const MAX_SIM_DURATION_MS: u64 = 24 * 3600 * 1000;
+
+/// An inclusive range of milliseconds, written `[min, max]` or a single number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DurationInput", into = "[u64; 2]")]
+pub struct DurationRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Default for DurationRange {
+    fn default() -> Self {
+        Self {
+            min: 500,
+            max: 2000,
+        }
+    }
+}
+
+impl From<DurationRange> for [u64; 2] {
+    fn from(value: DurationRange) -> Self {
+        [value.min, value.max]
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationInput {
+    One(u64),
+    Range([u64; 2]),
+}
+
+impl TryFrom<DurationInput> for DurationRange {
+    type Error = String;
+    fn try_from(value: DurationInput) -> Result<Self, Self::Error> {
+        let (min, max) = match value {
+            DurationInput::One(ms) => (ms, ms),
+            DurationInput::Range([min, max]) => (min, max),
+        };
+        if min > max {
+            return Err(format!(
+                "duration_ms [{min}, {max}] has min above max; expected [min, max] with min <= max"
+            ));
+        }
+        if max > MAX_SIM_DURATION_MS {
+            return Err(format!(
+                "duration_ms max {max} is above the limit of {MAX_SIM_DURATION_MS} ms"
+            ));
+        }
+        Ok(Self { min, max })
+    }
+}
+
+/// Relative weights of the outcomes of a simulated run; the seeds' default is 80/15/5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SharesInput")]
+pub struct OutcomeShares {
+    pub succeeded: f64,
+    pub failed: f64,
+    pub interrupted: f64,
+}
+
+impl Default for OutcomeShares {
+    fn default() -> Self {
+        Self {
+            succeeded: 0.80,
+            failed: 0.15,
+            interrupted: 0.05,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharesInput {
+    #[serde(default)]
+    succeeded: f64,
+    #[serde(default)]
+    failed: f64,
+    #[serde(default)]
+    interrupted: f64,
+}
+
+impl TryFrom<SharesInput> for OutcomeShares {
+    type Error = String;
+    fn try_from(v: SharesInput) -> Result<Self, Self::Error> {
+        let shares = [v.succeeded, v.failed, v.interrupted];
+        if shares.iter().any(|s| !s.is_finite() || *s < 0.0) {
+            return Err("outcomes weights must be finite numbers >= 0".to_owned());
+        }
+        if shares.iter().sum::<f64>() <= 0.0 {
+            return Err("outcomes weights add up to 0; expected at least one above 0".to_owned());
+        }
+        Ok(Self {
+            succeeded: v.succeeded,
+            failed: v.failed,
+            interrupted: v.interrupted,
+        })
+    }
+}
+
+/// One job of a submission, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<JobId>,
+    pub queue: QueueName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    #[serde(flatten)]
+    pub task: Task,
+    pub priority: Priority,
+}
+
+/// A batch of jobs: the JSON job format, the body of a `faro.submit` message and of a batch
+/// file. Parse it with [`crate::jobfile::parse`], which names the job and field of any error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Submission {
+    pub jobs: Vec<JobSpec>,
+    /// When the submitter sent it; measures end-to-end latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
+impl Submission {
+    pub fn subject(ns: &Namespace) -> String {
+        ns.submit_subject()
+    }
+}
+
+/// A run to execute, on `faro.jobs.<queue>.<target>`; its `Nats-Msg-Id` is the run id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMessage {
+    pub run_id: Uuid,
+    /// 1 for the first attempt; a result must echo it (fencing).
+    pub attempt: u32,
+    pub job_id: JobId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    pub priority: Priority,
+    #[serde(flatten)]
+    pub task: Task,
+}
+
+impl RunMessage {
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.job_subject(&self.queue, self.target.as_ref())
+    }
+
+    /// The `Nats-Msg-Id` that deduplicates republishing of the same attempt.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.run_id, self.attempt)
+    }
+}
+
+/// What a run produced, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunOutput {
+    Sim { duration_ms: u64 },
+}
+
+/// The outcome of one attempt, on `faro.results.<queue>.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub job_id: JobId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    pub worker_id: WorkerId,
+    pub outcome: Outcome,
+    /// True when nothing real was touched (the `sim` kind, or test mode).
+    pub simulated: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<RunOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunResult {
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.result_subject(&self.queue, self.target.as_ref())
+    }
+}
+
+/// A worker's announcement, the value of its key in the `faro_workers` bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: WorkerId,
+    pub pool: PoolName,
+    pub capacity: u32,
+    pub kinds: Vec<Kind>,
+    pub in_progress: u32,
+    /// Whole-machine CPU use in percent, when the worker can read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_percent: Option<f32>,
+    /// 0 (idle) to 100 (full): the larger of slot use, CPU and memory.
+    pub load_score: u8,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+}
+
+impl Heartbeat {
+    pub fn bucket(ns: &Namespace) -> String {
+        ns.workers_bucket()
+    }
+
+    pub fn key(&self) -> &str {
+        self.worker_id.as_str()
+    }
+}
+
+/// The queues a worker consumes, the value of its key in the `faro_assignments` bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub worker_id: WorkerId,
+    pub queues: Vec<QueueName>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Assignment {
+    pub fn bucket(ns: &Namespace) -> String {
+        ns.assignments_bucket()
+    }
+}
+
+/// Pending work of one queue, on `faro.demand.<queue>` (the stream keeps the last per queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemandSnapshot {
+    pub queue: QueueName,
+    /// Runs waiting, summed over the providers that answered.
+    pub pending: u64,
+    /// True when a provider that feeds this queue failed: do not scale in on it.
+    pub stale: bool,
+    /// Each provider's contribution, by provider name.
+    pub sources: BTreeMap<String, u64>,
+    pub collected_at: DateTime<Utc>,
+}
+
+impl DemandSnapshot {
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.demand_subject(&self.queue)
+    }
+}
+
+/// The reply of `faro.api.dispatcher.status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Run counts by status name.
+    pub runs: BTreeMap<String, i64>,
+    /// Queue name to runs not yet terminal.
+    pub queues: BTreeMap<String, i64>,
+}
+
+/// The reply of `faro.api.dispatcher.submit`: what a submission became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitReply {
+    pub submission_id: String,
+    pub runs: Vec<Uuid>,
+    /// True when this submission had already been accepted (nothing new was created).
+    pub duplicate: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_message_round_trips_with_kind_and_params() {
+        let run = RunMessage {
+            run_id: Uuid::now_v7(),
+            attempt: 1,
+            job_id: JobId::parse("j1").unwrap(),
+            queue: QueueName::parse("q").unwrap(),
+            target: Some(TargetId::parse("olt1").unwrap()),
+            priority: Priority::default(),
+            task: Task::Sim(SimParams::default()),
+        };
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["kind"], "sim");
+        assert_eq!(
+            json["params"]["duration_ms"],
+            serde_json::json!([500, 2000])
+        );
+        let back: RunMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, run);
+        assert_eq!(run.subject(&Namespace::default()), "faro.jobs.q.olt1");
+    }
+
+    #[test]
+    fn duration_range_is_checked() {
+        let p: SimParams = serde_json::from_str(r#"{"duration_ms": 0}"#).unwrap();
+        assert_eq!(p.duration_ms, DurationRange { min: 0, max: 0 });
+        let err = serde_json::from_str::<SimParams>(r#"{"duration_ms": [5, 1]}"#).unwrap_err();
+        assert!(err.to_string().contains("min above max"), "{err}");
+    }
+
+    #[test]
+    fn outcome_shares_refuse_negative_and_zero_sums() {
+        for bad in [
+            r#"{"outcomes": {"succeeded": -1}}"#,
+            r#"{"outcomes": {"succeeded": 0, "failed": 0}}"#,
+            r#"{"outcomes": {"sucess": 1}}"#,
+        ] {
+            assert!(serde_json::from_str::<SimParams>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Every NATS name faro uses, derived from one namespace.
+//!
+//! A subject, stream or bucket name is spelled here and nowhere else, so several deployments
+//! (or tests) can share one server by choosing different namespaces. Message types say which
+//! of these names they travel on (see `messages`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::domain::{QueueName, TargetId, WorkerId, NO_TARGET};
+
+/// The prefix of every subject, stream and bucket: `faro` by default.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("namespace {0:?} is not accepted; expected 1 to 32 characters of a-z 0-9 _, starting with a letter")]
+pub struct NamespaceError(String);
+
+impl Namespace {
+    pub fn parse(value: &str) -> Result<Self, NamespaceError> {
+        let ok = !value.is_empty()
+            && value.len() <= 32
+            && value.starts_with(|c: char| c.is_ascii_lowercase())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(NamespaceError(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    // --- subjects ---
+
+    /// Job submissions (one job or a batch).
+    pub fn submit_subject(&self) -> String {
+        format!("{}.submit", self.0)
+    }
+
+    /// Runs of `queue` against `target`; `None` for kinds that need no target.
+    pub fn job_subject(&self, queue: &QueueName, target: Option<&TargetId>) -> String {
+        let target = target.map_or(NO_TARGET, TargetId::as_str);
+        format!("{}.jobs.{queue}.{target}", self.0)
+    }
+
+    /// All runs of one queue: the filter of that queue's consumer.
+    pub fn job_filter(&self, queue: &QueueName) -> String {
+        format!("{}.jobs.{queue}.>", self.0)
+    }
+
+    /// The outcome of a run of `queue` against `target`.
+    pub fn result_subject(&self, queue: &QueueName, target: Option<&TargetId>) -> String {
+        let target = target.map_or(NO_TARGET, TargetId::as_str);
+        format!("{}.results.{queue}.{target}", self.0)
+    }
+
+    /// The latest demand snapshot of a queue.
+    pub fn demand_subject(&self, queue: &QueueName) -> String {
+        format!("{}.demand.{queue}", self.0)
+    }
+
+    /// Audit events of one source (`balancer`, `workers`, `dispatcher`).
+    pub fn event_subject(&self, source: &str) -> String {
+        format!("{}.events.{source}", self.0)
+    }
+
+    /// Request/reply endpoint of a service verb, for the CLI.
+    pub fn api_subject(&self, service: &str, verb: &str) -> String {
+        format!("{}.api.{service}.{verb}", self.0)
+    }
+
+    fn wildcard(&self, root: &str) -> String {
+        format!("{}.{root}.>", self.0)
+    }
+
+    // --- streams ---
+
+    fn stream(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.0.to_ascii_uppercase())
+    }
+
+    pub fn submit_stream(&self) -> String {
+        self.stream("SUBMIT")
+    }
+
+    pub fn jobs_stream(&self) -> String {
+        self.stream("JOBS")
+    }
+
+    pub fn results_stream(&self) -> String {
+        self.stream("RESULTS")
+    }
+
+    pub fn demand_stream(&self) -> String {
+        self.stream("DEMAND")
+    }
+
+    pub fn events_stream(&self) -> String {
+        self.stream("EVENTS")
+    }
+
+    pub fn jobs_wildcard(&self) -> String {
+        self.wildcard("jobs")
+    }
+
+    pub fn results_wildcard(&self) -> String {
+        self.wildcard("results")
+    }
+
+    pub fn demand_wildcard(&self) -> String {
+        self.wildcard("demand")
+    }
+
+    pub fn events_wildcard(&self) -> String {
+        self.wildcard("events")
+    }
+
+    // --- consumers ---
+
+    /// The durable pull consumer of a queue, shared by every worker assigned to it.
+    pub fn queue_consumer(&self, queue: &QueueName) -> String {
+        format!("jobs-{queue}")
+    }
+
+    // --- KV buckets ---
+
+    pub fn workers_bucket(&self) -> String {
+        format!("{}_workers", self.0)
+    }
+
+    pub fn assignments_bucket(&self) -> String {
+        format!("{}_assignments", self.0)
+    }
+
+    pub fn leases_bucket(&self) -> String {
+        format!("{}_leases", self.0)
+    }
+
+    pub fn cooling_bucket(&self) -> String {
+        format!("{}_cooling", self.0)
+    }
+
+    /// The key of a worker in the heartbeat and assignment buckets.
+    pub fn worker_key(worker: &WorkerId) -> &str {
+        worker.as_str()
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self("faro".to_owned())
+    }
+}
+
+impl FromStr for Namespace {
+    type Err = NamespaceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits `<ns>.jobs.<queue>.<target>` or `<ns>.results.<queue>.<target>` into its parts.
+pub fn queue_and_target(subject: &str) -> Option<(&str, &str)> {
+    let mut parts = subject.rsplitn(3, '.');
+    let target = parts.next()?;
+    let queue = parts.next()?;
+    Some((queue, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_namespace_matches_the_design() {
+        let ns = Namespace::default();
+        let q = QueueName::parse("discovery").unwrap();
+        let t = TargetId::parse("olt1").unwrap();
+        assert_eq!(ns.job_subject(&q, Some(&t)), "faro.jobs.discovery.olt1");
+        assert_eq!(ns.job_subject(&q, None), "faro.jobs.discovery._");
+        assert_eq!(
+            ns.result_subject(&q, Some(&t)),
+            "faro.results.discovery.olt1"
+        );
+        assert_eq!(ns.demand_subject(&q), "faro.demand.discovery");
+        assert_eq!(ns.jobs_stream(), "FARO_JOBS");
+        assert_eq!(ns.workers_bucket(), "faro_workers");
+        assert_eq!(
+            ns.api_subject("dispatcher", "status"),
+            "faro.api.dispatcher.status"
+        );
+    }
+
+    #[test]
+    fn namespace_refuses_what_cannot_name_a_stream() {
+        for bad in ["", "Faro", "a.b", "1abc", "a-b", &"x".repeat(33)] {
+            assert!(Namespace::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(Namespace::parse("t_42").unwrap().jobs_stream(), "T_42_JOBS");
+    }
+
+    #[test]
+    fn subjects_split_back_into_queue_and_target() {
+        assert_eq!(
+            queue_and_target("faro.results.get.olt-7"),
+            Some(("get", "olt-7"))
+        );
+    }
+}

