@@ -54,7 +54,7 @@ impl System {
         let pg_config = PgConfig::new(db.url());
         pg::migrate(&pg_config).await?;
         let pool = pg::pool(&pg_config)?;
-        let client = nats::connect(&nats_server.config(), "faro-bench").await?;
+        let client = nats::connect(&nats_server.config(), "faro-bench", nats::Retry::Never).await?;
         let js = nats::jetstream(client.clone());
         nats::ensure_topology(&js, &ns, &Default::default()).await?;
 

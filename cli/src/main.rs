@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit { file } => {
             let (submission, digest) = read_job_file(&file)?;
             let config = CommonConfig::from_env(&env)?;
-            let client = nats::connect(&config.nats, "faro-cli").await?;
+            let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
             let js = nats::jetstream(client.clone());
             let limit = client.server_info().max_payload.max(64 * 1024);
             let chunks = chunk(&submission, limit * 9 / 10)?;
@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json } => {
             let config = CommonConfig::from_env(&env)?;
-            let client = nats::connect(&config.nats, "faro-cli").await?;
+            let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
             let reply = tokio::time::timeout(
                 Duration::from_secs(10),
                 client.request(

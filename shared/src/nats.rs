@@ -34,14 +34,33 @@ impl Default for TopologySettings {
     }
 }
 
+/// Whether a first connection that fails is retried (services) or an error (the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Keep trying in the background: a service may start before NATS does.
+    Forever,
+    /// Fail at once with the reason.
+    Never,
+}
+
 /// Connects with the configured credentials and TLS; `name` shows in server monitoring.
-pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(%event, "nats connection event");
-        });
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+    retry: Retry,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options =
+        async_nats::ConnectOptions::new()
+            .name(name)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!(%event, "nats connection"),
+                    _ => tracing::warn!(%event, "nats connection"),
+                }
+            });
+    if retry == Retry::Forever {
+        options = options.retry_on_initial_connect();
+    }
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.user_and_password(user.clone(), password.expose().to_owned());
     }
@@ -63,8 +82,6 @@ pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<async_na
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    // A first connection that cannot be made at all (bad URL) fails here; an unreachable
-    // server is retried in the background, and requests wait for it.
     let client = options
         .connect(config.url.as_str())
         .await

@@ -38,6 +38,20 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Runs `work` (a service's start-up) unless `shutdown` comes first; `None` when it did.
+pub async fn unless_cancelled<T>(
+    shutdown: &CancellationToken,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutdown requested during start-up");
+            Ok(None)
+        }
+        done = work => done.map(Some),
+    }
+}
+
 /// Runs a service's long-lived tasks; when one ends, says which and why and stops the rest.
 ///
 /// A task that returns while the service is not shutting down is a failure even when it

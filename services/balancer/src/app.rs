@@ -13,8 +13,9 @@ use deadpool_postgres::Pool;
 use faro_shared::domain::{QueueName, WorkerId};
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{Assignment, Heartbeat};
+use faro_shared::nats::Retry;
 use faro_shared::nats::Topology;
-use faro_shared::shutdown::Supervisor;
+use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
@@ -30,11 +31,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
-    pg::migrate(&config.pg).await?;
-    let pool = pg::pool(&config.pg)?;
-    let client = nats::connect(&config.common.nats, "faro-balancer").await?;
-    let js = nats::jetstream(client);
-    let topology = nats::ensure_topology(&js, &config.common.namespace, &config.topology).await?;
+    let start = async {
+        pg::migrate(&config.pg).await?;
+        let pool = pg::pool(&config.pg)?;
+        let client = nats::connect(&config.common.nats, "faro-balancer", Retry::Forever).await?;
+        let js = nats::jetstream(client);
+        let topology =
+            nats::ensure_topology(&js, &config.common.namespace, &config.topology).await?;
+        anyhow::Ok((pool, topology))
+    };
+    let Some((pool, topology)) = unless_cancelled(&shutdown, start).await? else {
+        return Ok(());
+    };
 
     let mut supervisor = Supervisor::new("balancer", shutdown.clone());
     supervisor.spawn(

@@ -9,7 +9,8 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use faro_shared::domain::QueueName;
 use faro_shared::http::{self, Health};
-use faro_shared::shutdown::Supervisor;
+use faro_shared::nats::Retry;
+use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
 use tokio_util::sync::CancellationToken;
 
@@ -24,12 +25,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
-    pg::migrate(&config.pg).await?;
-    let pool = pg::pool(&config.pg)?;
-    let client = nats::connect(&config.common.nats, "faro-demand-collector").await?;
-    let js = nats::jetstream(client);
     let ns = config.common.namespace.clone();
-    nats::ensure_topology(&js, &ns, &config.topology).await?;
+    let start = async {
+        pg::migrate(&config.pg).await?;
+        let pool = pg::pool(&config.pg)?;
+        let client =
+            nats::connect(&config.common.nats, "faro-demand-collector", Retry::Forever).await?;
+        let js = nats::jetstream(client);
+        nats::ensure_topology(&js, &ns, &config.topology).await?;
+        anyhow::Ok((pool, js))
+    };
+    let Some((pool, js)) = unless_cancelled(&shutdown, start).await? else {
+        return Ok(());
+    };
     let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JetStreamBacklog {
         js: js.clone(),
         ns: ns.clone(),

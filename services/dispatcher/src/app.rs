@@ -12,7 +12,8 @@ use deadpool_postgres::Pool;
 use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
 use faro_shared::messages::RunResult;
-use faro_shared::shutdown::Supervisor;
+use faro_shared::nats::Retry;
+use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -41,17 +42,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
     let ns = config.common.namespace.clone();
 
-    pg::migrate(&config.pg).await?;
-    let pool = pg::pool(&config.pg)?;
-    let client = nats::connect(&config.common.nats, "faro-dispatcher").await?;
-    let js = nats::jetstream(client.clone());
-    nats::ensure_topology(&js, &ns, &config.topology).await?;
-    let submissions =
-        nats::ensure_service_consumer(&js, &ns.submit_stream(), DURABLE, ns.submit_subject())
-            .await?;
-    let results =
-        nats::ensure_service_consumer(&js, &ns.results_stream(), DURABLE, ns.results_wildcard())
-            .await?;
+    let start = async {
+        pg::migrate(&config.pg).await?;
+        let pool = pg::pool(&config.pg)?;
+        let client = nats::connect(&config.common.nats, "faro-dispatcher", Retry::Forever).await?;
+        let js = nats::jetstream(client.clone());
+        nats::ensure_topology(&js, &ns, &config.topology).await?;
+        let submissions =
+            nats::ensure_service_consumer(&js, &ns.submit_stream(), DURABLE, ns.submit_subject())
+                .await?;
+        let results = nats::ensure_service_consumer(
+            &js,
+            &ns.results_stream(),
+            DURABLE,
+            ns.results_wildcard(),
+        )
+        .await?;
+        anyhow::Ok((pool, client, js, submissions, results))
+    };
+    let Some((pool, client, js, submissions, results)) = unless_cancelled(&shutdown, start).await?
+    else {
+        return Ok(());
+    };
 
     let grace = config.shutdown_grace;
     let dispatcher = Arc::new(Dispatcher {

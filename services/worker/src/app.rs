@@ -15,7 +15,8 @@ use chrono::Utc;
 use faro_shared::domain::QueueName;
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{Assignment, Heartbeat};
-use faro_shared::shutdown::Supervisor;
+use faro_shared::nats::Retry;
+use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, Namespace, VERSION};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -69,13 +70,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
     let ns = config.common.namespace.clone();
-    let client = nats::connect(
-        &config.common.nats,
-        &format!("faro-worker-{}", config.worker_id),
-    )
-    .await?;
-    let js = nats::jetstream(client);
-    let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
+    let start = async {
+        let name = format!("faro-worker-{}", config.worker_id);
+        let client = nats::connect(&config.common.nats, &name, Retry::Forever).await?;
+        let js = nats::jetstream(client);
+        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
+        anyhow::Ok((js, topology))
+    };
+    let Some((js, topology)) = unless_cancelled(&shutdown, start).await? else {
+        return Ok(());
+    };
 
     let abort = CancellationToken::new();
     let worker = Arc::new(Worker {
@@ -275,8 +279,20 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
             }
         };
         backoff = Duration::from_millis(100);
-        // Drain the pull to its end; after `stop`, whatever still arrives is given back at once.
-        while let Some(message) = batch.next().await {
+        // Drain the pull to its end; after `stop`, whatever still arrives is given back at once,
+        // and the drain lasts at most one fetch expiry more.
+        let expiry = worker.config.fetch_expiry;
+        let drain_deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(expiry).await;
+        };
+        tokio::pin!(drain_deadline);
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = &mut drain_deadline => None,
+            };
+            let Some(message) = next else { break };
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
