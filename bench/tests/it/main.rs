@@ -1,4 +1,6 @@
 //! End-to-end tests: the four services in one process on real NATS and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bad_input;
 mod pipeline;

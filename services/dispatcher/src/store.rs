@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::Pool;
 use faro_shared::domain::{JobId, Priority, QueueName, RunStatus, TargetId};
 use faro_shared::messages::{RunMessage, RunResult, StatusReply, Task};
 use uuid::Uuid;
@@ -258,10 +258,8 @@ pub async fn status(pool: &Pool) -> anyhow::Result<StatusReply> {
 }
 
 /// The status of one run, for tests and `faro explain`.
-pub async fn run_status(
-    client: &impl GenericClient,
-    id: Uuid,
-) -> anyhow::Result<Option<RunStatus>> {
+pub async fn run_status(pool: &Pool, id: Uuid) -> anyhow::Result<Option<RunStatus>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
     let row = client
         .query_opt("SELECT status FROM runs WHERE id = $1", &[&id])
         .await?;

@@ -1,0 +1,90 @@
+//! Runs recorded before a crash but never published go out when the dispatcher starts.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use faro_dispatcher::plan::plan_submission;
+use faro_dispatcher::store;
+use faro_shared::config::Env;
+use faro_shared::messages::RunMessage;
+use faro_shared::testing::{self, NatsServer, TestDb};
+use faro_shared::{jobfile, nats, pg};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn the_outbox_is_published_at_start() {
+    testing::init_test_log();
+    let server = NatsServer::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let ns = testing::namespace();
+    let pool = pg::pool(&db.config()).unwrap();
+
+    // The state a crash between commit and publish leaves behind.
+    let submission = jobfile::parse(
+        br#"[{"queue": "q", "kind": "sim", "target": "a"}, {"queue": "q", "kind": "sim", "target": "b"},
+             {"queue": "r", "kind": "sim"}]"#,
+    )
+    .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "crashed", None, &runs)
+        .await
+        .unwrap();
+
+    let env = Env::from_pairs([
+        ("FARO_NAMESPACE", ns.as_str()),
+        ("FARO_NATS_URL", &server.url()),
+        ("FARO_DATABASE_URL", db.url()),
+        ("FARO_HTTP_ADDR", "127.0.0.1:0"),
+    ]);
+    let shutdown = CancellationToken::new();
+    let config = faro_dispatcher::Config::from_env(&env).unwrap();
+    let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
+
+    // Every run arrives on its queue's subject, once.
+    let client = nats::connect(&server.config(), "test", nats::Retry::Never)
+        .await
+        .unwrap();
+    let js = nats::jetstream(client);
+    nats::ensure_topology(&js, &ns, &Default::default())
+        .await
+        .unwrap();
+    let stream = js.get_stream(ns.jobs_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
+            .await
+            .expect("outbox runs were not published")
+            .unwrap()
+            .unwrap();
+        let run: RunMessage = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(message.subject.as_str(), run.subject(&ns));
+        seen.push(run.run_id);
+        message.ack().await.unwrap();
+    }
+    let mut expected: Vec<_> = runs.iter().map(|r| r.message.run_id).collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+
+    // The outbox empties once JetStream has them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !store::unpublished_runs(&pool, None, 10)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "outbox not cleared");
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    dispatcher.await.unwrap().unwrap();
+}

@@ -1,0 +1,152 @@
+//! Worker integration tests on a private nats-server: this test plays the balancer (it writes
+//! the assignment) and the dispatcher (it publishes runs and reads results).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod slots;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use chrono::Utc;
+use faro_shared::config::Env;
+use faro_shared::domain::{JobId, Priority, QueueName, TargetId, WorkerId};
+use faro_shared::messages::{
+    Assignment, DurationRange, OutcomeShares, RunMessage, RunResult, SimParams, Task,
+};
+use faro_shared::nats::{self, Topology};
+use faro_shared::testing::{self, NatsServer};
+use faro_shared::Namespace;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+pub struct Harness {
+    pub server: NatsServer,
+    pub ns: Namespace,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    pub queue: QueueName,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        testing::init_test_log();
+        let server = NatsServer::start().unwrap();
+        let ns = testing::namespace();
+        let client = nats::connect(&server.config(), "test", nats::Retry::Never)
+            .await
+            .unwrap();
+        let js = nats::jetstream(client);
+        let topology = nats::ensure_topology(&js, &ns, &Default::default())
+            .await
+            .unwrap();
+        Self {
+            server,
+            ns,
+            js,
+            topology,
+            queue: QueueName::parse("q").unwrap(),
+        }
+    }
+
+    /// Starts a worker `id` already assigned to the test queue.
+    pub async fn worker(
+        &self,
+        id: &str,
+        capacity: u32,
+        grace: &str,
+    ) -> (JoinHandle<anyhow::Result<()>>, CancellationToken) {
+        let assignment = Assignment {
+            worker_id: WorkerId::parse(id).unwrap(),
+            queues: vec![self.queue.clone()],
+            updated_at: Utc::now(),
+        };
+        self.topology
+            .assignments
+            .put(id, serde_json::to_vec(&assignment).unwrap().into())
+            .await
+            .unwrap();
+        let env = Env::from_pairs([
+            ("FARO_NAMESPACE", self.ns.as_str().to_owned()),
+            ("FARO_NATS_URL", self.server.url()),
+            ("FARO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("FARO_WORKER_ID", id.to_owned()),
+            ("FARO_WORKER_CAPACITY", capacity.to_string()),
+            ("FARO_WORKER_FETCH_EXPIRY", "200ms".to_owned()),
+            ("FARO_SHUTDOWN_GRACE", grace.to_owned()),
+        ]);
+        let shutdown = CancellationToken::new();
+        let config = faro_worker::Config::from_env(&env).unwrap();
+        (
+            tokio::spawn(faro_worker::run(config, shutdown.clone())),
+            shutdown,
+        )
+    }
+
+    /// Publishes `count` seeded sim runs of `duration_ms` that always succeed.
+    pub async fn publish_runs(&self, count: usize, duration_ms: u64) -> Vec<RunMessage> {
+        let mut runs = Vec::new();
+        for i in 0..count {
+            let run = RunMessage {
+                run_id: uuid::Uuid::now_v7(),
+                attempt: 1,
+                job_id: JobId::parse(format!("j{i}")).unwrap(),
+                queue: self.queue.clone(),
+                target: Some(TargetId::parse(format!("t{}", i % 3)).unwrap()),
+                priority: Priority::default(),
+                task: Task::Sim(SimParams {
+                    duration_ms: DurationRange {
+                        min: duration_ms,
+                        max: duration_ms,
+                    },
+                    outcomes: OutcomeShares {
+                        succeeded: 1.0,
+                        failed: 0.0,
+                        interrupted: 0.0,
+                    },
+                    seed: Some(1),
+                }),
+            };
+            self.js
+                .publish(
+                    run.subject(&self.ns),
+                    serde_json::to_vec(&run).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// Reads `count` results, failing after `limit`.
+    pub async fn results(&self, count: usize, limit: Duration) -> Vec<RunResult> {
+        let stream = self.js.get_stream(self.ns.results_stream()).await.unwrap();
+        let consumer = stream
+            .get_or_create_consumer(
+                "test",
+                pull::Config {
+                    durable_name: Some("test".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut results = Vec::new();
+        while results.len() < count {
+            let message = tokio::time::timeout(limit, messages.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {count} results", results.len()))
+                .unwrap()
+                .unwrap();
+            results.push(serde_json::from_slice(&message.payload).unwrap());
+            message.ack().await.unwrap();
+        }
+        results
+    }
+}

@@ -1,0 +1,117 @@
+//! Slots, shutdown and giving runs back.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use faro_shared::domain::Outcome;
+use faro_shared::nats;
+
+use crate::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_runs_more_than_its_capacity_and_uses_all_of_it() {
+    let h = Harness::start().await;
+    let (worker, shutdown) = h.worker("w1", 3, "10s").await;
+    let runs = h.publish_runs(12, 150).await;
+    let results = h.results(12, Duration::from_secs(30)).await;
+
+    // Most runs executing at any instant, from the recorded start and end times.
+    let mut edges: Vec<_> = results
+        .iter()
+        .flat_map(|r| [(r.started_at, 1i32), (r.finished_at, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0, 0);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    assert_eq!(most, 3, "capacity 3 was exceeded or never reached");
+    assert!(results
+        .iter()
+        .all(|r| r.outcome == Outcome::Succeeded && r.simulated));
+    let mut ids: Vec<_> = results.iter().map(|r| r.run_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), runs.len());
+
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(
+        h.topology.workers.get("w1").await.unwrap().is_none(),
+        "heartbeat key left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_runs_in_flight_within_grace() {
+    let h = Harness::start().await;
+    let (worker, shutdown) = h.worker("w1", 2, "10s").await;
+    assert!(
+        h.topology.workers.get("w1").await.unwrap().is_some() || {
+            // The worker may not have written its first beat yet: wait for it.
+            let mut watch = h.topology.workers.watch("w1").await.unwrap();
+            futures::StreamExt::next(&mut watch).await.is_some()
+        }
+    );
+    h.publish_runs(2, 800).await;
+    let mut consumer: PullConsumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
+        .await
+        .unwrap();
+    // Wait until both runs are in the worker's hands, then stop it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while consumer.info().await.unwrap().num_ack_pending < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "runs never pulled");
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let results = h.results(2, Duration::from_secs(5)).await;
+    assert!(results.iter().all(|r| r.outcome == Outcome::Succeeded));
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert!(h.topology.workers.get("w1").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_unfinished_at_the_end_of_grace_are_given_back() {
+    let h = Harness::start().await;
+    let (worker, shutdown) = h.worker("w1", 1, "100ms").await;
+    let runs = h.publish_runs(1, 60_000).await;
+    let mut consumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while consumer.info().await.unwrap().num_ack_pending < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "run never pulled");
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("worker did not stop")
+        .unwrap()
+        .unwrap();
+    // Given back (nak), not left to time out: it can be fetched again at once, well before
+    // the 30 s ack wait, as a second delivery.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let message = futures::StreamExt::next(&mut batch)
+        .await
+        .expect("the run was not given back")
+        .unwrap();
+    let run: faro_shared::messages::RunMessage = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(run.run_id, runs[0].run_id);
+    assert_eq!(message.info().unwrap().delivered, 2);
+    let stream = h.js.get_stream(h.ns.results_stream()).await.unwrap();
+    assert_eq!(
+        stream.get_info().await.unwrap().state.messages,
+        0,
+        "a result was published"
+    );
+}
