@@ -117,9 +117,10 @@ async fn cycle(pool: &Pool, topology: &Topology) -> anyhow::Result<BTreeSet<Stri
         })
         .collect();
     let decision = assign(&workers, &queues);
-    write_changes(&topology.assignments, &decision, &current).await?;
+    // The registry first: once an assignment changes, the registry already says why.
     let live: Vec<Heartbeat> = beats.into_values().collect();
     store::record_workers(pool, &live).await?;
+    write_changes(&topology.assignments, &decision, &current).await?;
     Ok(live.iter().map(|b| b.worker_id.to_string()).collect())
 }
 

@@ -1,0 +1,86 @@
+//! Demand-collector integration test: a queue's JetStream backlog becomes its snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use faro_shared::config::Env;
+use faro_shared::messages::DemandSnapshot;
+use faro_shared::testing::{self, NatsServer, TestDb};
+use faro_shared::{nats, pg};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_of_each_queue_is_published() {
+    testing::init_test_log();
+    let server = NatsServer::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let ns = testing::namespace();
+    let pool = pg::pool(&db.config()).unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO queues (name, kinds) VALUES ('busy', '{sim}'), ('idle', '{sim}')",
+        )
+        .await
+        .unwrap();
+    let client = nats::connect(&server.config(), "test", nats::Retry::Never)
+        .await
+        .unwrap();
+    let js = nats::jetstream(client);
+    nats::ensure_topology(&js, &ns, &Default::default())
+        .await
+        .unwrap();
+    for i in 0..7 {
+        js.publish(format!("{ns}.jobs.busy.t{i}"), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let env = Env::from_pairs([
+        ("FARO_NAMESPACE", ns.as_str()),
+        ("FARO_NATS_URL", &server.url()),
+        ("FARO_DATABASE_URL", db.url()),
+        ("FARO_HTTP_ADDR", "127.0.0.1:0"),
+        ("FARO_DEMAND_INTERVAL", "100ms"),
+    ]);
+    let shutdown = CancellationToken::new();
+    let collector = tokio::spawn(faro_demand_collector::run(
+        faro_demand_collector::Config::from_env(&env).unwrap(),
+        shutdown.clone(),
+    ));
+
+    let stream = js.get_stream(ns.demand_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    while latest.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("no demand snapshot within 10 s")
+            .unwrap()
+            .unwrap();
+        let snapshot: DemandSnapshot = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(message.subject.as_str(), snapshot.subject(&ns));
+        message.ack().await.unwrap();
+        latest.insert(snapshot.queue.to_string(), snapshot);
+    }
+    assert_eq!(latest["busy"].pending, 7);
+    assert_eq!(latest["busy"].sources["jetstream"], 7);
+    assert!(!latest["busy"].stale);
+    assert_eq!(latest["idle"].pending, 0);
+
+    shutdown.cancel();
+    collector.await.unwrap().unwrap();
+}
