@@ -90,6 +90,7 @@ CREATE TABLE runs (
     error         text
 ) WITH (fillfactor = 80);
 CREATE INDEX runs_by_job ON runs (job_id);
+CREATE INDEX runs_by_submission ON runs (submission_id);
 
 -- Transactional outbox: runs recorded but not yet stored in JetStream. A row is written with
 -- its run and deleted once JetStream confirms the publish; whatever a crash leaves here is

@@ -17,7 +17,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use faro_shared::config::{Env, PgConfig};
 use faro_shared::jobfile;
-use faro_shared::messages::{StatusReply, Submission};
+use faro_shared::messages::{
+    ApiError, StatusReply, Submission, SubmissionProgress, SubmissionQuery,
+};
 use faro_shared::{nats, pg, CommonConfig};
 use sha2::{Digest, Sha256};
 
@@ -35,7 +37,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a JSON job file and submit it (`-` reads standard input).
-    Submit { file: PathBuf },
+    Submit {
+        file: PathBuf,
+        /// Wait until every run of the file has ended, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit status 1).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
     /// Validate a JSON job file without submitting it.
     Validate { file: PathBuf },
     /// Run counts by status and open runs by queue.
@@ -68,21 +78,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {} jobs, valid", file.display(), submission.jobs.len());
             Ok(())
         }
-        Command::Submit { file } => {
+        Command::Submit {
+            file,
+            wait,
+            timeout,
+        } => {
             let (submission, digest) = read_job_file(&file)?;
             let config = CommonConfig::from_env(&env)?;
             let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
             let js = nats::jetstream(client.clone());
             let limit = client.server_info().max_payload.max(64 * 1024);
             let chunks = chunk(&submission, limit * 9 / 10)?;
+            let ids: Vec<String> = (0..chunks.len())
+                .map(|index| format!("file-{digest}-{index}"))
+                .collect();
             let mut acks = Vec::with_capacity(chunks.len());
-            for (index, body) in chunks.iter().enumerate() {
+            for (body, id) in chunks.iter().zip(&ids) {
                 let ack = js
                     .send_publish(
                         config.namespace.submit_subject(),
                         async_nats::jetstream::message::PublishMessage::build()
                             .payload(body.clone().into())
-                            .message_id(format!("file-{digest}-{index}")),
+                            .message_id(id),
                     )
                     .await
                     .context("cannot publish the submission")?;
@@ -106,6 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     String::new()
                 }
             );
+            if wait {
+                let expected = i64::try_from(submission.jobs.len()).unwrap_or(i64::MAX);
+                let limit = timeout.map(Duration::from_secs);
+                wait_for(&client, &config, ids, expected, limit).await?;
+            }
             Ok(())
         }
         Command::Status { json } => {
@@ -149,6 +171,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Polls the dispatcher until `expected` runs of `ids` have ended, printing progress.
+async fn wait_for(
+    client: &async_nats::Client,
+    config: &CommonConfig,
+    ids: Vec<String>,
+    expected: i64,
+    limit: Option<Duration>,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let query = serde_json::to_vec(&SubmissionQuery {
+        submission_ids: ids,
+    })?;
+    let subject = config.namespace.api_subject("dispatcher", "submission");
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(subject.clone(), query.clone().into()),
+        )
+        .await;
+        match reply {
+            Ok(Ok(reply)) => {
+                if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
+                    anyhow::bail!("the dispatcher could not answer: {error}");
+                }
+                let progress: SubmissionProgress = serde_json::from_slice(&reply.payload)?;
+                let line = format!(
+                    "{}/{expected} runs finished ({})",
+                    progress.finished(),
+                    summary(&progress)
+                );
+                if last.as_ref() != Some(&line) {
+                    eprintln!("{line}");
+                    last = Some(line);
+                }
+                if progress.finished() >= expected {
+                    println!("done: {expected} runs ({})", summary(&progress));
+                    return Ok(());
+                }
+            }
+            Ok(Err(error)) => eprintln!("waiting for the dispatcher: {error}"),
+            Err(_) => eprintln!("waiting for the dispatcher: no answer within 5 s"),
+        }
+        if let Some(limit) = limit {
+            if started.elapsed() >= limit {
+                anyhow::bail!(
+                    "gave up after {} s: {}",
+                    limit.as_secs(),
+                    last.unwrap_or_else(|| "no progress reported".to_owned())
+                );
+            }
+        }
+    }
+}
+
+fn summary(progress: &SubmissionProgress) -> String {
+    if progress.runs.is_empty() {
+        return "not recorded yet".to_owned();
+    }
+    progress
+        .runs
+        .iter()
+        .map(|(status, count)| format!("{count} {status}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads and validates a whole job file; returns it with a digest of its content.

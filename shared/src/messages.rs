@@ -358,13 +358,44 @@ pub struct StatusReply {
     pub queues: BTreeMap<String, i64>,
 }
 
-/// The reply of `faro.api.dispatcher.submit`: what a submission became.
+/// The request of `faro.api.dispatcher.submission`: how far these submissions are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitReply {
-    pub submission_id: String,
-    pub runs: Vec<Uuid>,
-    /// True when this submission had already been accepted (nothing new was created).
-    pub duplicate: bool,
+pub struct SubmissionQuery {
+    pub submission_ids: Vec<String>,
+}
+
+/// The reply of `faro.api.dispatcher.submission`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmissionProgress {
+    /// Run counts by status name, over the submissions asked for.
+    pub runs: BTreeMap<String, i64>,
+    /// Submissions the dispatcher has recorded, of those asked for.
+    pub recorded: usize,
+}
+
+impl SubmissionProgress {
+    pub fn total(&self) -> i64 {
+        self.runs.values().sum()
+    }
+
+    /// Runs that reached a terminal status.
+    pub fn finished(&self) -> i64 {
+        self.runs
+            .iter()
+            .filter(|(status, _)| {
+                status
+                    .parse::<crate::domain::RunStatus>()
+                    .is_ok_and(|s| s.is_terminal())
+            })
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// The body of an API reply that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use deadpool_postgres::Pool;
 use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
-use faro_shared::messages::RunResult;
+use faro_shared::messages::{ApiError, RunResult, SubmissionQuery};
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
@@ -300,31 +300,47 @@ async fn api_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut requests = client
-        .queue_subscribe(
-            d.ns.api_subject("dispatcher", "status"),
-            "dispatcher".to_owned(),
-        )
+        .queue_subscribe(d.ns.api_subject("dispatcher", "*"), "dispatcher".to_owned())
         .await
-        .context("cannot serve the status API")?;
+        .context("cannot serve the dispatcher API")?;
     loop {
         let request = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             request = requests.next() => request,
         };
         let Some(request) = request else {
-            anyhow::bail!("the status API subscription ended");
+            anyhow::bail!("the API subscription ended");
         };
-        let Some(reply) = request.reply else { continue };
-        let body = match store::status(&d.pool).await {
-            Ok(status) => serde_json::to_vec(&status),
+        let Some(reply) = request.reply.clone() else {
+            continue;
+        };
+        let verb = request.subject.rsplit('.').next().unwrap_or_default();
+        let body = match answer(&d, verb, &request.payload).await {
+            Ok(body) => body,
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "status request failed");
-                serde_json::to_vec(&serde_json::json!({ "error": format!("{error:#}") }))
+                tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
+                serde_json::to_vec(&ApiError {
+                    error: format!("{error:#}"),
+                })
+                .unwrap_or_default()
             }
-        }
-        .unwrap_or_default();
+        };
         if let Err(error) = client.publish(reply, body.into()).await {
-            tracing::warn!(%error, "cannot answer a status request");
+            tracing::warn!(%error, "cannot answer an API request");
         }
+    }
+}
+
+/// Answers one API request by verb.
+async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    match verb {
+        "status" => Ok(serde_json::to_vec(&store::status(&d.pool).await?)?),
+        "submission" => {
+            let query: SubmissionQuery =
+                serde_json::from_slice(payload).context("expected {\"submission_ids\": [..]}")?;
+            let progress = store::submission_progress(&d.pool, &query.submission_ids).await?;
+            Ok(serde_json::to_vec(&progress)?)
+        }
+        other => anyhow::bail!("unknown verb {other:?}; expected status or submission"),
     }
 }

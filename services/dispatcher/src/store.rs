@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{JobId, Priority, QueueName, RunStatus, TargetId};
-use faro_shared::messages::{RunMessage, RunResult, StatusReply, Task};
+use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
 use uuid::Uuid;
 
 use crate::plan::NewRun;
@@ -255,6 +255,35 @@ pub async fn status(pool: &Pool) -> anyhow::Result<StatusReply> {
         queues.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
     }
     Ok(StatusReply { runs, queues })
+}
+
+/// Run counts by status over some submissions, and how many of them are recorded.
+pub async fn submission_progress(
+    pool: &Pool,
+    ids: &[String],
+) -> anyhow::Result<SubmissionProgress> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let mut runs = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT status, count(*) FROM runs WHERE submission_id = ANY($1) GROUP BY status",
+            &[&ids],
+        )
+        .await?
+    {
+        runs.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
+    }
+    let recorded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM submissions WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .get(0);
+    Ok(SubmissionProgress {
+        runs,
+        recorded: usize::try_from(recorded).unwrap_or(0),
+    })
 }
 
 /// The status of one run, for tests and `faro explain`.

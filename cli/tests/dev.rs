@@ -1,0 +1,209 @@
+//! The native path end to end: `scripts/dev` starts every service from its built binary, with
+//! the per-service NATS users of `nats/nats-server.conf`, and the `faro` command submits,
+//! waits and reads status against it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use faro_shared::testing::TestDb;
+
+const SERVICES: [&str; 4] = [
+    "faro-dispatcher",
+    "faro-worker",
+    "faro-balancer",
+    "faro-demand-collector",
+];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Stops `scripts/dev` (SIGTERM) when the test ends, even on failure.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cli {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
+    let faro = PathBuf::from(env!("CARGO_BIN_EXE_faro"));
+    let bin_dir = faro.parent().unwrap().to_owned();
+    for service in SERVICES {
+        assert!(
+            bin_dir.join(service).exists(),
+            "{service} is not built in {}: run `cargo build --bins` first (scripts/test does)",
+            bin_dir.display()
+        );
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let http_base = free_port();
+
+    let mut child = Command::new(root.join("scripts/dev"))
+        .args(["--no-build", "--workers", "2"])
+        .current_dir(root)
+        .env("FARO_DEV_BIN_DIR", &bin_dir)
+        .env("FARO_DEV_STATE", state.path())
+        .env("FARO_DEV_NATS_PORT", nats_port.to_string())
+        .env("FARO_DEV_HTTP_BASE", http_base.to_string())
+        .env("FARO_DEV_DATABASE", db.name())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let dev = Dev(child);
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut password = None;
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("scripts/dev did not report ready within 60 s");
+        if let Some(at) = line.find("FARO_NATS_PASSWORD=") {
+            password = Some(line[at + "FARO_NATS_PASSWORD=".len()..].trim().to_owned());
+        }
+        if line.starts_with("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    let cli = Cli {
+        bin: faro,
+        env: vec![
+            (
+                "FARO_NATS_URL".into(),
+                format!("nats://127.0.0.1:{nats_port}"),
+            ),
+            ("FARO_NATS_USER".into(), "cli".into()),
+            (
+                "FARO_NATS_PASSWORD".into(),
+                password.expect("no CLI password printed"),
+            ),
+        ],
+    };
+
+    // A bad file is refused before anything is sent, naming job and field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim", "priority": 0}]"#,
+    )
+    .unwrap();
+    let out = cli.run(&["submit", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("job 1, field `priority`"), "{stderr}");
+
+    // A good one runs to the end.
+    let jobs: Vec<_> = (0..30)
+        .map(|i| {
+            serde_json::json!({"queue": "smoke", "kind": "sim", "target": format!("olt-{}", i % 4),
+                               "params": {"duration_ms": [0, 50]}})
+        })
+        .collect();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, serde_json::to_vec(&jobs).unwrap()).unwrap();
+    let out = cli.run(&[
+        "submit",
+        "--wait",
+        "--timeout",
+        "60",
+        good.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("30 jobs submitted") && stdout.contains("done: 30 runs"),
+        "{stdout}"
+    );
+
+    // The same file again creates nothing new.
+    let out = cli.run(&["submit", good.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already submitted"));
+    let out = cli.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: i64 = status["runs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 30, "{status}");
+
+    // Every service serves health and metrics.
+    let dispatcher = http_base + 1;
+    let health = http_get(dispatcher, "/health");
+    assert!(
+        health.lines().next().unwrap_or_default().contains(" 200 "),
+        "{health}"
+    );
+    let metrics = http_get(dispatcher, "/metrics");
+    assert!(
+        metrics.contains("faro_dispatcher_submissions_total"),
+        "{metrics}"
+    );
+    let worker_metrics = http_get(http_base + 11, "/metrics");
+    assert!(
+        worker_metrics.contains("faro_worker_runs_total"),
+        "{worker_metrics}"
+    );
+
+    // SIGTERM stops everything cleanly; workers deregister.
+    let mut dev = dev;
+    let _ = Command::new("kill").arg(dev.0.id().to_string()).status();
+    let status = dev.0.wait().unwrap();
+    assert!(status.success(), "scripts/dev exited with {status}");
+    let log = std::fs::read_to_string(state.path().join("logs/worker-1.log")).unwrap();
+    assert!(log.contains("worker left"), "{log}");
+    std::mem::forget(dev);
+}
