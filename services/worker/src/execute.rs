@@ -13,6 +13,7 @@ use faro_shared::messages::{RunMessage, RunOutput, RunResult, Task};
 use faro_shared::nats::RUN_ACK_WAIT;
 use faro_shared::Namespace;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::metrics as m;
 use crate::sim;
@@ -42,7 +43,11 @@ impl Executor {
             }
         };
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
-        let _enter = span.enter();
+        self.run(run, message).instrument(span).await;
+    }
+
+    /// Executes a decoded run, publishes its result, then acks (or gives it back).
+    async fn run(&self, run: RunMessage, message: jetstream::Message) {
         let started_at = Utc::now();
         let started = std::time::Instant::now();
         metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
