@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
-use faro_shared::config::{Env, PgConfig};
-use faro_shared::testing::{self, NatsServer, TestDb};
-use faro_shared::{nats, pg, Namespace};
+use faro_shared::config::Env;
+use faro_shared::testing::{TestBus, TestDb};
+use faro_shared::{pg, Namespace};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ impl Default for Options {
 /// A running system; [`System::stop`] shuts every service down gracefully.
 #[derive(Debug)]
 pub struct System {
-    pub nats: NatsServer,
+    pub bus: TestBus,
     pub db: TestDb,
     pub ns: Namespace,
     pub pool: Pool,
@@ -47,37 +47,26 @@ pub struct System {
 
 impl System {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        testing::init_test_log();
-        let nats_server = NatsServer::start()?;
+        let bus = TestBus::start().await?;
         let db = TestDb::create().await?;
-        let ns = testing::namespace();
-        let pg_config = PgConfig::new(db.url());
-        pg::migrate(&pg_config).await?;
-        let pool = pg::pool(&pg_config)?;
-        let client = nats::connect(&nats_server.config(), "faro-bench", nats::Retry::Never).await?;
-        let js = nats::jetstream(client.clone());
-        nats::ensure_topology(&js, &ns, &Default::default()).await?;
+        let pool = pg::pool(&db.config())?;
 
-        let mut base = Env::default();
-        base.set("FARO_NAMESPACE", ns.as_str())
-            .set("FARO_NATS_URL", nats_server.url())
-            .set("FARO_DATABASE_URL", db.url())
-            .set("FARO_HTTP_ADDR", "127.0.0.1:0")
-            .set(
-                "FARO_BALANCER_CYCLE",
-                format!("{}ms", options.cycle.as_millis()),
-            )
-            .set(
-                "FARO_DEMAND_INTERVAL",
-                format!("{}ms", options.cycle.as_millis()),
-            )
-            .set(
-                "FARO_HEARTBEAT_INTERVAL",
-                format!("{}ms", options.heartbeat.as_millis()),
-            )
-            .set("FARO_WORKER_CAPACITY", options.capacity.to_string())
-            .set("FARO_WORKER_FETCH_EXPIRY", "1s")
-            .set("FARO_SHUTDOWN_GRACE", "10s");
+        let mut base = bus.env(Some(&db));
+        base.set(
+            "FARO_BALANCER_CYCLE",
+            format!("{}ms", options.cycle.as_millis()),
+        )
+        .set(
+            "FARO_DEMAND_INTERVAL",
+            format!("{}ms", options.cycle.as_millis()),
+        )
+        .set(
+            "FARO_HEARTBEAT_INTERVAL",
+            format!("{}ms", options.heartbeat.as_millis()),
+        )
+        .set("FARO_WORKER_CAPACITY", options.capacity.to_string())
+        .set("FARO_WORKER_FETCH_EXPIRY", "1s")
+        .set("FARO_SHUTDOWN_GRACE", "10s");
 
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
@@ -97,12 +86,12 @@ impl System {
             tokio::spawn(faro_demand_collector::run(demand, shutdown.child_token())),
         ));
         let mut system = Self {
-            nats: nats_server,
+            ns: bus.ns.clone(),
+            client: bus.client.clone(),
+            js: bus.js.clone(),
+            bus,
             db,
-            ns,
             pool,
-            client,
-            js,
             shutdown,
             services,
         };

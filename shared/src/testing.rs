@@ -32,6 +32,49 @@ pub fn init_test_log() {
     }
 }
 
+/// A private server, a random namespace, and that namespace's topology declared: what every
+/// service test starts from.
+#[derive(Debug)]
+pub struct TestBus {
+    pub server: NatsServer,
+    pub ns: Namespace,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub topology: crate::nats::Topology,
+}
+
+impl TestBus {
+    pub async fn start() -> anyhow::Result<Self> {
+        init_test_log();
+        let server = NatsServer::start()?;
+        let ns = namespace();
+        let client =
+            crate::nats::connect(&server.config(), "test", crate::nats::Retry::Never).await?;
+        let js = crate::nats::jetstream(client.clone());
+        let topology = crate::nats::ensure_topology(&js, &ns, &Default::default()).await?;
+        Ok(Self {
+            server,
+            ns,
+            client,
+            js,
+            topology,
+        })
+    }
+
+    /// Variables for a service on this bus: namespace, NATS URL, metrics on a free port, and
+    /// the database when one is given.
+    pub fn env(&self, db: Option<&TestDb>) -> crate::config::Env {
+        let mut env = crate::config::Env::default();
+        env.set("FARO_NAMESPACE", self.ns.as_str())
+            .set("FARO_NATS_URL", self.server.url())
+            .set("FARO_HTTP_ADDR", "127.0.0.1:0");
+        if let Some(db) = db {
+            env.set("FARO_DATABASE_URL", db.url());
+        }
+        env
+    }
+}
+
 /// A private `nats-server` with JetStream, killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use chrono::Utc;
-use faro_shared::config::Env;
 use faro_shared::domain::{PoolName, WorkerId};
 use faro_shared::messages::{Assignment, Heartbeat, Kind};
-use faro_shared::testing::{self, NatsServer, TestDb};
-use faro_shared::{nats, pg};
+use faro_shared::pg;
+use faro_shared::testing::{TestBus, TestDb};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -50,10 +49,8 @@ async fn next_assignment(watch: &mut kv::Watch) -> Option<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_get_the_queues_of_their_kinds_and_are_registered() {
-    testing::init_test_log();
-    let server = NatsServer::start().unwrap();
+    let bus = TestBus::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
-    let ns = testing::namespace();
     let pool = pg::pool(&db.config()).unwrap();
     pool.get()
         .await
@@ -64,23 +61,12 @@ async fn workers_get_the_queues_of_their_kinds_and_are_registered() {
         )
         .await
         .unwrap();
-    let client = nats::connect(&server.config(), "test", nats::Retry::Never)
-        .await
-        .unwrap();
-    let js = nats::jetstream(client);
-    let topology = nats::ensure_topology(&js, &ns, &Default::default())
-        .await
-        .unwrap();
+    let topology = &bus.topology;
     let mut w1 = topology.assignments.watch("w1").await.unwrap();
     let mut w2 = topology.assignments.watch("w2").await.unwrap();
 
-    let env = Env::from_pairs([
-        ("FARO_NAMESPACE", ns.as_str()),
-        ("FARO_NATS_URL", &server.url()),
-        ("FARO_DATABASE_URL", db.url()),
-        ("FARO_HTTP_ADDR", "127.0.0.1:0"),
-        ("FARO_BALANCER_CYCLE", "60s"),
-    ]);
+    let mut env = bus.env(Some(&db));
+    env.set("FARO_BALANCER_CYCLE", "60s");
     let shutdown = CancellationToken::new();
     let balancer = tokio::spawn(faro_balancer::run(
         faro_balancer::Config::from_env(&env).unwrap(),

@@ -5,19 +5,16 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use faro_shared::config::Env;
 use faro_shared::messages::DemandSnapshot;
-use faro_shared::testing::{self, NatsServer, TestDb};
-use faro_shared::{nats, pg};
+use faro_shared::pg;
+use faro_shared::testing::{TestBus, TestDb};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backlog_of_each_queue_is_published() {
-    testing::init_test_log();
-    let server = NatsServer::start().unwrap();
+    let bus = TestBus::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
-    let ns = testing::namespace();
     let pool = pg::pool(&db.config()).unwrap();
     pool.get()
         .await
@@ -27,13 +24,7 @@ async fn the_backlog_of_each_queue_is_published() {
         )
         .await
         .unwrap();
-    let client = nats::connect(&server.config(), "test", nats::Retry::Never)
-        .await
-        .unwrap();
-    let js = nats::jetstream(client);
-    nats::ensure_topology(&js, &ns, &Default::default())
-        .await
-        .unwrap();
+    let (ns, js) = (&bus.ns, &bus.js);
     for i in 0..7 {
         js.publish(format!("{ns}.jobs.busy.t{i}"), "{}".into())
             .await
@@ -42,13 +33,8 @@ async fn the_backlog_of_each_queue_is_published() {
             .unwrap();
     }
 
-    let env = Env::from_pairs([
-        ("FARO_NAMESPACE", ns.as_str()),
-        ("FARO_NATS_URL", &server.url()),
-        ("FARO_DATABASE_URL", db.url()),
-        ("FARO_HTTP_ADDR", "127.0.0.1:0"),
-        ("FARO_DEMAND_INTERVAL", "100ms"),
-    ]);
+    let mut env = bus.env(Some(&db));
+    env.set("FARO_DEMAND_INTERVAL", "100ms");
     let shutdown = CancellationToken::new();
     let collector = tokio::spawn(faro_demand_collector::run(
         faro_demand_collector::Config::from_env(&env).unwrap(),
@@ -72,7 +58,7 @@ async fn the_backlog_of_each_queue_is_published() {
             .unwrap()
             .unwrap();
         let snapshot: DemandSnapshot = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(message.subject.as_str(), snapshot.subject(&ns));
+        assert_eq!(message.subject.as_str(), snapshot.subject(ns));
         message.ack().await.unwrap();
         latest.insert(snapshot.queue.to_string(), snapshot);
     }

@@ -5,19 +5,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use faro_dispatcher::plan::plan_submission;
 use faro_dispatcher::store;
-use faro_shared::config::Env;
 use faro_shared::messages::RunMessage;
-use faro_shared::testing::{self, NatsServer, TestDb};
-use faro_shared::{jobfile, nats, pg};
+use faro_shared::testing::{TestBus, TestDb};
+use faro_shared::{jobfile, pg};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn the_outbox_is_published_at_start() {
-    testing::init_test_log();
-    let server = NatsServer::start().unwrap();
+    let bus = TestBus::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
-    let ns = testing::namespace();
+    let ns = &bus.ns;
     let pool = pg::pool(&db.config()).unwrap();
 
     // The state a crash between commit and publish leaves behind.
@@ -31,24 +29,13 @@ async fn the_outbox_is_published_at_start() {
         .await
         .unwrap();
 
-    let env = Env::from_pairs([
-        ("FARO_NAMESPACE", ns.as_str()),
-        ("FARO_NATS_URL", &server.url()),
-        ("FARO_DATABASE_URL", db.url()),
-        ("FARO_HTTP_ADDR", "127.0.0.1:0"),
-    ]);
+    let env = bus.env(Some(&db));
     let shutdown = CancellationToken::new();
     let config = faro_dispatcher::Config::from_env(&env).unwrap();
     let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
 
     // Every run arrives on its queue's subject, once.
-    let client = nats::connect(&server.config(), "test", nats::Retry::Never)
-        .await
-        .unwrap();
-    let js = nats::jetstream(client);
-    nats::ensure_topology(&js, &ns, &Default::default())
-        .await
-        .unwrap();
+    let js = &bus.js;
     let stream = js.get_stream(ns.jobs_stream()).await.unwrap();
     let consumer = stream
         .create_consumer(pull::Config {
@@ -66,7 +53,7 @@ async fn the_outbox_is_published_at_start() {
             .unwrap()
             .unwrap();
         let run: RunMessage = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(message.subject.as_str(), run.subject(&ns));
+        assert_eq!(message.subject.as_str(), run.subject(ns));
         seen.push(run.run_id);
         message.ack().await.unwrap();
     }

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use chrono::Utc;
-use faro_shared::config::Env;
 use faro_shared::domain::{JobId, Priority, QueueName, TargetId, WorkerId};
 use faro_shared::messages::{
     Assignment, DurationRange, OutcomeShares, RunMessage, RunResult, SimParams, Task,
 };
-use faro_shared::nats::{self, Topology};
-use faro_shared::testing::{self, NatsServer};
+use faro_shared::nats::Topology;
+use faro_shared::testing::TestBus;
 use faro_shared::Namespace;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -23,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub struct Harness {
-    pub server: NatsServer,
+    pub bus: TestBus,
     pub ns: Namespace,
     pub js: jetstream::Context,
     pub topology: Topology,
@@ -32,21 +31,12 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
-        testing::init_test_log();
-        let server = NatsServer::start().unwrap();
-        let ns = testing::namespace();
-        let client = nats::connect(&server.config(), "test", nats::Retry::Never)
-            .await
-            .unwrap();
-        let js = nats::jetstream(client);
-        let topology = nats::ensure_topology(&js, &ns, &Default::default())
-            .await
-            .unwrap();
+        let bus = TestBus::start().await.unwrap();
         Self {
-            server,
-            ns,
-            js,
-            topology,
+            ns: bus.ns.clone(),
+            js: bus.js.clone(),
+            topology: bus.topology.clone(),
+            bus,
             queue: QueueName::parse("q").unwrap(),
         }
     }
@@ -68,15 +58,11 @@ impl Harness {
             .put(id, serde_json::to_vec(&assignment).unwrap().into())
             .await
             .unwrap();
-        let env = Env::from_pairs([
-            ("FARO_NAMESPACE", self.ns.as_str().to_owned()),
-            ("FARO_NATS_URL", self.server.url()),
-            ("FARO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("FARO_WORKER_ID", id.to_owned()),
-            ("FARO_WORKER_CAPACITY", capacity.to_string()),
-            ("FARO_WORKER_FETCH_EXPIRY", "200ms".to_owned()),
-            ("FARO_SHUTDOWN_GRACE", grace.to_owned()),
-        ]);
+        let mut env = self.bus.env(None);
+        env.set("FARO_WORKER_ID", id)
+            .set("FARO_WORKER_CAPACITY", capacity.to_string())
+            .set("FARO_WORKER_FETCH_EXPIRY", "200ms")
+            .set("FARO_SHUTDOWN_GRACE", grace);
         let shutdown = CancellationToken::new();
         let config = faro_worker::Config::from_env(&env).unwrap();
         (
