@@ -19,6 +19,8 @@ pub struct Options {
     /// Balancer cycle and demand interval: short, so tests do not wait on timers.
     pub cycle: Duration,
     pub heartbeat: Duration,
+    /// Further `FARO_*` settings for every service.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -28,6 +30,7 @@ impl Default for Options {
             capacity: 50,
             cycle: Duration::from_millis(250),
             heartbeat: Duration::from_millis(500),
+            env: Vec::new(),
         }
     }
 }
@@ -68,6 +71,9 @@ impl System {
         .set("FARO_WORKER_FETCH_EXPIRY", "1s")
         .set("FARO_SHUTDOWN_GRACE", "10s");
 
+        for (var, value) in &options.env {
+            base.set(var.clone(), value.clone());
+        }
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
         let dispatcher = faro_dispatcher::Config::from_env(&base)?;

@@ -303,6 +303,98 @@ impl fmt::Display for RunStatus {
     }
 }
 
+/// An outcome after which another attempt may be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retryable {
+    Failed,
+    Interrupted,
+    TimedOut,
+}
+
+impl Retryable {
+    /// Retried by default: every outcome but success.
+    pub const DEFAULT: [Retryable; 3] = [
+        Retryable::Failed,
+        Retryable::Interrupted,
+        Retryable::TimedOut,
+    ];
+
+    pub fn status(self) -> RunStatus {
+        match self {
+            Retryable::Failed => RunStatus::Failed,
+            Retryable::Interrupted => RunStatus::Interrupted,
+            Retryable::TimedOut => RunStatus::TimedOut,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
+}
+
+impl FromStr for Retryable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Retryable::DEFAULT
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} cannot be retried; expected failed, interrupted or timed_out")
+            })
+    }
+}
+
+/// Attempts a run may make in all: 1 (no retry) to [`MaxAttempts::LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct MaxAttempts(u32);
+
+impl MaxAttempts {
+    pub const LIMIT: u32 = 20;
+
+    pub fn new(value: u32) -> Result<Self, String> {
+        if (1..=Self::LIMIT).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "max_attempts {value} is not accepted; expected a whole number from 1 to {}",
+                Self::LIMIT
+            ))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for MaxAttempts {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl TryFrom<i64> for MaxAttempts {
+    type Error = String;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        u32::try_from(value)
+            .map_err(|_| {
+                format!(
+                    "max_attempts {value} is not accepted; expected a whole number from 1 to {}",
+                    Self::LIMIT
+                )
+            })
+            .and_then(Self::new)
+    }
+}
+
+impl From<MaxAttempts> for u32 {
+    fn from(value: MaxAttempts) -> u32 {
+        value.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +436,17 @@ mod tests {
             assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
         }
         assert_eq!(RunStatus::ALL.iter().filter(|s| s.is_terminal()).count(), 6);
+    }
+
+    #[test]
+    fn retry_settings_are_bounded() {
+        assert!(serde_json::from_str::<MaxAttempts>("0").is_err());
+        assert!(serde_json::from_str::<MaxAttempts>("21").is_err());
+        assert_eq!(serde_json::from_str::<MaxAttempts>("3").unwrap().get(), 3);
+        assert!(serde_json::from_str::<Retryable>("\"succeeded\"").is_err());
+        assert_eq!(
+            "timed_out".parse::<Retryable>().unwrap(),
+            Retryable::TimedOut
+        );
     }
 }

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{JobId, Outcome, PoolName, Priority, QueueName, TargetId, WorkerId};
+use crate::domain::{
+    JobId, MaxAttempts, Outcome, PoolName, Priority, QueueName, Retryable, TargetId, WorkerId,
+};
 use crate::names::Namespace;
 
 /// What executes a run on a worker.
@@ -208,6 +210,10 @@ pub struct JobSpec {
     #[serde(flatten)]
     pub task: Task,
     pub priority: Priority,
+    /// Attempts in all, the first included.
+    pub max_attempts: MaxAttempts,
+    /// Outcomes after which another attempt is made (while attempts remain).
+    pub retry_on: Vec<Retryable>,
 }
 
 /// A batch of jobs: the JSON job format, the body of a `faro.submit` message and of a batch

@@ -5,3 +5,4 @@
 mod bad_input;
 mod docs;
 mod pipeline;
+mod retries;

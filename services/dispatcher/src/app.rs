@@ -16,6 +16,7 @@ use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -32,6 +33,8 @@ struct Dispatcher {
     js: jetstream::Context,
     ns: Namespace,
     config: Config,
+    /// Woken when a retry is scheduled, so the retries loop can re-plan its timer.
+    retries_changed: Notify,
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails.
@@ -71,6 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         js,
         ns,
         config,
+        retries_changed: Notify::new(),
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -80,6 +84,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.spawn(
         "results",
         results_loop(dispatcher.clone(), results, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "retries",
+        retries_loop(dispatcher.clone(), shutdown.clone()),
     );
     supervisor.spawn("api", api_loop(dispatcher, client, shutdown.clone()));
     supervisor.spawn("http", async move {
@@ -208,6 +216,46 @@ async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Res
     }
 }
 
+/// Publishes each retry when its backoff is over: sleeps until the earliest one is due, or
+/// until a new one is scheduled. A database or NATS error is logged and tried again.
+async fn retries_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    const IDLE: Duration = Duration::from_secs(60);
+    loop {
+        let wait = match publish_due_retries(&d).await {
+            Ok(next) => next
+                .map(|due| (due - chrono::Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(IDLE)
+                .min(IDLE),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot publish due retries; trying again"
+                );
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = d.retries_changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Publishes every retry that is due; returns when the next one will be.
+async fn publish_due_retries(
+    d: &Dispatcher,
+) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    loop {
+        let due = store::due_retries(&d.pool, 5_000).await?;
+        if due.is_empty() {
+            return store::next_retry(&d.pool).await;
+        }
+        tracing::debug!(runs = due.len(), "publishing due retries");
+        publish_and_mark(d, &due).await?;
+    }
+}
+
 async fn results_loop(
     d: Arc<Dispatcher>,
     consumer: PullConsumer,
@@ -262,18 +310,23 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
         return;
     }
     let started = Instant::now();
-    let ack = match store::record_results(&d.pool, &results).await {
-        Ok(applied) => {
+    let jitter = || f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
+    let ack = match store::record_results(&d.pool, &results, &d.config.retry, jitter).await {
+        Ok(recording) => {
             metrics::histogram!(m::RESULT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-            let applied: std::collections::HashSet<_> = applied.into_iter().collect();
-            for result in &results {
-                if applied.contains(&result.run_id) {
-                    metrics::counter!(m::RESULTS, "outcome" => result.outcome.as_str())
-                        .increment(1);
-                } else {
-                    tracing::info!(run.id = %result.run_id, attempt = result.attempt, "late or repeated result ignored");
-                    metrics::counter!(m::RESULTS_IGNORED).increment(1);
-                }
+            for (_, status) in &recording.ended {
+                metrics::counter!(m::RESULTS, "outcome" => status.as_str()).increment(1);
+            }
+            for (run, next, due) in &recording.retried {
+                tracing::info!(run.id = %run, attempt = next, due = %due, "attempt failed; retry scheduled");
+            }
+            metrics::counter!(m::RETRIES).increment(recording.retried.len() as u64);
+            for run in &recording.late {
+                tracing::info!(run.id = %run, "late or repeated result recorded; it changed nothing");
+            }
+            metrics::counter!(m::RESULTS_IGNORED).increment(recording.late.len() as u64);
+            if !recording.retried.is_empty() {
+                d.retries_changed.notify_one();
             }
             AckKind::Ack
         }

@@ -6,6 +6,8 @@ use faro_shared::config::{ConfigError, Env, PgConfig};
 use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
+use crate::retry::RetryPolicy;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
@@ -13,6 +15,8 @@ pub struct Config {
     pub topology: TopologySettings,
     /// Most results recorded in one transaction (`FARO_DISPATCHER_RESULT_BATCH`).
     pub result_batch: usize,
+    /// Backoff between attempts (`FARO_RETRY_BASE_DELAY`, 1 s; `FARO_RETRY_MAX_DELAY`, 5 m).
+    pub retry: RetryPolicy,
     /// How long in-flight work may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
 }
@@ -28,6 +32,10 @@ impl Config {
                 2000,
                 "a whole number of results, such as 2000",
             )?,
+            retry: RetryPolicy {
+                base: env.duration("FARO_RETRY_BASE_DELAY", Duration::from_secs(1))?,
+                max: env.duration("FARO_RETRY_MAX_DELAY", Duration::from_secs(300))?,
+            },
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
         })
     }

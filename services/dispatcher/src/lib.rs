@@ -10,6 +10,7 @@ mod bus;
 pub mod config;
 mod metrics;
 pub mod plan;
+pub mod retry;
 pub mod store;
 
 pub use app::run;

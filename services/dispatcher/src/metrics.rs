@@ -7,6 +7,7 @@ pub const RUNS_DISPATCHED: &str = "faro_dispatcher_runs_dispatched_total";
 pub const RESULTS: &str = "faro_dispatcher_results_total";
 pub const RESULTS_IGNORED: &str = "faro_dispatcher_results_ignored_total";
 pub const BAD_MESSAGES: &str = "faro_dispatcher_bad_messages_total";
+pub const RETRIES: &str = "faro_dispatcher_retries_total";
 pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
 
 pub fn describe() {
@@ -15,10 +16,14 @@ pub fn describe() {
         "Submissions received, by outcome (accepted, duplicate, rejected)."
     );
     describe_counter!(RUNS_DISPATCHED, "Runs published to their queue, by queue.");
-    describe_counter!(RESULTS, "Run results recorded, by outcome.");
+    describe_counter!(RESULTS, "Runs ended by a result, by status.");
     describe_counter!(
         RESULTS_IGNORED,
         "Results that changed nothing: a late or repeated result of an attempt already ended."
+    );
+    describe_counter!(
+        RETRIES,
+        "Attempts that failed and were scheduled to run again."
     );
     describe_counter!(BAD_MESSAGES, "Messages refused as malformed, by stream.");
     describe_histogram!(

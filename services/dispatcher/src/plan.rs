@@ -3,7 +3,7 @@
 //! Owns the mapping from the JSON job format to run messages; it does no I/O, so the same
 //! submission always plans the same shape and tests need no database.
 
-use faro_shared::domain::JobId;
+use faro_shared::domain::{JobId, MaxAttempts, Retryable};
 use faro_shared::messages::{RunMessage, Submission};
 use uuid::Uuid;
 
@@ -13,6 +13,8 @@ pub struct NewRun {
     /// Index of its job inside the submission.
     pub seq: i32,
     pub message: RunMessage,
+    pub max_attempts: MaxAttempts,
+    pub retry_on: Vec<Retryable>,
 }
 
 /// Plans one run per job of `submission`. A job without an id gets its run's id as its own.
@@ -28,6 +30,8 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
             });
             NewRun {
                 seq: i32::try_from(seq).unwrap_or(i32::MAX),
+                max_attempts: job.max_attempts,
+                retry_on: job.retry_on.clone(),
                 message: RunMessage {
                     run_id,
                     attempt: 1,

@@ -3,16 +3,17 @@
 //! Every write on a hot path is one statement per batch (`unnest` of arrays), never a round
 //! trip per run. States become SQL text here and only here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::{JobId, Priority, QueueName, RunStatus, TargetId};
+use faro_shared::domain::{JobId, Outcome, Priority, QueueName, RunStatus, TargetId};
 use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
 use uuid::Uuid;
 
 use crate::plan::NewRun;
+use crate::retry::{self, Decision, RetryPolicy, RunState};
 
 /// What recording a submission found.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub async fn record_submission(
     let mut kinds = Vec::with_capacity(runs.len());
     let mut params = Vec::with_capacity(runs.len());
     let mut priorities = Vec::with_capacity(runs.len());
+    let mut max_attempts = Vec::with_capacity(runs.len());
+    let mut retry_on = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -74,6 +77,14 @@ pub async fn record_submission(
         kinds.push(kind);
         params.push(param);
         priorities.push(i16::from(m.priority.get()));
+        max_attempts.push(to_i32(run.max_attempts.get()));
+        retry_on.push(
+            run.retry_on
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
 
     tx.execute(
@@ -89,12 +100,27 @@ pub async fn record_submission(
     .context("cannot record the submission's queues")?;
 
     tx.execute(
-        "INSERT INTO jobs (id, queue, kind, target, params, priority)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[])
+        "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on)
+         SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
+                string_to_array(u.retry_on, ',')
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
+                       $7::int4[], $8::text[])
+             AS u(id, queue, kind, target, params, priority, max_attempts, retry_on)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
-                params = EXCLUDED.params, priority = EXCLUDED.priority, updated_at = now()",
-        &[&job_ids, &queues, &kinds, &targets, &params, &priorities],
+                params = EXCLUDED.params, priority = EXCLUDED.priority,
+                max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
+                updated_at = now()",
+        &[
+            &job_ids,
+            &queues,
+            &kinds,
+            &targets,
+            &params,
+            &priorities,
+            &max_attempts,
+            &retry_on,
+        ],
     )
     .await
     .context("cannot record the submission's jobs")?;
@@ -102,12 +128,12 @@ pub async fn record_submission(
     tx.execute(
         "WITH recorded AS (
              INSERT INTO runs (id, job_id, submission_id, seq, queue, target, kind, params, priority,
-                               submitted_at, status, dispatched_at)
+                               submitted_at, status, dispatched_at, max_attempts, retry_on)
              SELECT u.id, u.job_id, $3, u.seq, u.queue, u.target, u.kind, u.params, u.priority, $10,
-                    'dispatched', now()
+                    'dispatched', now(), u.max_attempts, string_to_array(u.retry_on, ',')
                FROM unnest($1::uuid[], $2::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                           $8::jsonb[], $9::int2[])
-                 AS u(id, job_id, seq, queue, target, kind, params, priority)
+                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[])
+                 AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on)
              RETURNING id
          )
          INSERT INTO run_outbox (run_id, submission_id) SELECT id, $3 FROM recorded",
@@ -122,6 +148,8 @@ pub async fn record_submission(
             &params,
             &priorities,
             &submitted_at,
+            &max_attempts,
+            &retry_on,
         ],
     )
     .await
@@ -130,21 +158,33 @@ pub async fn record_submission(
     Ok(Recorded::New)
 }
 
-/// Runs recorded but not yet confirmed stored in JetStream (a crash between the two).
+/// Runs recorded but not yet confirmed stored in JetStream (a crash between the two), all or
+/// one submission's; retries still in their backoff are left for later.
 pub async fn unpublished_runs(
     pool: &Pool,
     submission: Option<&str>,
     limit: i64,
 ) -> anyhow::Result<Vec<RunMessage>> {
+    outbox_runs(pool, "o.not_before <= now()", submission, limit).await
+}
+
+/// Runs in the outbox matching `filter` (a fixed SQL condition on `o`), oldest due first.
+async fn outbox_runs(
+    pool: &Pool,
+    filter: &'static str,
+    submission: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<RunMessage>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
+    let query = format!(
+        "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority
+           FROM run_outbox o JOIN runs r ON r.id = o.run_id
+          WHERE {filter} AND ($1::text IS NULL OR o.submission_id = $1)
+          ORDER BY o.not_before LIMIT $2"
+    );
+    let statement = client.prepare_cached(&query).await?;
     let rows = client
-        .query(
-            "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority
-               FROM run_outbox o JOIN runs r ON r.id = o.run_id
-              WHERE ($1::text IS NULL OR o.submission_id = $1)
-              ORDER BY o.created_at LIMIT $2",
-            &[&submission, &limit],
-        )
+        .query(&statement, &[&submission, &limit])
         .await
         .context("cannot read the outbox")?;
     rows.iter()
@@ -182,22 +222,170 @@ pub async fn mark_published(pool: &Pool, ids: &[Uuid]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records a batch of results. A result applies only to the attempt it names and only while
-/// the run is not terminal (fencing); returns the ids of the runs it changed.
-pub async fn record_results(pool: &Pool, results: &[RunResult]) -> anyhow::Result<Vec<Uuid>> {
-    let mut ids = Vec::with_capacity(results.len());
-    let mut attempts = Vec::with_capacity(results.len());
-    let mut statuses = Vec::with_capacity(results.len());
-    let mut workers = Vec::with_capacity(results.len());
-    let mut started = Vec::with_capacity(results.len());
-    let mut finished = Vec::with_capacity(results.len());
-    let mut simulated = Vec::with_capacity(results.len());
-    let mut outputs: Vec<Option<serde_json::Value>> = Vec::with_capacity(results.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(results.len());
+/// What a batch of results did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// Runs that ended, with their status.
+    pub ended: Vec<(Uuid, RunStatus)>,
+    /// Runs whose attempt failed and that will run again, with the next attempt's due time.
+    pub retried: Vec<(Uuid, u32, DateTime<Utc>)>,
+    /// Results that changed nothing (an attempt superseded or ended, or a repeat), recorded
+    /// in `run_attempts` as late.
+    pub late: Vec<Uuid>,
+}
+
+/// Records a batch of results in one transaction. A result applies only to the current
+/// attempt of a run that has not ended (fencing). A retryable failure with attempts left
+/// schedules the next attempt in the outbox after its backoff.
+pub async fn record_results(
+    pool: &Pool,
+    results: &[RunResult],
+    policy: &RetryPolicy,
+    mut jitter: impl FnMut() -> f64,
+) -> anyhow::Result<Recording> {
+    let mut client = pool.get().await.context("no PostgreSQL connection")?;
+    let tx = client.transaction().await?;
+
+    // The state of runs whose result may retry them (successes always end or are late).
+    let failed: Vec<Uuid> = results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Succeeded)
+        .map(|r| r.run_id)
+        .collect();
+    let mut states: HashMap<Uuid, RunState> = HashMap::new();
+    if !failed.is_empty() {
+        for row in tx
+            .query(
+                "SELECT id, attempt, status, max_attempts, retry_on FROM runs
+                  WHERE id = ANY($1) FOR UPDATE",
+                &[&failed],
+            )
+            .await
+            .context("cannot read runs to decide retries")?
+        {
+            let status: String = row.get(2);
+            states.insert(
+                row.get(0),
+                RunState {
+                    attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+                    status: status.parse().map_err(anyhow::Error::msg)?,
+                    max_attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(1),
+                    retry_on: row
+                        .get::<_, Vec<String>>(4)
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                },
+            );
+        }
+    }
+
+    let now = Utc::now();
+    let mut seen = HashSet::new();
+    let mut end = Vec::new();
+    let mut retry = Vec::new();
+    let mut late = Vec::new();
     for result in results {
+        if !seen.insert((result.run_id, result.attempt)) {
+            late.push(result);
+            continue;
+        }
+        let decision = if result.outcome == Outcome::Succeeded {
+            Decision::End(RunStatus::Succeeded)
+        } else {
+            retry::decide(
+                states.get(&result.run_id),
+                result.attempt,
+                result.outcome,
+                policy,
+                jitter(),
+            )
+        };
+        match decision {
+            Decision::End(status) => end.push((result, status)),
+            Decision::Retry { next, delay } => {
+                let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                retry.push((result, next, due));
+            }
+            Decision::Late => late.push(result),
+        }
+    }
+
+    let mut recording = Recording::default();
+    if !end.is_empty() {
+        let ended = end_runs(&tx, &end).await?;
+        for (result, status) in end {
+            if ended.contains(&result.run_id) {
+                recording.ended.push((result.run_id, status));
+            } else {
+                late.push(result);
+            }
+        }
+    }
+    if !retry.is_empty() {
+        let ids: Vec<Uuid> = retry.iter().map(|(r, _, _)| r.run_id).collect();
+        let attempts: Vec<i32> = retry.iter().map(|(r, _, _)| to_i32(r.attempt)).collect();
+        let next: Vec<i32> = retry.iter().map(|(_, n, _)| to_i32(*n)).collect();
+        let due: Vec<DateTime<Utc>> = retry.iter().map(|(_, _, d)| *d).collect();
+        let errors: Vec<Option<String>> = retry.iter().map(|(r, _, _)| r.error.clone()).collect();
+        let rows = tx
+            .query(
+                "WITH moved AS (
+                     UPDATE runs r SET attempt = u.next, retry_at = u.due, error = u.error
+                       FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::timestamptz[], $5::text[])
+                         AS u(id, attempt, next, due, error)
+                      WHERE r.id = u.id AND r.attempt = u.attempt AND r.status = 'dispatched'
+                  RETURNING r.id, r.submission_id, u.due
+                 ), queued AS (
+                     INSERT INTO run_outbox (run_id, submission_id, not_before, retry)
+                     SELECT id, submission_id, due, true FROM moved
+                     ON CONFLICT (run_id) DO UPDATE SET not_before = EXCLUDED.not_before, retry = true
+                 )
+                 SELECT id FROM moved",
+                &[&ids, &attempts, &next, &due, &errors],
+            )
+            .await
+            .context("cannot schedule retries")?;
+        let moved: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+        let mut history = Vec::new();
+        for (result, next, due) in retry {
+            if moved.contains(&result.run_id) {
+                recording.retried.push((result.run_id, next, due));
+                history.push(result);
+            } else {
+                late.push(result);
+            }
+        }
+        insert_attempts(&tx, &history, false).await?;
+    }
+    insert_attempts(&tx, &late, true).await?;
+    recording.late = late.iter().map(|r| r.run_id).collect();
+    tx.commit().await?;
+    Ok(recording)
+}
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Ends runs whose current attempt these results are; returns the runs that ended.
+async fn end_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    end: &[(&RunResult, RunStatus)],
+) -> anyhow::Result<HashSet<Uuid>> {
+    let mut ids = Vec::with_capacity(end.len());
+    let mut attempts = Vec::with_capacity(end.len());
+    let mut statuses = Vec::with_capacity(end.len());
+    let mut workers = Vec::with_capacity(end.len());
+    let mut started = Vec::with_capacity(end.len());
+    let mut finished = Vec::with_capacity(end.len());
+    let mut simulated = Vec::with_capacity(end.len());
+    let mut outputs: Vec<Option<serde_json::Value>> = Vec::with_capacity(end.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(end.len());
+    for (result, status) in end {
         ids.push(result.run_id);
-        attempts.push(i32::try_from(result.attempt).unwrap_or(i32::MAX));
-        statuses.push(result.outcome.status().as_str());
+        attempts.push(to_i32(result.attempt));
+        statuses.push(status.as_str());
         workers.push(result.worker_id.as_str());
         started.push(result.started_at);
         finished.push(result.finished_at);
@@ -211,8 +399,7 @@ pub async fn record_results(pool: &Pool, results: &[RunResult]) -> anyhow::Resul
         );
         errors.push(result.error.clone());
     }
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let rows = client
+    let rows = tx
         .query(
             "UPDATE runs r
                 SET status = u.status, worker_id = u.worker, started_at = u.started,
@@ -232,6 +419,48 @@ pub async fn record_results(pool: &Pool, results: &[RunResult]) -> anyhow::Resul
         .await
         .context("cannot record results")?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Keeps attempts that did not end their run: retried ones, and late ones.
+async fn insert_attempts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    results: &[&RunResult],
+    late: bool,
+) -> anyhow::Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = results.iter().map(|r| r.run_id).collect();
+    let attempts: Vec<i32> = results.iter().map(|r| to_i32(r.attempt)).collect();
+    let outcomes: Vec<&str> = results.iter().map(|r| r.outcome.as_str()).collect();
+    let workers: Vec<&str> = results.iter().map(|r| r.worker_id.as_str()).collect();
+    let started: Vec<DateTime<Utc>> = results.iter().map(|r| r.started_at).collect();
+    let finished: Vec<DateTime<Utc>> = results.iter().map(|r| r.finished_at).collect();
+    let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
+    tx.execute(
+        "INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at, finished_at, error, late)
+         SELECT u.*, $8 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
+                                   $5::timestamptz[], $6::timestamptz[], $7::text[]) AS u",
+        &[&ids, &attempts, &outcomes, &workers, &started, &finished, &errors, &late],
+    )
+    .await
+    .context("cannot record attempts")?;
+    Ok(())
+}
+
+/// Retries whose backoff is over, oldest first.
+pub async fn due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<RunMessage>> {
+    outbox_runs(pool, "o.retry AND o.not_before <= now()", None, limit).await
+}
+
+/// When the next retry is due, if any waits.
+pub async fn next_retry(pool: &Pool) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let row = client
+        .query_one("SELECT min(not_before) FROM run_outbox WHERE retry", &[])
+        .await
+        .context("cannot read the next retry")?;
+    Ok(row.get(0))
 }
 
 /// Run counts by status, and open runs by queue.

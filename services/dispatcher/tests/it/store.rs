@@ -1,8 +1,11 @@
 //! The store's guarantees: a submission is recorded once, a result applies once and only to
 //! the attempt it names.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use faro_dispatcher::plan::plan_submission;
+use faro_dispatcher::retry::RetryPolicy;
 use faro_dispatcher::store::{self, Recorded};
 use faro_shared::domain::{Outcome, RunStatus, WorkerId};
 use faro_shared::messages::RunResult;
@@ -83,10 +86,13 @@ async fn a_submission_is_recorded_once() {
     );
 }
 
+const NO_JITTER: fn() -> f64 = || 0.0;
+
 #[tokio::test]
 async fn results_are_fenced_by_attempt_and_applied_once() {
     let db = TestDb::create().await.unwrap();
     let pool = pg::pool(&db.config()).unwrap();
+    let policy = RetryPolicy::default();
     let submission =
         jobfile::parse(br#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim"}]"#)
             .unwrap();
@@ -96,11 +102,17 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         .unwrap();
     let (a, b) = (&runs[0].message, &runs[1].message);
 
-    // A result naming another attempt changes nothing.
-    let stale = store::record_results(&pool, &[result_for(a, 2, Outcome::Failed)])
-        .await
-        .unwrap();
-    assert!(stale.is_empty());
+    // A result naming another attempt changes nothing, and is kept as late.
+    let stale = store::record_results(
+        &pool,
+        &[result_for(a, 2, Outcome::Failed)],
+        &policy,
+        NO_JITTER,
+    )
+    .await
+    .unwrap();
+    assert!(stale.ended.is_empty() && stale.retried.is_empty());
+    assert_eq!(stale.late, [a.run_id]);
     assert_eq!(
         store::run_status(&pool, a.run_id).await.unwrap(),
         Some(RunStatus::Dispatched)
@@ -113,14 +125,21 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
             result_for(a, 1, Outcome::Succeeded),
             result_for(b, 1, Outcome::Interrupted),
         ],
+        &policy,
+        NO_JITTER,
     )
     .await
     .unwrap();
-    assert_eq!(applied.len(), 2);
-    let repeat = store::record_results(&pool, &[result_for(a, 1, Outcome::Failed)])
-        .await
-        .unwrap();
-    assert!(repeat.is_empty());
+    assert_eq!(applied.ended.len(), 2);
+    let repeat = store::record_results(
+        &pool,
+        &[result_for(a, 1, Outcome::Failed)],
+        &policy,
+        NO_JITTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(repeat.late, [a.run_id]);
     assert_eq!(
         store::run_status(&pool, a.run_id).await.unwrap(),
         Some(RunStatus::Succeeded)
@@ -134,4 +153,104 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
     assert_eq!(status.runs.get("succeeded"), Some(&1));
     assert_eq!(status.runs.get("interrupted"), Some(&1));
     assert!(status.queues.is_empty());
+    let client = pool.get().await.unwrap();
+    let late: i64 = client
+        .query_one("SELECT count(*) FROM run_attempts WHERE late", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 2);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let policy = RetryPolicy {
+        base: Duration::from_secs(60),
+        max: Duration::from_secs(600),
+    };
+    let submission = jobfile::parse(
+        br#"[{"queue": "q", "kind": "sim", "max_attempts": 2, "retry_on": ["failed"]}]"#,
+    )
+    .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "s", None, &runs)
+        .await
+        .unwrap();
+    let run = &runs[0].message;
+    store::mark_published(&pool, &[run.run_id]).await.unwrap();
+
+    // Attempt 1 fails: attempt 2 is scheduled after the backoff, not published before.
+    let first = store::record_results(
+        &pool,
+        &[result_for(run, 1, Outcome::Failed)],
+        &policy,
+        NO_JITTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.retried.len(), 1);
+    let (_, next, due) = first.retried[0];
+    assert_eq!(next, 2);
+    let wait = (due - chrono::Utc::now()).num_seconds();
+    assert!((25..=30).contains(&wait), "{wait}");
+    assert!(store::due_retries(&pool, 10).await.unwrap().is_empty());
+    assert!(store::unpublished_runs(&pool, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let next_due = store::next_retry(&pool).await.unwrap().unwrap();
+    assert_eq!(next_due.timestamp_micros(), due.timestamp_micros());
+
+    // A late copy of attempt 1 (say, from a worker presumed dead) changes nothing.
+    let late = store::record_results(
+        &pool,
+        &[result_for(run, 1, Outcome::Succeeded)],
+        &policy,
+        NO_JITTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.late, [run.run_id]);
+    assert_eq!(
+        store::run_status(&pool, run.run_id).await.unwrap(),
+        Some(RunStatus::Dispatched)
+    );
+
+    // Attempt 2 fails too: attempts are used up, the run ends failed.
+    let last = store::record_results(
+        &pool,
+        &[result_for(run, 2, Outcome::Failed)],
+        &policy,
+        NO_JITTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(last.ended, [(run.run_id, RunStatus::Failed)]);
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT attempt, outcome, late FROM run_attempts ORDER BY recorded_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let history: Vec<(i32, String, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "failed".to_owned(), false),
+            (1, "succeeded".to_owned(), true)
+        ]
+    );
+    let attempt: i32 = client
+        .query_one("SELECT attempt FROM runs WHERE id = $1", &[&run.run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempt, 2);
 }
