@@ -1,13 +1,14 @@
 -- Retries: how many attempts a run may make and after which outcomes; superseded and late
 -- attempts kept as history; the outbox can hold a run until its retry is due.
 
+-- retry_on NULL: the default, every outcome but success (failed, interrupted, timed_out).
 ALTER TABLE jobs
     ADD COLUMN max_attempts integer NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 20),
-    ADD COLUMN retry_on     text[]  NOT NULL DEFAULT '{failed,interrupted,timed_out}';
+    ADD COLUMN retry_on     text[];
 
 ALTER TABLE runs
     ADD COLUMN max_attempts integer NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 20),
-    ADD COLUMN retry_on     text[]  NOT NULL DEFAULT '{failed,interrupted,timed_out}',
+    ADD COLUMN retry_on     text[],
     -- when the current attempt is due, for a retry waiting in the outbox
     ADD COLUMN retry_at     timestamptz;
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::{JobId, Outcome, Priority, QueueName, RunStatus, TargetId};
+use faro_shared::domain::{JobId, Outcome, Priority, QueueName, Retryable, RunStatus, TargetId};
 use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
 use uuid::Uuid;
 
@@ -65,7 +65,7 @@ pub async fn record_submission(
     let mut params = Vec::with_capacity(runs.len());
     let mut priorities = Vec::with_capacity(runs.len());
     let mut max_attempts = Vec::with_capacity(runs.len());
-    let mut retry_on = Vec::with_capacity(runs.len());
+    let mut retry_on: Vec<Option<String>> = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -78,13 +78,14 @@ pub async fn record_submission(
         params.push(param);
         priorities.push(i16::from(m.priority.get()));
         max_attempts.push(to_i32(run.max_attempts.get()));
-        retry_on.push(
+        // NULL for the default keeps the common row small.
+        retry_on.push((run.retry_on != Retryable::DEFAULT).then(|| {
             run.retry_on
                 .iter()
                 .map(|r| r.as_str())
                 .collect::<Vec<_>>()
-                .join(","),
-        );
+                .join(",")
+        }));
     }
 
     tx.execute(
@@ -270,11 +271,10 @@ pub async fn record_results(
                     attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
                     status: status.parse().map_err(anyhow::Error::msg)?,
                     max_attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(1),
-                    retry_on: row
-                        .get::<_, Vec<String>>(4)
-                        .iter()
-                        .filter_map(|s| s.parse().ok())
-                        .collect(),
+                    retry_on: match row.get::<_, Option<Vec<String>>>(4) {
+                        None => Retryable::DEFAULT.to_vec(),
+                        Some(listed) => listed.iter().filter_map(|s| s.parse().ok()).collect(),
+                    },
                 },
             );
         }
