@@ -362,6 +362,9 @@ pub struct StatusReply {
     pub runs: BTreeMap<String, i64>,
     /// Queue name to runs not yet terminal.
     pub queues: BTreeMap<String, i64>,
+    /// Runs not yet published: waiting for a slot of their target, or for a retry's backoff.
+    #[serde(default)]
+    pub waiting: i64,
 }
 
 /// The request of `faro.api.dispatcher.submission`: how far these submissions are.

@@ -4,5 +4,6 @@
 
 mod bad_input;
 mod docs;
+mod limits;
 mod pipeline;
 mod retries;

@@ -11,12 +11,17 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use deadpool_postgres::Pool;
 use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
+use faro_shared::messages::RunMessage;
 use faro_shared::messages::{ApiError, RunResult, SubmissionQuery};
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tokio::sync::Notify;
+
+use crate::admission::{Admission, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -35,6 +40,18 @@ struct Dispatcher {
     config: Config,
     /// Woken when a retry is scheduled, so the retries loop can re-plan its timer.
     retries_changed: Notify,
+    /// Slots of every target: what may be published now, what waits.
+    admission: Mutex<Admission>,
+}
+
+impl Dispatcher {
+    fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        // A panic while holding the lock leaves counts that are still consistent enough to
+        // go on with; the next restart rebuilds them from PostgreSQL.
+        self.admission
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails.
@@ -68,6 +85,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         return Ok(());
     };
 
+    // Slots held by runs already in flight, from before a restart.
+    let mut admission = Admission::new(Limits {
+        default: config.target_max_concurrency,
+        per_target: store::target_limits(&pool).await?,
+    });
+    for (run, target) in store::in_flight_runs(&pool).await? {
+        admission.restore_in_flight(target, run);
+    }
     let grace = config.shutdown_grace;
     let dispatcher = Arc::new(Dispatcher {
         pool,
@@ -75,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ns,
         config,
         retries_changed: Notify::new(),
+        admission: Mutex::new(admission),
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -177,9 +203,10 @@ async fn handle_submission(
     match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
         Recorded::New => {
             let messages: Vec<_> = runs.into_iter().map(|r| r.message).collect();
-            publish_and_mark(d, &messages).await?;
+            let count = messages.len();
+            dispatch(d, messages).await?;
             metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
-            tracing::debug!(submission = %id, runs = messages.len(), "submission accepted");
+            tracing::debug!(submission = %id, runs = count, "submission accepted");
         }
         Recorded::Duplicate => {
             // Seen before; publish whatever a crash left unpublished.
@@ -189,6 +216,25 @@ async fn handle_submission(
         }
     }
     Ok(AckKind::Ack)
+}
+
+/// Offers runs to admission and publishes those whose target has a free slot; the others wait
+/// in the outbox until a run of their target ends.
+async fn dispatch(d: &Dispatcher, runs: Vec<RunMessage>) -> anyhow::Result<()> {
+    let admitted = d.admission().offer(runs);
+    publish_admitted(d, admitted).await
+}
+
+/// Publishes admitted runs; if that fails they give their slots back and wait again.
+async fn publish_admitted(d: &Dispatcher, admitted: Vec<RunMessage>) -> anyhow::Result<()> {
+    if !admitted.is_empty() {
+        if let Err(error) = publish_and_mark(d, &admitted).await {
+            d.admission().readmit_later(admitted);
+            return Err(error);
+        }
+    }
+    metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
+    Ok(())
 }
 
 async fn publish_and_mark(
@@ -204,16 +250,14 @@ async fn publish_and_mark(
     Ok(())
 }
 
-/// Publishes runs left in the outbox (all, or one submission's), in chunks.
+/// Offers every run waiting in the outbox (all, or one submission's) to admission.
 async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Result<()> {
-    loop {
-        let runs = store::unpublished_runs(&d.pool, submission, 5_000).await?;
-        if runs.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(runs = runs.len(), "publishing runs left in the outbox");
-        publish_and_mark(d, &runs).await?;
+    let runs = store::unpublished_runs(&d.pool, submission, i64::MAX).await?;
+    if !runs.is_empty() {
+        tracing::info!(runs = runs.len(), "offering runs waiting in the outbox");
+        dispatch(d, runs).await?;
     }
+    Ok(())
 }
 
 /// Publishes each retry when its backoff is over: sleeps until the earliest one is due, or
@@ -247,12 +291,12 @@ async fn publish_due_retries(
     d: &Dispatcher,
 ) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
     loop {
-        let due = store::due_retries(&d.pool, 5_000).await?;
+        let due = store::take_due_retries(&d.pool, 5_000).await?;
         if due.is_empty() {
             return store::next_retry(&d.pool).await;
         }
-        tracing::debug!(runs = due.len(), "publishing due retries");
-        publish_and_mark(d, &due).await?;
+        tracing::debug!(runs = due.len(), "offering due retries");
+        dispatch(d, due).await?;
     }
 }
 
@@ -327,6 +371,31 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
             metrics::counter!(m::RESULTS_IGNORED).increment(recording.late.len() as u64);
             if !recording.retried.is_empty() {
                 d.retries_changed.notify_one();
+            }
+            // Every attempt that ended frees its target's slot for the next waiting run.
+            let targets: HashMap<_, _> = results
+                .iter()
+                .filter_map(|r| r.target.as_ref().map(|t| (r.run_id, t)))
+                .collect();
+            let freed = recording
+                .ended
+                .iter()
+                .map(|(run, _)| *run)
+                .chain(recording.retried.iter().map(|(run, _, _)| *run));
+            let mut admitted = Vec::new();
+            {
+                let mut admission = d.admission();
+                for run in freed {
+                    if let Some(target) = targets.get(&run) {
+                        admitted.extend(admission.release(target, run));
+                    }
+                }
+            }
+            if let Err(error) = publish_admitted(d, admitted).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot publish runs given a slot; they wait for the next one"
+                );
             }
             AckKind::Ack
         }

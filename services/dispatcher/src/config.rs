@@ -15,6 +15,9 @@ pub struct Config {
     pub topology: TopologySettings,
     /// Most results recorded in one transaction (`FARO_DISPATCHER_RESULT_BATCH`).
     pub result_batch: usize,
+    /// Runs of one target in flight at most, unless the target says otherwise
+    /// (`FARO_TARGET_MAX_CONCURRENCY`, default 3).
+    pub target_max_concurrency: u32,
     /// Backoff between attempts (`FARO_RETRY_BASE_DELAY`, 1 s; `FARO_RETRY_MAX_DELAY`, 5 m).
     pub retry: RetryPolicy,
     /// How long in-flight work may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`).
@@ -32,6 +35,20 @@ impl Config {
                 2000,
                 "a whole number of results, such as 2000",
             )?,
+            target_max_concurrency: match env.parse(
+                "FARO_TARGET_MAX_CONCURRENCY",
+                3u32,
+                "a whole number of runs from 1 to 1000",
+            )? {
+                n @ 1..=1000 => n,
+                n => {
+                    return Err(ConfigError {
+                        var: "FARO_TARGET_MAX_CONCURRENCY".to_owned(),
+                        value: n.to_string(),
+                        expected: "a whole number of runs from 1 to 1000".to_owned(),
+                    })
+                }
+            },
             retry: RetryPolicy {
                 base: env.duration("FARO_RETRY_BASE_DELAY", Duration::from_secs(1))?,
                 max: env.duration("FARO_RETRY_MAX_DELAY", Duration::from_secs(300))?,

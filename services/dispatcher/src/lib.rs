@@ -5,6 +5,7 @@
 //! `store` (PostgreSQL), `bus` (NATS publishing), `metrics`. Scheduling of recurring jobs,
 //! admission, retries and chains build on these.
 
+pub mod admission;
 mod app;
 mod bus;
 pub mod config;

@@ -1,12 +1,13 @@
 //! Every metric the dispatcher exports, declared with its help text.
 
-use metrics::{describe_counter, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub const SUBMISSIONS: &str = "faro_dispatcher_submissions_total";
 pub const RUNS_DISPATCHED: &str = "faro_dispatcher_runs_dispatched_total";
 pub const RESULTS: &str = "faro_dispatcher_results_total";
 pub const RESULTS_IGNORED: &str = "faro_dispatcher_results_ignored_total";
 pub const BAD_MESSAGES: &str = "faro_dispatcher_bad_messages_total";
+pub const RUNS_WAITING: &str = "faro_dispatcher_runs_waiting";
 pub const RETRIES: &str = "faro_dispatcher_retries_total";
 pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
 
@@ -20,6 +21,10 @@ pub fn describe() {
     describe_counter!(
         RESULTS_IGNORED,
         "Results that changed nothing: a late or repeated result of an attempt already ended."
+    );
+    describe_gauge!(
+        RUNS_WAITING,
+        "Runs waiting for a free slot of their target (the per-target concurrency limit)."
     );
     describe_counter!(
         RETRIES,

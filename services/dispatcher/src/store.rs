@@ -159,14 +159,15 @@ pub async fn record_submission(
     Ok(Recorded::New)
 }
 
-/// Runs recorded but not yet confirmed stored in JetStream (a crash between the two), all or
-/// one submission's; retries still in their backoff are left for later.
+/// Runs waiting in the outbox (for a slot of their target, or recorded but not yet confirmed
+/// stored in JetStream), all or one submission's; retries still in their backoff are left
+/// for later.
 pub async fn unpublished_runs(
     pool: &Pool,
     submission: Option<&str>,
     limit: i64,
 ) -> anyhow::Result<Vec<RunMessage>> {
-    outbox_runs(pool, "o.not_before <= now()", submission, limit).await
+    outbox_runs(pool, "NOT o.retry", submission, limit, &[]).await
 }
 
 /// Runs in the outbox matching `filter` (a fixed SQL condition on `o`), oldest due first.
@@ -175,17 +176,19 @@ async fn outbox_runs(
     filter: &'static str,
     submission: Option<&str>,
     limit: i64,
+    ids: &[Uuid],
 ) -> anyhow::Result<Vec<RunMessage>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let query = format!(
         "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority
            FROM run_outbox o JOIN runs r ON r.id = o.run_id
           WHERE {filter} AND ($1::text IS NULL OR o.submission_id = $1)
-          ORDER BY o.not_before LIMIT $2"
+            AND ($3::uuid[] IS NOT NULL)
+          ORDER BY o.not_before, o.created_at LIMIT $2"
     );
     let statement = client.prepare_cached(&query).await?;
     let rows = client
-        .query(&statement, &[&submission, &limit])
+        .query(&statement, &[&submission, &limit, &ids])
         .await
         .context("cannot read the outbox")?;
     rows.iter()
@@ -448,9 +451,68 @@ async fn insert_attempts(
     Ok(())
 }
 
-/// Retries whose backoff is over, oldest first.
-pub async fn due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<RunMessage>> {
-    outbox_runs(pool, "o.retry AND o.not_before <= now()", None, limit).await
+/// Takes the retries whose backoff is over, oldest first: from now on they wait in the outbox
+/// like fresh runs (so a restart offers them again), and are returned to be offered.
+pub async fn take_due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<RunMessage>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let taken: Vec<Uuid> = client
+        .query(
+            "UPDATE run_outbox SET retry = false
+              WHERE run_id IN (SELECT run_id FROM run_outbox WHERE retry AND not_before <= now()
+                                ORDER BY not_before LIMIT $1)
+          RETURNING run_id",
+            &[&limit],
+        )
+        .await
+        .context("cannot take due retries")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    drop(client);
+    outbox_runs(pool, "o.run_id = ANY($3)", None, limit, &taken).await
+}
+
+/// Runs published and not ended, by target: what holds the targets' slots at start.
+pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(Uuid, TargetId)>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT r.id, r.target FROM runs r
+              WHERE r.status = 'dispatched' AND r.target IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
+            &[],
+        )
+        .await
+        .context("cannot read runs in flight")?;
+    rows.iter()
+        .map(|row| Ok((row.get(0), TargetId::parse(row.get::<_, String>(1))?)))
+        .collect()
+}
+
+/// Targets whose concurrency limit is not the default.
+pub async fn target_limits(pool: &Pool) -> anyhow::Result<HashMap<TargetId, u32>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT id, max_concurrency FROM targets WHERE max_concurrency IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("cannot read target limits")?;
+    let mut limits = HashMap::new();
+    for row in rows {
+        let id: String = row.get(0);
+        match TargetId::parse(id.clone()) {
+            Ok(target) => {
+                limits.insert(target, u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
+            }
+            Err(error) => tracing::warn!(target = %id, %error, "target ignored"),
+        }
+    }
+    Ok(limits)
 }
 
 /// When the next retry is due, if any waits.
@@ -483,7 +545,15 @@ pub async fn status(pool: &Pool) -> anyhow::Result<StatusReply> {
     {
         queues.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
     }
-    Ok(StatusReply { runs, queues })
+    let waiting: i64 = client
+        .query_one("SELECT count(*) FROM run_outbox", &[])
+        .await?
+        .get(0);
+    Ok(StatusReply {
+        runs,
+        queues,
+        waiting,
+    })
 }
 
 /// Run counts by status over some submissions, and how many of them are recorded.

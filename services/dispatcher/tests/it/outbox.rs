@@ -75,3 +75,87 @@ async fn the_outbox_is_published_at_start() {
     shutdown.cancel();
     dispatcher.await.unwrap().unwrap();
 }
+
+/// A restart keeps the per-target limit: runs already in flight hold their slots, waiting runs
+/// stay waiting, and a result frees a slot for exactly one of them.
+#[tokio::test]
+async fn slots_in_flight_before_a_restart_still_count() {
+    let bus = TestBus::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let ns = &bus.ns;
+    let pool = pg::pool(&db.config()).unwrap();
+    let jobs: Vec<_> = (0..5)
+        .map(|i| serde_json::json!({"id": format!("j{i}"), "queue": "q", "kind": "sim", "target": "olt"}))
+        .collect();
+    let submission = jobfile::parse(&serde_json::to_vec(&jobs).unwrap()).unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "before", None, &runs)
+        .await
+        .unwrap();
+    // Two were published before the restart: they are in flight.
+    let in_flight = [runs[0].message.clone(), runs[1].message.clone()];
+    store::mark_published(
+        &pool,
+        &in_flight.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+
+    let mut env = bus.env(Some(&db));
+    env.set("FARO_TARGET_MAX_CONCURRENCY", "2");
+    let shutdown = CancellationToken::new();
+    let config = faro_dispatcher::Config::from_env(&env).unwrap();
+    let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
+
+    let stream = bus.js.get_stream(ns.jobs_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    // The target is full: nothing is published until a result frees a slot.
+    let result = faro_shared::messages::RunResult {
+        run_id: in_flight[0].run_id,
+        attempt: 1,
+        job_id: in_flight[0].job_id.clone(),
+        queue: in_flight[0].queue.clone(),
+        target: in_flight[0].target.clone(),
+        worker_id: faro_shared::domain::WorkerId::parse("w").unwrap(),
+        outcome: faro_shared::domain::Outcome::Succeeded,
+        simulated: true,
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        output: None,
+        error: None,
+    };
+    bus.js
+        .publish(
+            result.subject(ns),
+            serde_json::to_vec(&result).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
+        .await
+        .expect("the freed slot was not used")
+        .unwrap()
+        .unwrap();
+    let run: RunMessage = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        run.run_id, runs[2].message.run_id,
+        "the oldest waiting run goes first"
+    );
+    // Exactly one: the target is full again.
+    let more = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(more.is_err(), "a second run was published past the limit");
+    let waiting = store::unpublished_runs(&pool, None, 10).await.unwrap();
+    assert_eq!(waiting.len(), 2);
+
+    shutdown.cancel();
+    dispatcher.await.unwrap().unwrap();
+}

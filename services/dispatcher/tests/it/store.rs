@@ -195,7 +195,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
     assert_eq!(next, 2);
     let wait = (due - chrono::Utc::now()).num_seconds();
     assert!((25..=30).contains(&wait), "{wait}");
-    assert!(store::due_retries(&pool, 10).await.unwrap().is_empty());
+    assert!(store::take_due_retries(&pool, 10).await.unwrap().is_empty());
     assert!(store::unpublished_runs(&pool, None, 10)
         .await
         .unwrap()
