@@ -131,22 +131,6 @@ impl Admission {
         admitted
     }
 
-    /// Gives back runs that were admitted but could not be published: they wait again, first.
-    pub fn readmit_later(&mut self, runs: Vec<RunMessage>) {
-        for run in runs {
-            let Some(target_id) = run.target.clone() else {
-                continue;
-            };
-            let target = self.targets.entry(target_id).or_default();
-            target.in_flight.retain(|id| *id != run.run_id);
-            target.waiting_ids.insert(run.run_id);
-            target.waiting.push(Waiting {
-                key: (Reverse(run.priority.get()), Reverse(0)),
-                run,
-            });
-        }
-    }
-
     /// Runs of `target` in flight, and waiting.
     pub fn load(&self, target: &TargetId) -> (usize, usize) {
         self.targets
@@ -276,18 +260,6 @@ mod tests {
         assert_eq!(a.load(&t("olt")), (1, 1));
         assert_eq!(a.release(&t("olt"), first[0].run_id).len(), 1);
         assert_eq!(a.load(&t("olt")), (1, 0));
-    }
-
-    #[test]
-    fn runs_that_could_not_be_published_wait_first() {
-        let mut a = Admission::new(limits(1));
-        let admitted = a.offer(vec![run(Some("olt"), 5)]);
-        let later = run(Some("olt"), 1);
-        a.offer(vec![later.clone()]);
-        a.readmit_later(admitted.clone());
-        assert_eq!(a.load(&t("olt")), (0, 2));
-        let next = a.release(&t("olt"), Uuid::new_v4());
-        assert_eq!(next[0].run_id, later.run_id, "priority still comes first");
     }
 
     proptest! {

@@ -19,7 +19,7 @@ use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::admission::{Admission, Limits};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,8 @@ struct Dispatcher {
     retries_changed: Notify,
     /// Slots of every target: what may be published now, what waits.
     admission: Mutex<Admission>,
+    /// Admitted runs on their way to the publisher task.
+    publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
 }
 
 impl Dispatcher {
@@ -94,6 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         admission.restore_in_flight(target, run);
     }
     let grace = config.shutdown_grace;
+    let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let dispatcher = Arc::new(Dispatcher {
         pool,
         js,
@@ -101,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config,
         retries_changed: Notify::new(),
         admission: Mutex::new(admission),
+        publisher: publisher_tx,
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -110,6 +114,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.spawn(
         "results",
         results_loop(dispatcher.clone(), results, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "publisher",
+        publisher_loop(dispatcher.clone(), publisher_rx, shutdown.clone()),
     );
     supervisor.spawn(
         "retries",
@@ -204,7 +212,7 @@ async fn handle_submission(
         Recorded::New => {
             let messages: Vec<_> = runs.into_iter().map(|r| r.message).collect();
             let count = messages.len();
-            dispatch(d, messages).await?;
+            dispatch(d, messages);
             metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
             tracing::debug!(submission = %id, runs = count, "submission accepted");
         }
@@ -218,23 +226,57 @@ async fn handle_submission(
     Ok(AckKind::Ack)
 }
 
-/// Offers runs to admission and publishes those whose target has a free slot; the others wait
-/// in the outbox until a run of their target ends.
-async fn dispatch(d: &Dispatcher, runs: Vec<RunMessage>) -> anyhow::Result<()> {
+/// Offers runs to admission; those whose target has a free slot go to the publisher, the
+/// others wait in the outbox until a run of their target ends.
+fn dispatch(d: &Dispatcher, runs: Vec<RunMessage>) {
     let admitted = d.admission().offer(runs);
-    publish_admitted(d, admitted).await
+    publish_admitted(d, admitted);
 }
 
-/// Publishes admitted runs; if that fails they give their slots back and wait again.
-async fn publish_admitted(d: &Dispatcher, admitted: Vec<RunMessage>) -> anyhow::Result<()> {
-    if !admitted.is_empty() {
-        if let Err(error) = publish_and_mark(d, &admitted).await {
-            d.admission().readmit_later(admitted);
-            return Err(error);
+/// Hands admitted runs to the publisher task (they hold their slots already).
+fn publish_admitted(d: &Dispatcher, admitted: Vec<RunMessage>) {
+    metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
+    if !admitted.is_empty() && d.publisher.send(admitted).is_err() {
+        // Only when the service is stopping: the runs stay in the outbox for the next start.
+        tracing::info!("publisher stopped; admitted runs stay in the outbox");
+    }
+}
+
+/// Publishes admitted runs as they come, coalescing what is queued, and retries until
+/// JetStream has stored them: an admitted run holds its slot until it is published.
+async fn publisher_loop(
+    d: Arc<Dispatcher>,
+    mut admitted: mpsc::UnboundedReceiver<Vec<RunMessage>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let mut batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = admitted.recv() => match next {
+                Some(batch) => batch,
+                None => return Ok(()),
+            },
+        };
+        while batch.len() < 10_000 {
+            match admitted.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = publish_and_mark(&d, &batch).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                runs = batch.len(),
+                "cannot publish admitted runs; retrying"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
-    metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
-    Ok(())
 }
 
 async fn publish_and_mark(
@@ -255,7 +297,7 @@ async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Res
     let runs = store::unpublished_runs(&d.pool, submission, i64::MAX).await?;
     if !runs.is_empty() {
         tracing::info!(runs = runs.len(), "offering runs waiting in the outbox");
-        dispatch(d, runs).await?;
+        dispatch(d, runs);
     }
     Ok(())
 }
@@ -296,7 +338,7 @@ async fn publish_due_retries(
             return store::next_retry(&d.pool).await;
         }
         tracing::debug!(runs = due.len(), "offering due retries");
-        dispatch(d, due).await?;
+        dispatch(d, due);
     }
 }
 
@@ -391,12 +433,7 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
                     }
                 }
             }
-            if let Err(error) = publish_admitted(d, admitted).await {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot publish runs given a slot; they wait for the next one"
-                );
-            }
+            publish_admitted(d, admitted);
             AckKind::Ack
         }
         Err(error) => {

@@ -247,6 +247,9 @@ pub async fn record_results(
     policy: &RetryPolicy,
     mut jitter: impl FnMut() -> f64,
 ) -> anyhow::Result<Recording> {
+    if results.iter().all(|r| r.outcome == Outcome::Succeeded) {
+        return record_successes(pool, results).await;
+    }
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
 
@@ -367,6 +370,124 @@ pub async fn record_results(
     Ok(recording)
 }
 
+/// The common case, a batch of successes: one statement ends the runs whose current attempt
+/// they are and files the others as late, atomically, with no transaction round trips.
+async fn record_successes(pool: &Pool, results: &[RunResult]) -> anyhow::Result<Recording> {
+    let mut seen = HashSet::new();
+    let (first, repeats): (Vec<&RunResult>, Vec<&RunResult>) = results
+        .iter()
+        .partition(|r| seen.insert((r.run_id, r.attempt)));
+    let columns = ResultColumns::of(first.iter().map(|r| (*r, RunStatus::Succeeded)))?;
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let statement = client
+        .prepare_cached(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
+                                      $5::timestamptz[], $6::timestamptz[], $7::bool[],
+                                      $8::jsonb[], $9::text[])
+                     AS u(id, attempt, status, worker, started, finished, simulated, output, error)
+             ), ended AS (
+                 UPDATE runs r
+                    SET status = u.status, worker_id = u.worker, started_at = u.started,
+                        finished_at = u.finished, simulated = u.simulated, output = u.output,
+                        error = u.error, recorded_at = clock_timestamp()
+                   FROM u
+                  WHERE r.id = u.id AND r.attempt = u.attempt
+                    AND r.status IN ('pending', 'dispatched')
+              RETURNING r.id
+             ), late AS (
+                 INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at,
+                                           finished_at, error, late)
+                 SELECT u.id, u.attempt, u.status, u.worker, u.started, u.finished, u.error, true
+                   FROM u WHERE u.id NOT IN (SELECT id FROM ended)
+             )
+             SELECT id FROM ended",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &columns.params())
+        .await
+        .context("cannot record results")?;
+    let ended: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+    let mut recording = Recording::default();
+    for result in first {
+        if ended.contains(&result.run_id) {
+            recording.ended.push((result.run_id, RunStatus::Succeeded));
+        } else {
+            recording.late.push(result.run_id);
+        }
+    }
+    if !repeats.is_empty() {
+        let mut client = client;
+        let tx = client.transaction().await?;
+        insert_attempts(&tx, &repeats, true).await?;
+        tx.commit().await?;
+        recording.late.extend(repeats.iter().map(|r| r.run_id));
+    }
+    Ok(recording)
+}
+
+/// Results as the column arrays of an `unnest`.
+struct ResultColumns<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    workers: Vec<&'a str>,
+    started: Vec<DateTime<Utc>>,
+    finished: Vec<DateTime<Utc>>,
+    simulated: Vec<bool>,
+    outputs: Vec<Option<serde_json::Value>>,
+    errors: Vec<Option<String>>,
+}
+
+impl<'a> ResultColumns<'a> {
+    fn of(results: impl Iterator<Item = (&'a RunResult, RunStatus)>) -> anyhow::Result<Self> {
+        let mut c = ResultColumns {
+            ids: Vec::new(),
+            attempts: Vec::new(),
+            statuses: Vec::new(),
+            workers: Vec::new(),
+            started: Vec::new(),
+            finished: Vec::new(),
+            simulated: Vec::new(),
+            outputs: Vec::new(),
+            errors: Vec::new(),
+        };
+        for (result, status) in results {
+            c.ids.push(result.run_id);
+            c.attempts.push(to_i32(result.attempt));
+            c.statuses.push(status.as_str());
+            c.workers.push(result.worker_id.as_str());
+            c.started.push(result.started_at);
+            c.finished.push(result.finished_at);
+            c.simulated.push(result.simulated);
+            c.outputs.push(
+                result
+                    .output
+                    .as_ref()
+                    .map(serde_json::to_value)
+                    .transpose()?,
+            );
+            c.errors.push(result.error.clone());
+        }
+        Ok(c)
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.ids,
+            &self.attempts,
+            &self.statuses,
+            &self.workers,
+            &self.started,
+            &self.finished,
+            &self.simulated,
+            &self.outputs,
+            &self.errors,
+        ]
+    }
+}
+
 fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -376,32 +497,7 @@ async fn end_runs(
     tx: &deadpool_postgres::Transaction<'_>,
     end: &[(&RunResult, RunStatus)],
 ) -> anyhow::Result<HashSet<Uuid>> {
-    let mut ids = Vec::with_capacity(end.len());
-    let mut attempts = Vec::with_capacity(end.len());
-    let mut statuses = Vec::with_capacity(end.len());
-    let mut workers = Vec::with_capacity(end.len());
-    let mut started = Vec::with_capacity(end.len());
-    let mut finished = Vec::with_capacity(end.len());
-    let mut simulated = Vec::with_capacity(end.len());
-    let mut outputs: Vec<Option<serde_json::Value>> = Vec::with_capacity(end.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(end.len());
-    for (result, status) in end {
-        ids.push(result.run_id);
-        attempts.push(to_i32(result.attempt));
-        statuses.push(status.as_str());
-        workers.push(result.worker_id.as_str());
-        started.push(result.started_at);
-        finished.push(result.finished_at);
-        simulated.push(result.simulated);
-        outputs.push(
-            result
-                .output
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
-        );
-        errors.push(result.error.clone());
-    }
+    let columns = ResultColumns::of(end.iter().copied())?;
     let rows = tx
         .query(
             "UPDATE runs r
@@ -414,10 +510,7 @@ async fn end_runs(
               WHERE r.id = u.id AND r.attempt = u.attempt
                 AND r.status IN ('pending', 'dispatched')
           RETURNING r.id",
-            &[
-                &ids, &attempts, &statuses, &workers, &started, &finished, &simulated, &outputs,
-                &errors,
-            ],
+            &columns.params(),
         )
         .await
         .context("cannot record results")?;
