@@ -164,6 +164,30 @@ impl System {
         }
     }
 
+    /// Waits until `sql` (a query returning one count) reaches `at_least`, checking every
+    /// 20 ms, for at most `limit`.
+    pub async fn wait_count(
+        &self,
+        sql: &str,
+        at_least: i64,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+                anyhow::bail!("service {name} stopped while waiting");
+            }
+            let count: i64 = self.pool.get().await?.query_one(sql, &[]).await?.get(0);
+            if count >= at_least {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{sql}: {count}, not {at_least}, after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops every service and reports the first that failed.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

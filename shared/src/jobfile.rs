@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
-use crate::messages::{JobSpec, Kind, SimParams, Submission, Task};
+use crate::messages::{Interval, JobSpec, Kind, SimParams, Submission, Task};
 
 /// Most jobs one submission may hold.
 pub const MAX_JOBS: usize = 1_000_000;
@@ -92,6 +92,8 @@ struct JobInput {
     max_attempts: Option<MaxAttempts>,
     #[serde(default)]
     retry_on: Option<Vec<Retryable>>,
+    #[serde(default)]
+    interval: Option<Interval>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +172,13 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
             ))
         }
     };
+    if job.interval.is_some() && job.id.is_none() {
+        return Err(JobFileError::in_job(
+            index,
+            "id",
+            "a recurring job (with interval) needs an id: it names the job across submissions",
+        ));
+    }
     if kind.needs_target() && job.target.is_none() {
         return Err(JobFileError::in_job(
             index,
@@ -185,6 +194,7 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         priority: job.priority.unwrap_or_default(),
         max_attempts: job.max_attempts.unwrap_or_default(),
         retry_on: job.retry_on.unwrap_or_else(|| Retryable::DEFAULT.to_vec()),
+        interval: job.interval,
     })
 }
 
@@ -361,6 +371,33 @@ mod tests {
         let e = err(r#"[{"queue": "q", "kind": "sim", "retry_on": ["succeeded"]}]"#);
         assert_eq!(e.field.as_deref(), Some("retry_on[0]"));
         // What the CLI re-serializes in chunks parses back the same.
+        let again = parse(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(again.jobs, s.jobs);
+    }
+
+    #[test]
+    fn recurring_jobs_have_an_interval_and_an_id() {
+        let s = parse(
+            br#"[{"id": "poll", "queue": "q", "kind": "sim", "interval": "30s"},
+                           {"id": "fast", "queue": "q", "kind": "sim", "interval": 0.5}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.jobs[0].interval.unwrap().get(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            s.jobs[1].interval.unwrap().get(),
+            std::time::Duration::from_millis(500)
+        );
+        let e = err(r#"[{"queue": "q", "kind": "sim", "interval": "30s"}]"#);
+        assert_eq!((e.job, e.field.as_deref()), (Some(0), Some("id")));
+        for bad in [r#""10ms""#, r#""2 days""#, "0", r#""soon""#, "-5"] {
+            let text =
+                format!(r#"[{{"id": "a", "queue": "q", "kind": "sim", "interval": {bad}}}]"#);
+            let e = err(&text);
+            assert_eq!(e.field.as_deref(), Some("interval"), "{bad}: {e}");
+        }
         let again = parse(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(again.jobs, s.jobs);
     }

@@ -214,6 +214,62 @@ pub struct JobSpec {
     pub max_attempts: MaxAttempts,
     /// Outcomes after which another attempt is made (while attempts remain).
     pub retry_on: Vec<Retryable>,
+    /// Set for a recurring job: it runs once per interval instead of once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+}
+
+/// The period of a recurring job: `"30s"`, `"5m"`, or a number of seconds; 100 ms to 1 day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "IntervalInput", into = "String")]
+pub struct Interval(std::time::Duration);
+
+impl Interval {
+    pub const MIN: std::time::Duration = std::time::Duration::from_millis(100);
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    pub fn new(value: std::time::Duration) -> Result<Self, String> {
+        if (Self::MIN..=Self::MAX).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!(
+                "interval {value:?} is not accepted; expected 100ms to 1 day, such as \"30s\" or \"5m\""
+            ))
+        }
+    }
+
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl From<Interval> for String {
+    fn from(value: Interval) -> String {
+        format!("{}ms", value.0.as_millis())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntervalInput {
+    Seconds(f64),
+    Text(String),
+}
+
+impl TryFrom<IntervalInput> for Interval {
+    type Error = String;
+    fn try_from(value: IntervalInput) -> Result<Self, Self::Error> {
+        let duration = match value {
+            IntervalInput::Seconds(s) if s.is_finite() && s >= 0.0 => {
+                std::time::Duration::from_secs_f64(s)
+            }
+            IntervalInput::Seconds(s) => return Err(format!("interval {s} is not a duration")),
+            IntervalInput::Text(text) => crate::config::parse_duration(&text).ok_or_else(|| {
+                format!("interval {text:?} is not a duration; expected such as \"30s\" or \"5m\"")
+            })?,
+        };
+        Interval::new(duration)
+    }
 }
 
 /// A batch of jobs: the JSON job format, the body of a `faro.submit` message and of a batch

@@ -6,4 +6,5 @@ mod bad_input;
 mod docs;
 mod limits;
 mod pipeline;
+mod recurring;
 mod retries;

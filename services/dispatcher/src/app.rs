@@ -22,6 +22,8 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use crate::admission::{Admission, Limits};
+use crate::scheduler::{JobDef, Scheduler};
+use faro_shared::domain::JobId;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -44,6 +46,15 @@ struct Dispatcher {
     admission: Mutex<Admission>,
     /// Admitted runs on their way to the publisher task.
     publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
+    /// New recurring definitions and ended runs, for the scheduler task.
+    schedule: mpsc::UnboundedSender<ScheduleEvent>,
+}
+
+/// What the scheduler task learns from the other loops.
+#[derive(Debug)]
+enum ScheduleEvent {
+    Define(Vec<JobDef>),
+    Ended(Vec<(JobId, uuid::Uuid)>),
 }
 
 impl Dispatcher {
@@ -97,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
+    let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let dispatcher = Arc::new(Dispatcher {
         pool,
         js,
@@ -105,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         retries_changed: Notify::new(),
         admission: Mutex::new(admission),
         publisher: publisher_tx,
+        schedule: schedule_tx,
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -118,6 +131,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.spawn(
         "publisher",
         publisher_loop(dispatcher.clone(), publisher_rx, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "scheduler",
+        scheduler_loop(dispatcher.clone(), schedule_rx, shutdown.clone()),
     );
     supervisor.spawn(
         "retries",
@@ -210,7 +227,24 @@ async fn handle_submission(
     let runs = plan_submission(&submission);
     match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
         Recorded::New => {
-            let messages: Vec<_> = runs.into_iter().map(|r| r.message).collect();
+            let (recurring, once): (Vec<_>, Vec<_>) =
+                runs.into_iter().partition(|r| r.interval.is_some());
+            if !recurring.is_empty() {
+                let defs = recurring
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some(JobDef {
+                            interval: r.interval?.get(),
+                            template: r.message,
+                            max_attempts: r.max_attempts,
+                            retry_on: r.retry_on,
+                            last_slot: None,
+                        })
+                    })
+                    .collect();
+                let _ = d.schedule.send(ScheduleEvent::Define(defs));
+            }
+            let messages: Vec<_> = once.into_iter().map(|r| r.message).collect();
             let count = messages.len();
             dispatch(d, messages);
             metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
@@ -300,6 +334,71 @@ async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Res
         dispatch(d, runs);
     }
     Ok(())
+}
+
+/// Fires recurring jobs: sleeps until the earliest planned slot (a timer, not a polling loop),
+/// records what is due, and dispatches it. A slot whose job is still running is recorded as
+/// skipped.
+async fn scheduler_loop(
+    d: Arc<Dispatcher>,
+    mut events: mpsc::UnboundedReceiver<ScheduleEvent>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut scheduler = Scheduler::default();
+    let now = chrono::Utc::now();
+    for def in store::recurring_jobs(&d.pool).await? {
+        scheduler.define(def, now);
+    }
+    for (job, run) in store::open_recurring_runs(&d.pool).await? {
+        scheduler.opened(job, run);
+    }
+    tracing::info!(jobs = scheduler.len(), "recurring jobs loaded");
+    loop {
+        let sleep = match scheduler.next_wake() {
+            Some(at) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = events.recv() => match event {
+                Some(ScheduleEvent::Define(defs)) => {
+                    let now = chrono::Utc::now();
+                    for def in defs {
+                        tracing::info!(job = %def.id(), interval_ms = def.interval.as_millis() as u64, "recurring job defined");
+                        scheduler.define(def, now);
+                    }
+                }
+                Some(ScheduleEvent::Ended(ended)) => {
+                    for (job, run) in ended {
+                        scheduler.ended(&job, run);
+                    }
+                }
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep(sleep) => {
+                let fires = scheduler.fire(chrono::Utc::now());
+                if fires.is_empty() {
+                    continue;
+                }
+                let skipped = fires.iter().filter(|f| f.overlaps.is_some()).count();
+                match store::record_slots(&d.pool, &fires).await {
+                    Ok(runs) => {
+                        metrics::counter!(m::SLOTS, "result" => "fired").increment(runs.len() as u64);
+                        metrics::counter!(m::SLOTS, "result" => "skipped").increment(skipped as u64);
+                        for run in &runs {
+                            scheduler.opened(run.job_id.clone(), run.run_id);
+                        }
+                        dispatch(&d, runs);
+                    }
+                    Err(error) => {
+                        // Those slots are missed; the next ones are planned.
+                        tracing::warn!(error = format!("{error:#}"), slots = fires.len(), "cannot record fired slots");
+                        metrics::counter!(m::SLOTS, "result" => "failed").increment(fires.len() as u64);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Publishes each retry when its backoff is over: sleeps until the earliest one is due, or
@@ -413,6 +512,17 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
             metrics::counter!(m::RESULTS_IGNORED).increment(recording.late.len() as u64);
             if !recording.retried.is_empty() {
                 d.retries_changed.notify_one();
+            }
+            // A recurring job's next slot may run once its run has ended.
+            let ended_ids: std::collections::HashSet<_> =
+                recording.ended.iter().map(|(id, _)| *id).collect();
+            let ended: Vec<(JobId, uuid::Uuid)> = results
+                .iter()
+                .filter(|r| ended_ids.contains(&r.run_id))
+                .map(|r| (r.job_id.clone(), r.run_id))
+                .collect();
+            if !ended.is_empty() {
+                let _ = d.schedule.send(ScheduleEvent::Ended(ended));
             }
             // Every attempt that ended frees its target's slot for the next waiting run.
             let targets: HashMap<_, _> = results

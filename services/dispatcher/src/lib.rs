@@ -12,6 +12,8 @@ pub mod config;
 mod metrics;
 pub mod plan;
 pub mod retry;
+pub mod schedule;
+pub mod scheduler;
 pub mod store;
 
 pub use app::run;

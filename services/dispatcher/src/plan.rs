@@ -4,7 +4,7 @@
 //! submission always plans the same shape and tests need no database.
 
 use faro_shared::domain::{JobId, MaxAttempts, Retryable};
-use faro_shared::messages::{RunMessage, Submission};
+use faro_shared::messages::{Interval, RunMessage, Submission};
 use uuid::Uuid;
 
 /// A run about to be recorded and published.
@@ -15,6 +15,8 @@ pub struct NewRun {
     pub message: RunMessage,
     pub max_attempts: MaxAttempts,
     pub retry_on: Vec<Retryable>,
+    /// Set for a recurring job: its definition is recorded, and no run is made now.
+    pub interval: Option<Interval>,
 }
 
 /// Plans one run per job of `submission`. A job without an id gets its run's id as its own.
@@ -32,6 +34,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                 seq: i32::try_from(seq).unwrap_or(i32::MAX),
                 max_attempts: job.max_attempts,
                 retry_on: job.retry_on.clone(),
+                interval: job.interval,
                 message: RunMessage {
                     run_id,
                     attempt: 1,

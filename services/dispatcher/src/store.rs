@@ -8,12 +8,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::{JobId, Outcome, Priority, QueueName, Retryable, RunStatus, TargetId};
+use faro_shared::domain::{
+    JobId, MaxAttempts, Outcome, Priority, QueueName, Retryable, RunStatus, TargetId,
+};
 use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
 use uuid::Uuid;
 
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
+use crate::scheduler::{Fire, JobDef};
 
 /// What recording a submission found.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +69,7 @@ pub async fn record_submission(
     let mut priorities = Vec::with_capacity(runs.len());
     let mut max_attempts = Vec::with_capacity(runs.len());
     let mut retry_on: Vec<Option<String>> = Vec::with_capacity(runs.len());
+    let mut intervals: Vec<Option<i64>> = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -78,6 +82,10 @@ pub async fn record_submission(
         params.push(param);
         priorities.push(i16::from(m.priority.get()));
         max_attempts.push(to_i32(run.max_attempts.get()));
+        intervals.push(
+            run.interval
+                .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
+        );
         // NULL for the default keeps the common row small.
         retry_on.push((run.retry_on != Retryable::DEFAULT).then(|| {
             run.retry_on
@@ -101,17 +109,18 @@ pub async fn record_submission(
     .context("cannot record the submission's queues")?;
 
     tx.execute(
-        "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on)
+        "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on,
+                           interval_ms)
          SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
-                string_to_array(u.retry_on, ',')
+                string_to_array(u.retry_on, ','), u.interval_ms
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
-                       $7::int4[], $8::text[])
-             AS u(id, queue, kind, target, params, priority, max_attempts, retry_on)
+                       $7::int4[], $8::text[], $9::int8[])
+             AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
                 params = EXCLUDED.params, priority = EXCLUDED.priority,
                 max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
-                updated_at = now()",
+                interval_ms = EXCLUDED.interval_ms, enabled = true, updated_at = now()",
         &[
             &job_ids,
             &queues,
@@ -121,6 +130,7 @@ pub async fn record_submission(
             &priorities,
             &max_attempts,
             &retry_on,
+            &intervals,
         ],
     )
     .await
@@ -133,8 +143,10 @@ pub async fn record_submission(
              SELECT u.id, u.job_id, $3, u.seq, u.queue, u.target, u.kind, u.params, u.priority, $10,
                     'dispatched', now(), u.max_attempts, string_to_array(u.retry_on, ',')
                FROM unnest($1::uuid[], $2::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[])
-                 AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on)
+                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[], $13::int8[])
+                 AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on,
+                      interval_ms)
+              WHERE u.interval_ms IS NULL
              RETURNING id
          )
          INSERT INTO run_outbox (run_id, submission_id) SELECT id, $3 FROM recorded",
@@ -151,6 +163,7 @@ pub async fn record_submission(
             &submitted_at,
             &max_attempts,
             &retry_on,
+            &intervals,
         ],
     )
     .await
@@ -193,27 +206,213 @@ async fn outbox_runs(
         .context("cannot read the outbox")?;
     rows.iter()
         .map(|row| {
-            let kind: String = row.get("kind");
-            let params: serde_json::Value = row.get("params");
-            let task: Task =
-                serde_json::from_value(serde_json::json!({ "kind": kind, "params": params }))
-                    .with_context(|| {
-                        format!("run {} has unreadable params", row.get::<_, Uuid>("id"))
-                    })?;
-            Ok(RunMessage {
-                run_id: row.get("id"),
-                attempt: u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
-                job_id: JobId::parse(row.get::<_, String>("job_id"))?,
-                queue: QueueName::parse(row.get::<_, String>("queue"))?,
-                target: row
-                    .get::<_, Option<String>>("target")
-                    .map(TargetId::parse)
-                    .transpose()?,
-                priority: Priority::new(u8::try_from(row.get::<_, i16>("priority")).unwrap_or(5))?,
-                task,
-            })
+            message_from_row(
+                row,
+                row.get("id"),
+                u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
+                row.get("job_id"),
+            )
         })
         .collect()
+}
+
+/// A run message from a row with `queue, target, kind, params, priority`.
+fn message_from_row(
+    row: &tokio_postgres::Row,
+    run_id: Uuid,
+    attempt: u32,
+    job_id: String,
+) -> anyhow::Result<RunMessage> {
+    let kind: String = row.get("kind");
+    let params: serde_json::Value = row.get("params");
+    let task: Task = serde_json::from_value(serde_json::json!({ "kind": kind, "params": params }))
+        .with_context(|| format!("job {job_id} has unreadable params"))?;
+    Ok(RunMessage {
+        run_id,
+        attempt,
+        job_id: JobId::parse(job_id)?,
+        queue: QueueName::parse(row.get::<_, String>("queue"))?,
+        target: row
+            .get::<_, Option<String>>("target")
+            .map(TargetId::parse)
+            .transpose()?,
+        priority: Priority::new(u8::try_from(row.get::<_, i16>("priority")).unwrap_or(5))?,
+        task,
+    })
+}
+
+/// Every enabled recurring job. A job whose stored definition cannot be read is skipped with
+/// a warning, never stopping the others.
+pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
+                    interval_ms, last_slot_at
+               FROM jobs WHERE enabled AND interval_ms IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("cannot read recurring jobs")?;
+    let mut defs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.get("id");
+        let def = (|| -> anyhow::Result<JobDef> {
+            Ok(JobDef {
+                interval: std::time::Duration::from_millis(
+                    u64::try_from(row.get::<_, i64>("interval_ms")).unwrap_or(1000),
+                ),
+                template: message_from_row(row, Uuid::nil(), 1, id.clone())?,
+                max_attempts: MaxAttempts::new(
+                    u32::try_from(row.get::<_, i32>("max_attempts")).unwrap_or(1),
+                )
+                .map_err(anyhow::Error::msg)?,
+                retry_on: retry_on_from(row.get("retry_on")),
+                last_slot: row.get("last_slot_at"),
+            })
+        })();
+        match def {
+            Ok(def) => defs.push(def),
+            Err(error) => {
+                tracing::warn!(job = %id, error = format!("{error:#}"), "recurring job skipped")
+            }
+        }
+    }
+    Ok(defs)
+}
+
+/// `retry_on` as stored: NULL is the default.
+fn retry_on_from(stored: Option<Vec<String>>) -> Vec<Retryable> {
+    match stored {
+        None => Retryable::DEFAULT.to_vec(),
+        Some(listed) => listed.iter().filter_map(|s| s.parse().ok()).collect(),
+    }
+}
+
+/// `retry_on` to store: NULL for the default keeps the common row small.
+fn retry_on_to(retry_on: &[Retryable]) -> Option<String> {
+    (retry_on != Retryable::DEFAULT).then(|| {
+        retry_on
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// Recurring runs not yet ended, by job: their next slots are skipped until they end.
+pub async fn open_recurring_runs(pool: &Pool) -> anyhow::Result<Vec<(JobId, Uuid)>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT job_id, id FROM runs
+              WHERE slot_at IS NOT NULL AND status IN ('pending', 'dispatched')",
+            &[],
+        )
+        .await
+        .context("cannot read open recurring runs")?;
+    rows.iter()
+        .map(|row| Ok((JobId::parse(row.get::<_, String>(0))?, row.get(1))))
+        .collect()
+}
+
+/// Records fired slots in one transaction: a run (with its outbox row) for each slot that
+/// runs, a `skipped` run for each slot whose job is still going. A slot already recorded (by
+/// another dispatcher) is left alone. Returns the runs to dispatch.
+pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
+    let mut runs = Vec::new();
+    let mut ids = Vec::with_capacity(fires.len());
+    let mut job_ids = Vec::with_capacity(fires.len());
+    let mut slots = Vec::with_capacity(fires.len());
+    let mut statuses = Vec::with_capacity(fires.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(fires.len());
+    let mut queues = Vec::with_capacity(fires.len());
+    let mut targets: Vec<Option<String>> = Vec::with_capacity(fires.len());
+    let mut kinds = Vec::with_capacity(fires.len());
+    let mut params = Vec::with_capacity(fires.len());
+    let mut priorities = Vec::with_capacity(fires.len());
+    let mut max_attempts = Vec::with_capacity(fires.len());
+    let mut retry_on = Vec::with_capacity(fires.len());
+    for fire in fires {
+        let mut run = fire.job.template.clone();
+        run.run_id = Uuid::now_v7();
+        run.attempt = 1;
+        let (kind, param) = task_parts(&run.task)?;
+        ids.push(run.run_id);
+        job_ids.push(run.job_id.to_string());
+        slots.push(fire.slot);
+        queues.push(run.queue.to_string());
+        targets.push(run.target.as_ref().map(ToString::to_string));
+        kinds.push(kind);
+        params.push(param);
+        priorities.push(i16::from(run.priority.get()));
+        max_attempts.push(to_i32(fire.job.max_attempts.get()));
+        retry_on.push(retry_on_to(&fire.job.retry_on));
+        match fire.overlaps {
+            Some(open) => {
+                statuses.push("skipped");
+                errors.push(Some(format!("skipped: previous run {open} still running")));
+            }
+            None => {
+                statuses.push("dispatched");
+                errors.push(None);
+                runs.push(run);
+            }
+        }
+    }
+    let mut client = pool.get().await.context("no PostgreSQL connection")?;
+    let tx = client.transaction().await?;
+    let created: HashSet<Uuid> = tx
+        .query(
+            "WITH fired AS (
+                 INSERT INTO runs (id, job_id, slot_at, status, error, queue, target, kind, params,
+                                   priority, max_attempts, retry_on, dispatched_at, recorded_at)
+                 SELECT u.id, u.job_id, u.slot, u.status, u.error, u.queue, u.target, u.kind,
+                        u.params, u.priority, u.max_attempts, string_to_array(u.retry_on, ','),
+                        CASE WHEN u.status = 'dispatched' THEN now() END,
+                        CASE WHEN u.status = 'skipped' THEN now() END
+                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::int2[],
+                               $11::int4[], $12::text[])
+                     AS u(id, job_id, slot, status, error, queue, target, kind, params, priority,
+                          max_attempts, retry_on)
+                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
+                 RETURNING id, status
+             ), queued AS (
+                 INSERT INTO run_outbox (run_id) SELECT id FROM fired WHERE status = 'dispatched'
+             )
+             SELECT id FROM fired",
+            &[
+                &ids,
+                &job_ids,
+                &slots,
+                &statuses,
+                &errors,
+                &queues,
+                &targets,
+                &kinds,
+                &params,
+                &priorities,
+                &max_attempts,
+                &retry_on,
+            ],
+        )
+        .await
+        .context("cannot record fired slots")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.execute(
+        "UPDATE jobs j SET last_slot_at = u.slot, last_run_at = now()
+           FROM unnest($1::text[], $2::timestamptz[]) AS u(id, slot)
+          WHERE j.id = u.id AND (j.last_slot_at IS NULL OR j.last_slot_at < u.slot)",
+        &[&job_ids, &slots],
+    )
+    .await
+    .context("cannot record the jobs' last slots")?;
+    tx.commit().await?;
+    runs.retain(|run| created.contains(&run.run_id));
+    Ok(runs)
 }
 
 /// Clears the outbox of runs JetStream has stored.

@@ -1,0 +1,109 @@
+//! Recurring jobs through the whole system: one run per slot, slots one interval apart at
+//! the job's stable offset, and a slot skipped (and recorded) while the previous run goes on.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use faro_bench::system::{Options, System};
+
+/// status, started_at, finished_at, error
+type RunRow = (
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recurring_jobs_fire_once_per_slot_and_skip_while_running() {
+    let system = System::start(Options::default()).await.unwrap();
+    let jobs = serde_json::json!({"jobs": [
+        {"id": "tick", "queue": "poll", "kind": "sim", "target": "olt-1", "interval": "200ms",
+         "params": {"duration_ms": [0, 5], "outcomes": {"succeeded": 1}}},
+        {"id": "slow", "queue": "poll", "kind": "sim", "target": "olt-2", "interval": "200ms",
+         "params": {"duration_ms": 450, "outcomes": {"succeeded": 1}}}
+    ]});
+    let body = serde_json::to_vec(&jobs).unwrap();
+    system.submit(body.clone(), "recurring").await.unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'tick' AND status = 'succeeded'",
+            6,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'skipped'",
+            2,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    // The same definition again changes nothing: no slot fires twice.
+    system.submit(body, "recurring-again").await.unwrap();
+
+    let client = system.pool.get().await.unwrap();
+    let slots: Vec<DateTime<Utc>> = client
+        .query(
+            "SELECT slot_at FROM runs WHERE job_id = 'tick' ORDER BY slot_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(slots.len() >= 6);
+    for pair in slots.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_milliseconds(), 200, "{slots:?}");
+    }
+    let offset = faro_dispatcher::schedule::offset_ms(
+        &faro_shared::domain::JobId::parse("tick").unwrap(),
+        Duration::from_millis(200),
+    );
+    assert!(slots
+        .iter()
+        .all(|s| s.timestamp_millis().rem_euclid(200) == offset));
+
+    // The slow job never overlaps itself; the slots it could not run are recorded as skipped.
+    let runs: Vec<RunRow> = client
+        .query(
+            "SELECT status, started_at, finished_at, error FROM runs
+              WHERE job_id = 'slow' ORDER BY slot_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let ran: Vec<_> = runs
+        .iter()
+        .filter(|r| r.0 == "succeeded")
+        .map(|r| (r.1.unwrap(), r.2.unwrap()))
+        .collect();
+    assert!(!ran.is_empty());
+    for pair in ran.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "runs of one job overlapped: {ran:?}"
+        );
+    }
+    let skipped: Vec<_> = runs.iter().filter(|r| r.0 == "skipped").collect();
+    assert!(skipped
+        .iter()
+        .all(|r| r.3.as_deref().unwrap_or_default().contains("still running")));
+    let duplicates: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT job_id, slot_at FROM runs GROUP BY 1, 2 HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(duplicates, 0);
+    drop(client);
+    system.stop().await.unwrap();
+}
