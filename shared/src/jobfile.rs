@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
-use crate::messages::{Interval, JobSpec, Kind, SimParams, Submission, Task};
+use crate::messages::{Interval, JobSpec, Kind, RunIf, SimParams, Submission, Task};
 
 /// Most jobs one submission may hold.
 pub const MAX_JOBS: usize = 1_000_000;
@@ -42,6 +42,15 @@ impl JobFileError {
             problem: problem.into(),
             line: None,
             column: None,
+        }
+    }
+
+    /// An error about `field` of job `job` (or of the submission, when `job` is unknown).
+    pub fn in_job_field(job: Option<usize>, field: &str, problem: impl Into<String>) -> Self {
+        Self {
+            job,
+            field: Some(field.to_owned()),
+            ..Self::whole(problem)
         }
     }
 
@@ -94,6 +103,10 @@ struct JobInput {
     retry_on: Option<Vec<Retryable>>,
     #[serde(default)]
     interval: Option<Interval>,
+    #[serde(default)]
+    after: Option<JobId>,
+    #[serde(default)]
+    run_if: Option<RunIf>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +185,27 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
             ))
         }
     };
+    if job.after.is_some() && job.interval.is_some() {
+        return Err(JobFileError::in_job(
+            index,
+            "after",
+            "a job runs either on an interval or after another job, not both",
+        ));
+    }
+    if job.run_if.is_some() && job.after.is_none() {
+        return Err(JobFileError::in_job(
+            index,
+            "run_if",
+            "run_if needs after: the job it follows",
+        ));
+    }
+    if job.after.is_some() && job.after == job.id {
+        return Err(JobFileError::in_job(
+            index,
+            "after",
+            "a job cannot follow itself",
+        ));
+    }
     if job.interval.is_some() && job.id.is_none() {
         return Err(JobFileError::in_job(
             index,
@@ -195,6 +229,8 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         max_attempts: job.max_attempts.unwrap_or_default(),
         retry_on: job.retry_on.unwrap_or_else(|| Retryable::DEFAULT.to_vec()),
         interval: job.interval,
+        after: job.after,
+        run_if: job.run_if.unwrap_or_default(),
     })
 }
 
@@ -397,6 +433,42 @@ mod tests {
                 format!(r#"[{{"id": "a", "queue": "q", "kind": "sim", "interval": {bad}}}]"#);
             let e = err(&text);
             assert_eq!(e.field.as_deref(), Some("interval"), "{bad}: {e}");
+        }
+        let again = parse(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(again.jobs, s.jobs);
+    }
+
+    #[test]
+    fn chained_jobs_name_their_parent() {
+        let s = parse(
+            br#"[{"id": "disc", "queue": "q", "kind": "sim"},
+                           {"id": "desc", "queue": "q", "kind": "sim", "after": "disc"},
+                           {"queue": "q", "kind": "sim", "after": "desc", "run_if": "always"}]"#,
+        )
+        .unwrap();
+        assert_eq!(s.jobs[1].after.as_ref().unwrap().as_str(), "disc");
+        assert_eq!(s.jobs[1].run_if, RunIf::Success);
+        assert_eq!(s.jobs[2].run_if, RunIf::Always);
+        for (bad, field) in [
+            (
+                r#"{"id": "a", "queue": "q", "kind": "sim", "after": "b", "interval": "1m"}"#,
+                "after",
+            ),
+            (
+                r#"{"queue": "q", "kind": "sim", "run_if": "always"}"#,
+                "run_if",
+            ),
+            (
+                r#"{"id": "a", "queue": "q", "kind": "sim", "after": "a"}"#,
+                "after",
+            ),
+            (
+                r#"{"queue": "q", "kind": "sim", "after": "b", "run_if": "sometimes"}"#,
+                "run_if",
+            ),
+        ] {
+            let e = err(&format!("[{bad}]"));
+            assert_eq!(e.field.as_deref(), Some(field), "{bad}: {e}");
         }
         let again = parse(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(again.jobs, s.jobs);

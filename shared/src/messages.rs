@@ -217,6 +217,35 @@ pub struct JobSpec {
     /// Set for a recurring job: it runs once per interval instead of once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Interval>,
+    /// Set for a chained job: it runs after each run of this job ends, per `run_if`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<JobId>,
+    #[serde(skip_serializing_if = "RunIf::is_default")]
+    pub run_if: RunIf,
+}
+
+/// When a chained job runs after its parent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunIf {
+    /// Only after the parent succeeded (the default); otherwise it is recorded as skipped.
+    #[default]
+    Success,
+    /// After every end of the parent.
+    Always,
+}
+
+impl RunIf {
+    pub fn is_default(&self) -> bool {
+        *self == RunIf::Success
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunIf::Success => "success",
+            RunIf::Always => "always",
+        }
+    }
 }
 
 /// The period of a recurring job: `"30s"`, `"5m"`, or a number of seconds; 100 ms to 1 day.

@@ -19,11 +19,13 @@ use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, RwLock};
 
 use crate::admission::{Admission, Limits};
+use crate::chains::{Chains, Child};
 use crate::scheduler::{JobDef, Scheduler};
 use faro_shared::domain::JobId;
+use faro_shared::jobfile::JobFileError;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -48,6 +50,8 @@ struct Dispatcher {
     publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
     /// New recurring definitions and ended runs, for the scheduler task.
     schedule: mpsc::UnboundedSender<ScheduleEvent>,
+    /// Chained jobs by parent; read on every result batch, written on new definitions.
+    chains: RwLock<Chains>,
 }
 
 /// What the scheduler task learns from the other loops.
@@ -106,6 +110,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for (run, target) in store::in_flight_runs(&pool).await? {
         admission.restore_in_flight(target, run);
     }
+    let mut chains = Chains::default();
+    for (parent, child) in store::chained_jobs(&pool).await? {
+        chains.define(parent, child);
+    }
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
@@ -118,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         admission: Mutex::new(admission),
         publisher: publisher_tx,
         schedule: schedule_tx,
+        chains: RwLock::new(chains),
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -211,42 +220,54 @@ async fn handle_submission(
     let id = submission_id(message);
     let submission = match jobfile::parse(&message.payload) {
         Ok(submission) => submission,
-        Err(error) => {
-            tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
-            metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
-            bus::publish_event(
-                &d.js,
-                &d.ns,
-                "dispatcher",
-                &serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error}),
-            )
-            .await;
-            return Ok(AckKind::Term);
-        }
+        Err(error) => return Ok(reject(d, &id, error).await),
     };
     let runs = plan_submission(&submission);
+    // Chains must stay acyclic, counting the chains already defined.
+    let edges: Vec<(JobId, JobId)> = runs
+        .iter()
+        .filter_map(|r| Some((r.message.job_id.clone(), r.after.clone()?)))
+        .collect();
+    if let Err(cycle) = d.chains.read().await.check(&edges) {
+        let index = runs.iter().position(|r| r.message.job_id == cycle.job);
+        return Ok(reject(
+            d,
+            &id,
+            JobFileError::in_job_field(index, "after", cycle.to_string()),
+        )
+        .await);
+    }
     match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
         Recorded::New => {
-            let (recurring, once): (Vec<_>, Vec<_>) =
-                runs.into_iter().partition(|r| r.interval.is_some());
-            if !recurring.is_empty() {
-                let defs = recurring
-                    .into_iter()
-                    .filter_map(|r| {
-                        Some(JobDef {
-                            interval: r.interval?.get(),
-                            template: r.message,
-                            max_attempts: r.max_attempts,
-                            retry_on: r.retry_on,
-                            last_slot: None,
-                        })
-                    })
-                    .collect();
-                let _ = d.schedule.send(ScheduleEvent::Define(defs));
+            let mut once = Vec::new();
+            let mut recurring = Vec::new();
+            let mut chains = d.chains.write().await;
+            for run in runs {
+                let def = JobDef {
+                    interval: run.interval.map(|i| i.get()).unwrap_or_default(),
+                    template: run.message.clone(),
+                    max_attempts: run.max_attempts,
+                    retry_on: run.retry_on.clone(),
+                    last_slot: None,
+                };
+                match (&run.interval, &run.after) {
+                    (Some(_), _) => recurring.push(def),
+                    (None, Some(parent)) => chains.define(
+                        parent.clone(),
+                        Child {
+                            def,
+                            run_if: run.run_if,
+                        },
+                    ),
+                    (None, None) => once.push(run.message),
+                }
             }
-            let messages: Vec<_> = once.into_iter().map(|r| r.message).collect();
-            let count = messages.len();
-            dispatch(d, messages);
+            drop(chains);
+            if !recurring.is_empty() {
+                let _ = d.schedule.send(ScheduleEvent::Define(recurring));
+            }
+            let count = once.len();
+            dispatch(d, once);
             metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
             tracing::debug!(submission = %id, runs = count, "submission accepted");
         }
@@ -256,8 +277,35 @@ async fn handle_submission(
             metrics::counter!(m::SUBMISSIONS, "outcome" => "duplicate").increment(1);
             tracing::info!(submission = %id, "duplicate submission ignored");
         }
+        Recorded::MissingParents(missing) => {
+            let index = runs.iter().position(|r| {
+                r.after
+                    .as_ref()
+                    .is_some_and(|p| missing.iter().any(|m| m == p.as_str()))
+            });
+            let problem = format!(
+                "after names jobs that do not exist: {}; expected the id of a job in this submission or already defined",
+                missing.join(", ")
+            );
+            return Ok(reject(d, &id, JobFileError::in_job_field(index, "after", problem)).await);
+        }
     }
     Ok(AckKind::Ack)
+}
+
+/// Refuses a whole submission: logged, counted, and published on `faro.events.dispatcher`
+/// with the job index and field, so the submitter can see why.
+async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> AckKind {
+    tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
+    metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
+    bus::publish_event(
+        &d.js,
+        &d.ns,
+        "dispatcher",
+        &serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error}),
+    )
+    .await;
+    AckKind::Term
 }
 
 /// Offers runs to admission; those whose target has a free slot go to the publisher, the
@@ -496,7 +544,10 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     }
     let started = Instant::now();
     let jitter = || f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
-    let ack = match store::record_results(&d.pool, &results, &d.config.retry, jitter).await {
+    let chains = d.chains.read().await;
+    let recorded = store::record_results(&d.pool, &results, &d.config.retry, jitter, &chains).await;
+    drop(chains);
+    let ack = match recorded {
         Ok(recording) => {
             metrics::histogram!(m::RESULT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
             for (_, status) in &recording.ended {
@@ -544,6 +595,15 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
                 }
             }
             publish_admitted(d, admitted);
+            // Chained jobs their parents' ends triggered.
+            if !recording.triggered.is_empty() || !recording.skipped.is_empty() {
+                tracing::debug!(
+                    runs = recording.triggered.len(),
+                    skipped = recording.skipped.len(),
+                    "chained jobs triggered"
+                );
+            }
+            dispatch(d, recording.triggered);
             AckKind::Ack
         }
         Err(error) => {

@@ -8,6 +8,7 @@
 pub mod admission;
 mod app;
 mod bus;
+pub mod chains;
 pub mod config;
 mod metrics;
 pub mod plan;

@@ -4,7 +4,7 @@
 //! submission always plans the same shape and tests need no database.
 
 use faro_shared::domain::{JobId, MaxAttempts, Retryable};
-use faro_shared::messages::{Interval, RunMessage, Submission};
+use faro_shared::messages::{Interval, RunIf, RunMessage, Submission};
 use uuid::Uuid;
 
 /// A run about to be recorded and published.
@@ -17,6 +17,16 @@ pub struct NewRun {
     pub retry_on: Vec<Retryable>,
     /// Set for a recurring job: its definition is recorded, and no run is made now.
     pub interval: Option<Interval>,
+    /// Set for a chained job: it runs after each run of this job, per `run_if`.
+    pub after: Option<JobId>,
+    pub run_if: RunIf,
+}
+
+impl NewRun {
+    /// A definition only (recurring or chained): no run now.
+    pub fn is_definition(&self) -> bool {
+        self.interval.is_some() || self.after.is_some()
+    }
 }
 
 /// Plans one run per job of `submission`. A job without an id gets its run's id as its own.
@@ -35,6 +45,8 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                 max_attempts: job.max_attempts,
                 retry_on: job.retry_on.clone(),
                 interval: job.interval,
+                after: job.after.clone(),
+                run_if: job.run_if,
                 message: RunMessage {
                     run_id,
                     attempt: 1,

@@ -14,6 +14,7 @@ use faro_shared::domain::{
 use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
 use uuid::Uuid;
 
+use crate::chains::{self, Chains, Child, RunIf};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
 use crate::scheduler::{Fire, JobDef};
@@ -25,6 +26,8 @@ pub enum Recorded {
     New,
     /// Seen before: nothing was written.
     Duplicate,
+    /// Refused (nothing written): chained jobs name parents that do not exist.
+    MissingParents(Vec<String>),
 }
 
 fn task_parts(task: &Task) -> anyhow::Result<(String, serde_json::Value)> {
@@ -70,6 +73,9 @@ pub async fn record_submission(
     let mut max_attempts = Vec::with_capacity(runs.len());
     let mut retry_on: Vec<Option<String>> = Vec::with_capacity(runs.len());
     let mut intervals: Vec<Option<i64>> = Vec::with_capacity(runs.len());
+    let mut afters: Vec<Option<String>> = Vec::with_capacity(runs.len());
+    let mut run_ifs = Vec::with_capacity(runs.len());
+    let mut once = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -82,6 +88,9 @@ pub async fn record_submission(
         params.push(param);
         priorities.push(i16::from(m.priority.get()));
         max_attempts.push(to_i32(run.max_attempts.get()));
+        afters.push(run.after.as_ref().map(ToString::to_string));
+        run_ifs.push(run.run_if.as_str());
+        once.push(!run.is_definition());
         intervals.push(
             run.interval
                 .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
@@ -110,17 +119,19 @@ pub async fn record_submission(
 
     tx.execute(
         "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on,
-                           interval_ms)
+                           interval_ms, after_job, run_if)
          SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
-                string_to_array(u.retry_on, ','), u.interval_ms
+                string_to_array(u.retry_on, ','), u.interval_ms, u.after_job, u.run_if
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
-                       $7::int4[], $8::text[], $9::int8[])
-             AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms)
+                       $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[])
+             AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms,
+                  after_job, run_if)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
                 params = EXCLUDED.params, priority = EXCLUDED.priority,
                 max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
-                interval_ms = EXCLUDED.interval_ms, enabled = true, updated_at = now()",
+                interval_ms = EXCLUDED.interval_ms, after_job = EXCLUDED.after_job,
+                run_if = EXCLUDED.run_if, enabled = true, updated_at = now()",
         &[
             &job_ids,
             &queues,
@@ -131,10 +142,28 @@ pub async fn record_submission(
             &max_attempts,
             &retry_on,
             &intervals,
+            &afters,
+            &run_ifs,
         ],
     )
     .await
     .context("cannot record the submission's jobs")?;
+
+    // A chained job's parent must exist: in this submission (just recorded) or before it.
+    let missing: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT p FROM unnest($1::text[]) AS p
+              WHERE p IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobs WHERE id = p)",
+            &[&afters],
+        )
+        .await
+        .context("cannot check the chained jobs' parents")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Recorded::MissingParents(missing));
+    }
 
     tx.execute(
         "WITH recorded AS (
@@ -143,10 +172,10 @@ pub async fn record_submission(
              SELECT u.id, u.job_id, $3, u.seq, u.queue, u.target, u.kind, u.params, u.priority, $10,
                     'dispatched', now(), u.max_attempts, string_to_array(u.retry_on, ',')
                FROM unnest($1::uuid[], $2::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[], $13::int8[])
+                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[], $13::bool[])
                  AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on,
-                      interval_ms)
-              WHERE u.interval_ms IS NULL
+                      once)
+              WHERE u.once
              RETURNING id
          )
          INSERT INTO run_outbox (run_id, submission_id) SELECT id, $3 FROM recorded",
@@ -163,7 +192,7 @@ pub async fn record_submission(
             &submitted_at,
             &max_attempts,
             &retry_on,
-            &intervals,
+            &once,
         ],
     )
     .await
@@ -244,23 +273,48 @@ fn message_from_row(
 /// Every enabled recurring job. A job whose stored definition cannot be read is skipped with
 /// a warning, never stopping the others.
 pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
+    Ok(definitions(pool, "interval_ms IS NOT NULL")
+        .await?
+        .into_iter()
+        .map(|(def, _, _)| def)
+        .collect())
+}
+
+/// Every enabled chained job, with the job it follows.
+pub async fn chained_jobs(pool: &Pool) -> anyhow::Result<Vec<(JobId, Child)>> {
+    let mut chained = Vec::new();
+    for (def, after, run_if) in definitions(pool, "after_job IS NOT NULL").await? {
+        let Some(parent) = after else { continue };
+        chained.push((parent, Child { def, run_if }));
+    }
+    Ok(chained)
+}
+
+/// Enabled job definitions matching `filter` (a fixed SQL condition), with their chain links.
+async fn definitions(
+    pool: &Pool,
+    filter: &'static str,
+) -> anyhow::Result<Vec<(JobDef, Option<JobId>, RunIf)>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
-            "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
-                    interval_ms, last_slot_at
-               FROM jobs WHERE enabled AND interval_ms IS NOT NULL",
+            &format!(
+                "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
+                        interval_ms, last_slot_at, after_job, run_if
+                   FROM jobs WHERE enabled AND {filter}"
+            ),
             &[],
         )
         .await
-        .context("cannot read recurring jobs")?;
+        .context("cannot read job definitions")?;
     let mut defs = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: String = row.get("id");
-        let def = (|| -> anyhow::Result<JobDef> {
-            Ok(JobDef {
+        let def = (|| -> anyhow::Result<(JobDef, Option<JobId>, RunIf)> {
+            let def = JobDef {
                 interval: std::time::Duration::from_millis(
-                    u64::try_from(row.get::<_, i64>("interval_ms")).unwrap_or(1000),
+                    u64::try_from(row.get::<_, Option<i64>>("interval_ms").unwrap_or(0))
+                        .unwrap_or(0),
                 ),
                 template: message_from_row(row, Uuid::nil(), 1, id.clone())?,
                 max_attempts: MaxAttempts::new(
@@ -269,12 +323,21 @@ pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
                 .map_err(anyhow::Error::msg)?,
                 retry_on: retry_on_from(row.get("retry_on")),
                 last_slot: row.get("last_slot_at"),
-            })
+            };
+            let after = row
+                .get::<_, Option<String>>("after_job")
+                .map(JobId::parse)
+                .transpose()?;
+            let run_if = match row.get::<_, String>("run_if").as_str() {
+                "always" => RunIf::Always,
+                _ => RunIf::Success,
+            };
+            Ok((def, after, run_if))
         })();
         match def {
             Ok(def) => defs.push(def),
             Err(error) => {
-                tracing::warn!(job = %id, error = format!("{error:#}"), "recurring job skipped")
+                tracing::warn!(job = %id, error = format!("{error:#}"), "job definition skipped")
             }
         }
     }
@@ -316,92 +379,152 @@ pub async fn open_recurring_runs(pool: &Pool) -> anyhow::Result<Vec<(JobId, Uuid
         .collect()
 }
 
+/// Runs made from definitions (recurring slots, chained jobs), as `unnest` columns.
+struct DefinedRuns {
+    ids: Vec<Uuid>,
+    job_ids: Vec<String>,
+    slots: Vec<Option<DateTime<Utc>>>,
+    parents: Vec<Option<Uuid>>,
+    statuses: Vec<&'static str>,
+    errors: Vec<Option<String>>,
+    queues: Vec<String>,
+    targets: Vec<Option<String>>,
+    kinds: Vec<String>,
+    params: Vec<serde_json::Value>,
+    priorities: Vec<i16>,
+    max_attempts: Vec<i32>,
+    retry_on: Vec<Option<String>>,
+}
+
+impl DefinedRuns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(n),
+            job_ids: Vec::with_capacity(n),
+            slots: Vec::with_capacity(n),
+            parents: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            queues: Vec::with_capacity(n),
+            targets: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            params: Vec::with_capacity(n),
+            priorities: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            retry_on: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds a run of `def` (its message already carries the run id).
+    fn push(
+        &mut self,
+        run: &RunMessage,
+        def: &JobDef,
+        slot: Option<DateTime<Utc>>,
+        parent: Option<Uuid>,
+        skip: Option<String>,
+    ) -> anyhow::Result<()> {
+        let (kind, param) = task_parts(&run.task)?;
+        self.ids.push(run.run_id);
+        self.job_ids.push(run.job_id.to_string());
+        self.slots.push(slot);
+        self.parents.push(parent);
+        self.statuses.push(if skip.is_some() {
+            "skipped"
+        } else {
+            "dispatched"
+        });
+        self.errors.push(skip);
+        self.queues.push(run.queue.to_string());
+        self.targets
+            .push(run.target.as_ref().map(ToString::to_string));
+        self.kinds.push(kind);
+        self.params.push(param);
+        self.priorities.push(i16::from(run.priority.get()));
+        self.max_attempts.push(to_i32(def.max_attempts.get()));
+        self.retry_on.push(retry_on_to(&def.retry_on));
+        Ok(())
+    }
+}
+
+/// Inserts runs made from definitions, with outbox rows for those that run; a slot already
+/// recorded is left alone. Returns the ids inserted.
+async fn insert_defined_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &DefinedRuns,
+) -> anyhow::Result<HashSet<Uuid>> {
+    if rows.ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let created = tx
+        .query(
+            "WITH made AS (
+                 INSERT INTO runs (id, job_id, slot_at, parent_run_id, status, error, queue, target,
+                                   kind, params, priority, max_attempts, retry_on, dispatched_at,
+                                   recorded_at)
+                 SELECT u.id, u.job_id, u.slot, u.parent, u.status, u.error, u.queue, u.target,
+                        u.kind, u.params, u.priority, u.max_attempts,
+                        string_to_array(u.retry_on, ','),
+                        CASE WHEN u.status = 'dispatched' THEN now() END,
+                        CASE WHEN u.status = 'skipped' THEN now() END
+                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[],
+                               $11::int2[], $12::int4[], $13::text[])
+                     AS u(id, job_id, slot, parent, status, error, queue, target, kind, params,
+                          priority, max_attempts, retry_on)
+                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
+                 RETURNING id, status
+             ), queued AS (
+                 INSERT INTO run_outbox (run_id) SELECT id FROM made WHERE status = 'dispatched'
+             )
+             SELECT id FROM made",
+            &[
+                &rows.ids,
+                &rows.job_ids,
+                &rows.slots,
+                &rows.parents,
+                &rows.statuses,
+                &rows.errors,
+                &rows.queues,
+                &rows.targets,
+                &rows.kinds,
+                &rows.params,
+                &rows.priorities,
+                &rows.max_attempts,
+                &rows.retry_on,
+            ],
+        )
+        .await
+        .context("cannot record runs of defined jobs")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(created)
+}
+
 /// Records fired slots in one transaction: a run (with its outbox row) for each slot that
 /// runs, a `skipped` run for each slot whose job is still going. A slot already recorded (by
 /// another dispatcher) is left alone. Returns the runs to dispatch.
 pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
     let mut runs = Vec::new();
-    let mut ids = Vec::with_capacity(fires.len());
-    let mut job_ids = Vec::with_capacity(fires.len());
-    let mut slots = Vec::with_capacity(fires.len());
-    let mut statuses = Vec::with_capacity(fires.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(fires.len());
-    let mut queues = Vec::with_capacity(fires.len());
-    let mut targets: Vec<Option<String>> = Vec::with_capacity(fires.len());
-    let mut kinds = Vec::with_capacity(fires.len());
-    let mut params = Vec::with_capacity(fires.len());
-    let mut priorities = Vec::with_capacity(fires.len());
-    let mut max_attempts = Vec::with_capacity(fires.len());
-    let mut retry_on = Vec::with_capacity(fires.len());
+    let mut rows = DefinedRuns::with_capacity(fires.len());
     for fire in fires {
         let mut run = fire.job.template.clone();
         run.run_id = Uuid::now_v7();
         run.attempt = 1;
-        let (kind, param) = task_parts(&run.task)?;
-        ids.push(run.run_id);
-        job_ids.push(run.job_id.to_string());
-        slots.push(fire.slot);
-        queues.push(run.queue.to_string());
-        targets.push(run.target.as_ref().map(ToString::to_string));
-        kinds.push(kind);
-        params.push(param);
-        priorities.push(i16::from(run.priority.get()));
-        max_attempts.push(to_i32(fire.job.max_attempts.get()));
-        retry_on.push(retry_on_to(&fire.job.retry_on));
-        match fire.overlaps {
-            Some(open) => {
-                statuses.push("skipped");
-                errors.push(Some(format!("skipped: previous run {open} still running")));
-            }
-            None => {
-                statuses.push("dispatched");
-                errors.push(None);
-                runs.push(run);
-            }
+        let skip = fire
+            .overlaps
+            .map(|open| format!("skipped: previous run {open} still running"));
+        rows.push(&run, &fire.job, Some(fire.slot), None, skip.clone())?;
+        if skip.is_none() {
+            runs.push(run);
         }
     }
+    let job_ids = rows.job_ids.clone();
+    let slots: Vec<DateTime<Utc>> = fires.iter().map(|f| f.slot).collect();
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
-    let created: HashSet<Uuid> = tx
-        .query(
-            "WITH fired AS (
-                 INSERT INTO runs (id, job_id, slot_at, status, error, queue, target, kind, params,
-                                   priority, max_attempts, retry_on, dispatched_at, recorded_at)
-                 SELECT u.id, u.job_id, u.slot, u.status, u.error, u.queue, u.target, u.kind,
-                        u.params, u.priority, u.max_attempts, string_to_array(u.retry_on, ','),
-                        CASE WHEN u.status = 'dispatched' THEN now() END,
-                        CASE WHEN u.status = 'skipped' THEN now() END
-                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                               $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::int2[],
-                               $11::int4[], $12::text[])
-                     AS u(id, job_id, slot, status, error, queue, target, kind, params, priority,
-                          max_attempts, retry_on)
-                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
-                 RETURNING id, status
-             ), queued AS (
-                 INSERT INTO run_outbox (run_id) SELECT id FROM fired WHERE status = 'dispatched'
-             )
-             SELECT id FROM fired",
-            &[
-                &ids,
-                &job_ids,
-                &slots,
-                &statuses,
-                &errors,
-                &queues,
-                &targets,
-                &kinds,
-                &params,
-                &priorities,
-                &max_attempts,
-                &retry_on,
-            ],
-        )
-        .await
-        .context("cannot record fired slots")?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let created = insert_defined_runs(&tx, &rows).await?;
     tx.execute(
         "UPDATE jobs j SET last_slot_at = u.slot, last_run_at = now()
            FROM unnest($1::text[], $2::timestamptz[]) AS u(id, slot)
@@ -426,7 +549,7 @@ pub async fn mark_published(pool: &Pool, ids: &[Uuid]) -> anyhow::Result<()> {
 }
 
 /// What a batch of results did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Recording {
     /// Runs that ended, with their status.
     pub ended: Vec<(Uuid, RunStatus)>,
@@ -435,6 +558,10 @@ pub struct Recording {
     /// Results that changed nothing (an attempt superseded or ended, or a repeat), recorded
     /// in `run_attempts` as late.
     pub late: Vec<Uuid>,
+    /// Runs of chained jobs that the ended runs triggered, to dispatch.
+    pub triggered: Vec<RunMessage>,
+    /// Runs of chained jobs recorded as skipped (a parent did not succeed).
+    pub skipped: Vec<Uuid>,
 }
 
 /// Records a batch of results in one transaction. A result applies only to the current
@@ -445,8 +572,10 @@ pub async fn record_results(
     results: &[RunResult],
     policy: &RetryPolicy,
     mut jitter: impl FnMut() -> f64,
+    chains: &Chains,
 ) -> anyhow::Result<Recording> {
-    if results.iter().all(|r| r.outcome == Outcome::Succeeded) {
+    let triggers = results.iter().any(|r| chains.has_children(&r.job_id));
+    if !triggers && results.iter().all(|r| r.outcome == Outcome::Succeeded) {
         return record_successes(pool, results).await;
     }
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
@@ -519,12 +648,36 @@ pub async fn record_results(
     let mut recording = Recording::default();
     if !end.is_empty() {
         let ended = end_runs(&tx, &end).await?;
+        let mut ended_now = Vec::new();
         for (result, status) in end {
             if ended.contains(&result.run_id) {
                 recording.ended.push((result.run_id, status));
+                ended_now.push(chains::Ended {
+                    job: &result.job_id,
+                    run: result.run_id,
+                    status,
+                    error: result.error.as_deref(),
+                });
             } else {
                 late.push(result);
             }
+        }
+        // Chained jobs get their runs in this same transaction: a crash cannot lose them.
+        let triggered = chains.triggered(&ended_now, Uuid::now_v7);
+        if !triggered.is_empty() {
+            let mut rows = DefinedRuns::with_capacity(triggered.len());
+            for t in &triggered {
+                let mut run = t.child.def.template.clone();
+                run.run_id = t.run_id;
+                run.attempt = 1;
+                rows.push(&run, &t.child.def, None, Some(t.parent_run), t.skip.clone())?;
+                if t.skip.is_none() {
+                    recording.triggered.push(run);
+                } else {
+                    recording.skipped.push(t.run_id);
+                }
+            }
+            insert_defined_runs(&tx, &rows).await?;
         }
     }
     if !retry.is_empty() {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use faro_dispatcher::chains::Chains;
 use faro_dispatcher::plan::plan_submission;
 use faro_dispatcher::retry::RetryPolicy;
 use faro_dispatcher::store::{self, Recorded};
@@ -87,6 +88,7 @@ async fn a_submission_is_recorded_once() {
 }
 
 const NO_JITTER: fn() -> f64 = || 0.0;
+static NO_CHAINS: std::sync::LazyLock<Chains> = std::sync::LazyLock::new(Chains::default);
 
 #[tokio::test]
 async fn results_are_fenced_by_attempt_and_applied_once() {
@@ -108,6 +110,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         &[result_for(a, 2, Outcome::Failed)],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
@@ -127,6 +130,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         ],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
@@ -136,6 +140,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         &[result_for(a, 1, Outcome::Failed)],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
@@ -187,6 +192,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         &[result_for(run, 1, Outcome::Failed)],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
@@ -209,6 +215,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         &[result_for(run, 1, Outcome::Succeeded)],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
@@ -224,6 +231,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         &[result_for(run, 2, Outcome::Failed)],
         &policy,
         NO_JITTER,
+        &NO_CHAINS,
     )
     .await
     .unwrap();
