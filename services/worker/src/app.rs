@@ -6,6 +6,7 @@
 //! heartbeat key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,14 +35,16 @@ struct Worker {
     ns: Namespace,
     slots: Arc<Semaphore>,
     runs: TaskTracker,
+    /// Runs received and not yet finished.
+    executing: AtomicU32,
     executor: Executor,
     started_at: chrono::DateTime<Utc>,
 }
 
 impl Worker {
+    /// Runs executing now (not slots merely reserved by an open pull).
     fn in_progress(&self) -> u32 {
-        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
-        self.config.capacity.saturating_sub(free)
+        self.executing.load(Ordering::Relaxed)
     }
 
     fn heartbeat(&self) -> Heartbeat {
@@ -85,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let worker = Arc::new(Worker {
         slots: Arc::new(Semaphore::new(config.capacity as usize)),
         runs: TaskTracker::new(),
+        executing: AtomicU32::new(0),
         executor: Executor {
             js: js.clone(),
             ns: ns.clone(),
@@ -307,9 +311,11 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                     continue;
                 }
             };
-            let executor = worker.executor.clone();
+            let executing = worker.clone();
+            executing.executing.fetch_add(1, Ordering::Relaxed);
             worker.runs.spawn(async move {
-                executor.handle(message).await;
+                executing.executor.handle(message).await;
+                executing.executing.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
         }

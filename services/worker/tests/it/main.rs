@@ -62,6 +62,7 @@ impl Harness {
         env.set("FARO_WORKER_ID", id)
             .set("FARO_WORKER_CAPACITY", capacity.to_string())
             .set("FARO_WORKER_FETCH_EXPIRY", "200ms")
+            .set("FARO_HEARTBEAT_INTERVAL", "50ms")
             .set("FARO_SHUTDOWN_GRACE", grace);
         let shutdown = CancellationToken::new();
         let config = faro_worker::Config::from_env(&env).unwrap();

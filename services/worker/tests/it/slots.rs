@@ -58,11 +58,22 @@ async fn shutdown_finishes_runs_in_flight_within_grace() {
     let mut consumer: PullConsumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
         .await
         .unwrap();
-    // Wait until both runs are in the worker's hands, then stop it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while consumer.info().await.unwrap().num_ack_pending < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "runs never pulled");
-        tokio::task::yield_now().await;
+    // Wait until the worker says both runs are executing (delivered is not enough: a run
+    // still in the pull buffer at shutdown is rightly given back), then stop it.
+    let mut beats = h.topology.workers.watch_with_history("w1").await.unwrap();
+    loop {
+        let entry = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut beats),
+        )
+        .await
+        .expect("the worker never had both runs in progress")
+        .unwrap()
+        .unwrap();
+        let beat: faro_shared::messages::Heartbeat = serde_json::from_slice(&entry.value).unwrap();
+        if beat.in_progress == 2 {
+            break;
+        }
     }
     shutdown.cancel();
     worker.await.unwrap().unwrap();
@@ -114,4 +125,29 @@ async fn runs_unfinished_at_the_end_of_grace_are_given_back() {
         0,
         "a result was published"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_reports_nothing_in_progress() {
+    let h = Harness::start().await;
+    let (worker, shutdown) = h.worker("w1", 3, "10s").await;
+    // Its pull is open (slots reserved), but nothing runs: beats must say 0, not 3.
+    let mut beats = h.topology.workers.watch_with_history("w1").await.unwrap();
+    for _ in 0..6 {
+        let entry = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut beats),
+        )
+        .await
+        .expect("no heartbeat")
+        .unwrap()
+        .unwrap();
+        let beat: faro_shared::messages::Heartbeat = serde_json::from_slice(&entry.value).unwrap();
+        assert_eq!(
+            (beat.in_progress, beat.load_score, beat.capacity),
+            (0, 0, 3)
+        );
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
 }
