@@ -76,7 +76,13 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let nats_port = free_port();
-    let http_base = free_port();
+    // Metrics ports are http_base+1 .. http_base+12: keep them clear of the NATS port.
+    let http_base = loop {
+        let port = free_port();
+        if port.abs_diff(nats_port) > 20 && port < 65_000 {
+            break port;
+        }
+    };
 
     let mut child = Command::new(root.join("scripts/dev"))
         .args(["--no-build", "--workers", "2"])
