@@ -217,13 +217,15 @@ impl fmt::Display for Priority {
     }
 }
 
-/// How one execution on a worker ended.
+/// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
     Failed,
     Interrupted,
+    /// No result by the run's deadline and grace: recorded by the dispatcher.
+    TimedOut,
 }
 
 impl Outcome {
@@ -237,6 +239,7 @@ impl Outcome {
             Outcome::Succeeded => RunStatus::Succeeded,
             Outcome::Failed => RunStatus::Failed,
             Outcome::Interrupted => RunStatus::Interrupted,
+            Outcome::TimedOut => RunStatus::TimedOut,
         }
     }
 }

@@ -107,6 +107,8 @@ struct JobInput {
     after: Option<JobId>,
     #[serde(default)]
     run_if: Option<RunIf>,
+    #[serde(default)]
+    timeout: Option<Interval>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +233,7 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         interval: job.interval,
         after: job.after,
         run_if: job.run_if.unwrap_or_default(),
+        timeout: job.timeout,
     })
 }
 

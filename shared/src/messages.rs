@@ -222,6 +222,9 @@ pub struct JobSpec {
     pub after: Option<JobId>,
     #[serde(skip_serializing_if = "RunIf::is_default")]
     pub run_if: RunIf,
+    /// How long one attempt may take (default: the dispatcher's `FARO_RUN_TIMEOUT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Interval>,
 }
 
 /// When a chained job runs after its parent.
@@ -330,6 +333,9 @@ pub struct RunMessage {
     pub priority: Priority,
     #[serde(flatten)]
     pub task: Task,
+    /// How long the run may take; past it (and a grace) the dispatcher records it timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 impl RunMessage {
@@ -506,6 +512,7 @@ mod tests {
             target: Some(TargetId::parse("olt1").unwrap()),
             priority: Priority::default(),
             task: Task::Sim(SimParams::default()),
+            timeout_ms: None,
         };
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["kind"], "sim");

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod chains;
+mod deadlines;
 mod docs;
 mod limits;
 mod pipeline;

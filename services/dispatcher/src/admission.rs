@@ -173,6 +173,7 @@ mod tests {
             target: target.map(|t| TargetId::parse(t).unwrap()),
             priority: Priority::new(priority).unwrap(),
             task: Task::Sim(SimParams::default()),
+            timeout_ms: None,
         }
     }
 

@@ -23,8 +23,10 @@ use tokio::sync::{mpsc, Notify, RwLock};
 
 use crate::admission::{Admission, Limits};
 use crate::chains::{Chains, Child};
+use crate::deadlines::Deadlines;
 use crate::scheduler::{JobDef, Scheduler};
 use faro_shared::domain::JobId;
+use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::jobfile::JobFileError;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +54,10 @@ struct Dispatcher {
     schedule: mpsc::UnboundedSender<ScheduleEvent>,
     /// Chained jobs by parent; read on every result batch, written on new definitions.
     chains: RwLock<Chains>,
+    /// Deadlines of the attempts in flight.
+    deadlines: Mutex<Deadlines>,
+    /// Woken when a deadline is added, so the deadline loop can re-plan its timer.
+    deadlines_changed: Notify,
 }
 
 /// What the scheduler task learns from the other loops.
@@ -62,6 +68,22 @@ enum ScheduleEvent {
 }
 
 impl Dispatcher {
+    fn deadlines(&self) -> std::sync::MutexGuard<'_, Deadlines> {
+        self.deadlines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long after its publication an attempt must have a result: timeout plus grace.
+    fn deadline_after(&self, run: &RunMessage) -> chrono::Duration {
+        let timeout = run
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.config.run_timeout);
+        chrono::Duration::from_std(timeout + self.config.run_timeout_grace)
+            .unwrap_or_else(|_| chrono::Duration::days(1))
+    }
+
     fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
         // A panic while holding the lock leaves counts that are still consistent enough to
         // go on with; the next restart rebuilds them from PostgreSQL.
@@ -107,8 +129,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         default: config.target_max_concurrency,
         per_target: store::target_limits(&pool).await?,
     });
-    for (run, target) in store::in_flight_runs(&pool).await? {
-        admission.restore_in_flight(target, run);
+    // Attempts in flight before a restart keep their slots and are watched for a deadline
+    // from when they were published.
+    let mut deadlines = Deadlines::default();
+    for (run, published) in store::in_flight_runs(&pool).await? {
+        if let Some(target) = &run.target {
+            admission.restore_in_flight(target.clone(), run.run_id);
+        }
+        let timeout = run
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(config.run_timeout)
+            + config.run_timeout_grace;
+        let deadline = published + chrono::Duration::from_std(timeout).unwrap_or_default();
+        deadlines.track(run, deadline);
     }
     let mut chains = Chains::default();
     for (parent, child) in store::chained_jobs(&pool).await? {
@@ -127,6 +161,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         publisher: publisher_tx,
         schedule: schedule_tx,
         chains: RwLock::new(chains),
+        deadlines: Mutex::new(deadlines),
+        deadlines_changed: Notify::new(),
     });
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -140,6 +176,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.spawn(
         "publisher",
         publisher_loop(dispatcher.clone(), publisher_rx, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "deadlines",
+        deadlines_loop(dispatcher.clone(), shutdown.clone()),
     );
     supervisor.spawn(
         "scheduler",
@@ -358,6 +398,14 @@ async fn publisher_loop(
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        let now = chrono::Utc::now();
+        let mut deadlines = d.deadlines();
+        for run in batch {
+            let deadline = now + d.deadline_after(&run);
+            deadlines.track(run, deadline);
+        }
+        drop(deadlines);
+        d.deadlines_changed.notify_one();
     }
 }
 
@@ -366,8 +414,8 @@ async fn publish_and_mark(
     runs: &[faro_shared::messages::RunMessage],
 ) -> anyhow::Result<()> {
     bus::publish_runs(&d.js, &d.ns, runs).await?;
-    let ids: Vec<_> = runs.iter().map(|r| r.run_id).collect();
-    store::mark_published(&d.pool, &ids).await?;
+    let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
+    store::mark_published(&d.pool, &published).await?;
     for run in runs {
         metrics::counter!(m::RUNS_DISPATCHED, "queue" => run.queue.to_string()).increment(1);
     }
@@ -542,70 +590,8 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     if results.is_empty() {
         return;
     }
-    let started = Instant::now();
-    let jitter = || f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
-    let chains = d.chains.read().await;
-    let recorded = store::record_results(&d.pool, &results, &d.config.retry, jitter, &chains).await;
-    drop(chains);
-    let ack = match recorded {
-        Ok(recording) => {
-            metrics::histogram!(m::RESULT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-            for (_, status) in &recording.ended {
-                metrics::counter!(m::RESULTS, "outcome" => status.as_str()).increment(1);
-            }
-            for (run, next, due) in &recording.retried {
-                tracing::info!(run.id = %run, attempt = next, due = %due, "attempt failed; retry scheduled");
-            }
-            metrics::counter!(m::RETRIES).increment(recording.retried.len() as u64);
-            for run in &recording.late {
-                tracing::info!(run.id = %run, "late or repeated result recorded; it changed nothing");
-            }
-            metrics::counter!(m::RESULTS_IGNORED).increment(recording.late.len() as u64);
-            if !recording.retried.is_empty() {
-                d.retries_changed.notify_one();
-            }
-            // A recurring job's next slot may run once its run has ended.
-            let ended_ids: std::collections::HashSet<_> =
-                recording.ended.iter().map(|(id, _)| *id).collect();
-            let ended: Vec<(JobId, uuid::Uuid)> = results
-                .iter()
-                .filter(|r| ended_ids.contains(&r.run_id))
-                .map(|r| (r.job_id.clone(), r.run_id))
-                .collect();
-            if !ended.is_empty() {
-                let _ = d.schedule.send(ScheduleEvent::Ended(ended));
-            }
-            // Every attempt that ended frees its target's slot for the next waiting run.
-            let targets: HashMap<_, _> = results
-                .iter()
-                .filter_map(|r| r.target.as_ref().map(|t| (r.run_id, t)))
-                .collect();
-            let freed = recording
-                .ended
-                .iter()
-                .map(|(run, _)| *run)
-                .chain(recording.retried.iter().map(|(run, _, _)| *run));
-            let mut admitted = Vec::new();
-            {
-                let mut admission = d.admission();
-                for run in freed {
-                    if let Some(target) = targets.get(&run) {
-                        admitted.extend(admission.release(target, run));
-                    }
-                }
-            }
-            publish_admitted(d, admitted);
-            // Chained jobs their parents' ends triggered.
-            if !recording.triggered.is_empty() || !recording.skipped.is_empty() {
-                tracing::debug!(
-                    runs = recording.triggered.len(),
-                    skipped = recording.skipped.len(),
-                    "chained jobs triggered"
-                );
-            }
-            dispatch(d, recording.triggered);
-            AckKind::Ack
-        }
+    let ack = match apply_results(d, &results).await {
+        Ok(()) => AckKind::Ack,
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -619,6 +605,142 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     for outcome in futures::future::join_all(acks).await {
         if let Err(error) = outcome {
             tracing::warn!(%error, "cannot acknowledge a result");
+        }
+    }
+}
+
+/// Records results (from workers, or timeouts from the deadline loop) and acts on them:
+/// retries, freed slots, recurring jobs' next slots, chained jobs.
+async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let jitter = || f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
+    let chains = d.chains.read().await;
+    let recorded = store::record_results(&d.pool, results, &d.config.retry, jitter, &chains).await;
+    drop(chains);
+    let recording = recorded?;
+    metrics::histogram!(m::RESULT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    for (_, status) in &recording.ended {
+        metrics::counter!(m::RESULTS, "outcome" => status.as_str()).increment(1);
+    }
+    for (run, next, due) in &recording.retried {
+        tracing::info!(run.id = %run, attempt = next, due = %due, "attempt failed; retry scheduled");
+    }
+    metrics::counter!(m::RETRIES).increment(recording.retried.len() as u64);
+    for run in &recording.late {
+        tracing::info!(run.id = %run, "late or repeated result recorded; it changed nothing");
+    }
+    metrics::counter!(m::RESULTS_IGNORED).increment(recording.late.len() as u64);
+    if !recording.retried.is_empty() {
+        d.retries_changed.notify_one();
+    }
+    // Attempts that ended or will be retried are no longer watched for a deadline.
+    {
+        let mut deadlines = d.deadlines();
+        for (run, _) in &recording.ended {
+            deadlines.clear(*run);
+        }
+        for (run, _, _) in &recording.retried {
+            deadlines.clear(*run);
+        }
+    }
+    // A recurring job's next slot may run once its run has ended.
+    let ended_ids: std::collections::HashSet<_> =
+        recording.ended.iter().map(|(id, _)| *id).collect();
+    let ended: Vec<(JobId, uuid::Uuid)> = results
+        .iter()
+        .filter(|r| ended_ids.contains(&r.run_id))
+        .map(|r| (r.job_id.clone(), r.run_id))
+        .collect();
+    if !ended.is_empty() {
+        let _ = d.schedule.send(ScheduleEvent::Ended(ended));
+    }
+    // Every attempt that ended frees its target's slot for the next waiting run.
+    let targets: HashMap<_, _> = results
+        .iter()
+        .filter_map(|r| r.target.as_ref().map(|t| (r.run_id, t)))
+        .collect();
+    let freed = recording
+        .ended
+        .iter()
+        .map(|(run, _)| *run)
+        .chain(recording.retried.iter().map(|(run, _, _)| *run));
+    let mut admitted = Vec::new();
+    {
+        let mut admission = d.admission();
+        for run in freed {
+            if let Some(target) = targets.get(&run) {
+                admitted.extend(admission.release(target, run));
+            }
+        }
+    }
+    publish_admitted(d, admitted);
+    if !recording.triggered.is_empty() || !recording.skipped.is_empty() {
+        tracing::debug!(
+            runs = recording.triggered.len(),
+            skipped = recording.skipped.len(),
+            "chained jobs triggered"
+        );
+    }
+    dispatch(d, recording.triggered);
+    Ok(())
+}
+
+/// Records `timed_out` for attempts with no result by their deadline (timeout and grace).
+async fn deadlines_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    const IDLE: Duration = Duration::from_secs(3600);
+    let worker = WorkerId::parse("dispatcher").expect("a valid worker id");
+    loop {
+        let wait = d
+            .deadlines()
+            .next_wake()
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(IDLE)
+            .min(IDLE);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = d.deadlines_changed.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let expired = d.deadlines().expired(chrono::Utc::now());
+        if expired.is_empty() {
+            continue;
+        }
+        let now = chrono::Utc::now();
+        let results: Vec<RunResult> = expired
+            .iter()
+            .map(|run| RunResult {
+                run_id: run.run_id,
+                attempt: run.attempt,
+                job_id: run.job_id.clone(),
+                queue: run.queue.clone(),
+                target: run.target.clone(),
+                worker_id: worker.clone(),
+                outcome: Outcome::TimedOut,
+                simulated: false,
+                started_at: now,
+                finished_at: now,
+                output: None,
+                error: Some(format!(
+                    "no result within the timeout ({} ms) and grace ({} ms)",
+                    run.timeout_ms
+                        .unwrap_or(d.config.run_timeout.as_millis() as u64),
+                    d.config.run_timeout_grace.as_millis()
+                )),
+            })
+            .collect();
+        tracing::warn!(runs = results.len(), "attempts timed out");
+        metrics::counter!(m::TIMEOUTS).increment(results.len() as u64);
+        if let Err(error) = apply_results(&d, &results).await {
+            // Watch them again: the next wake records them.
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot record timeouts; trying again"
+            );
+            let retry_at = chrono::Utc::now() + chrono::Duration::seconds(1);
+            let mut deadlines = d.deadlines();
+            for run in expired {
+                deadlines.track(run, retry_at);
+            }
         }
     }
 }

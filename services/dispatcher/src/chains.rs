@@ -182,6 +182,7 @@ mod tests {
                     target: None,
                     priority: Priority::default(),
                     task: Task::Sim(SimParams::default()),
+                    timeout_ms: None,
                 },
                 max_attempts: MaxAttempts::default(),
                 retry_on: Retryable::DEFAULT.to_vec(),

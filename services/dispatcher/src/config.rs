@@ -18,6 +18,11 @@ pub struct Config {
     /// Runs of one target in flight at most, unless the target says otherwise
     /// (`FARO_TARGET_MAX_CONCURRENCY`, default 3).
     pub target_max_concurrency: u32,
+    /// How long one attempt may take unless its job says otherwise (`FARO_RUN_TIMEOUT`, 10 m).
+    pub run_timeout: Duration,
+    /// Extra time after the timeout before the attempt is recorded `timed_out`
+    /// (`FARO_RUN_TIMEOUT_GRACE`, 30 s): covers the result's way back.
+    pub run_timeout_grace: Duration,
     /// Backoff between attempts (`FARO_RETRY_BASE_DELAY`, 1 s; `FARO_RETRY_MAX_DELAY`, 5 m).
     pub retry: RetryPolicy,
     /// How long in-flight work may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`).
@@ -49,6 +54,8 @@ impl Config {
                     })
                 }
             },
+            run_timeout: env.duration("FARO_RUN_TIMEOUT", Duration::from_secs(600))?,
+            run_timeout_grace: env.duration("FARO_RUN_TIMEOUT_GRACE", Duration::from_secs(30))?,
             retry: RetryPolicy {
                 base: env.duration("FARO_RETRY_BASE_DELAY", Duration::from_secs(1))?,
                 max: env.duration("FARO_RETRY_MAX_DELAY", Duration::from_secs(300))?,

@@ -10,6 +10,7 @@ mod app;
 mod bus;
 pub mod chains;
 pub mod config;
+pub mod deadlines;
 mod metrics;
 pub mod plan;
 pub mod retry;

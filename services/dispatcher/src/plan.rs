@@ -55,6 +55,9 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                     target: job.target.clone(),
                     priority: job.priority,
                     task: job.task.clone(),
+                    timeout_ms: job
+                        .timeout
+                        .map(|t| u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX)),
                 },
             }
         })

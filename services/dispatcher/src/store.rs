@@ -76,6 +76,7 @@ pub async fn record_submission(
     let mut afters: Vec<Option<String>> = Vec::with_capacity(runs.len());
     let mut run_ifs = Vec::with_capacity(runs.len());
     let mut once = Vec::with_capacity(runs.len());
+    let mut timeouts: Vec<Option<i64>> = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -91,6 +92,7 @@ pub async fn record_submission(
         afters.push(run.after.as_ref().map(ToString::to_string));
         run_ifs.push(run.run_if.as_str());
         once.push(!run.is_definition());
+        timeouts.push(m.timeout_ms.and_then(|ms| i64::try_from(ms).ok()));
         intervals.push(
             run.interval
                 .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
@@ -119,19 +121,21 @@ pub async fn record_submission(
 
     tx.execute(
         "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on,
-                           interval_ms, after_job, run_if)
+                           interval_ms, after_job, run_if, timeout_ms)
          SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
-                string_to_array(u.retry_on, ','), u.interval_ms, u.after_job, u.run_if
+                string_to_array(u.retry_on, ','), u.interval_ms, u.after_job, u.run_if,
+                u.timeout_ms
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
-                       $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[])
+                       $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::int8[])
              AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms,
-                  after_job, run_if)
+                  after_job, run_if, timeout_ms)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
                 params = EXCLUDED.params, priority = EXCLUDED.priority,
                 max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
                 interval_ms = EXCLUDED.interval_ms, after_job = EXCLUDED.after_job,
-                run_if = EXCLUDED.run_if, enabled = true, updated_at = now()",
+                run_if = EXCLUDED.run_if, timeout_ms = EXCLUDED.timeout_ms, enabled = true,
+                updated_at = now()",
         &[
             &job_ids,
             &queues,
@@ -144,6 +148,7 @@ pub async fn record_submission(
             &intervals,
             &afters,
             &run_ifs,
+            &timeouts,
         ],
     )
     .await
@@ -168,13 +173,16 @@ pub async fn record_submission(
     tx.execute(
         "WITH recorded AS (
              INSERT INTO runs (id, job_id, submission_id, seq, queue, target, kind, params, priority,
-                               submitted_at, status, dispatched_at, max_attempts, retry_on)
+                               submitted_at, status, dispatched_at, max_attempts, retry_on,
+                               timeout_ms)
              SELECT u.id, u.job_id, $3, u.seq, u.queue, u.target, u.kind, u.params, u.priority, $10,
-                    'dispatched', now(), u.max_attempts, string_to_array(u.retry_on, ',')
+                    'dispatched', now(), u.max_attempts, string_to_array(u.retry_on, ','),
+                    u.timeout_ms
                FROM unnest($1::uuid[], $2::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[], $13::bool[])
+                           $8::jsonb[], $9::int2[], $11::int4[], $12::text[], $13::bool[],
+                           $14::int8[])
                  AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on,
-                      once)
+                      once, timeout_ms)
               WHERE u.once
              RETURNING id
          )
@@ -193,6 +201,7 @@ pub async fn record_submission(
             &max_attempts,
             &retry_on,
             &once,
+            &timeouts,
         ],
     )
     .await
@@ -222,7 +231,8 @@ async fn outbox_runs(
 ) -> anyhow::Result<Vec<RunMessage>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let query = format!(
-        "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority
+        "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority,
+                r.timeout_ms
            FROM run_outbox o JOIN runs r ON r.id = o.run_id
           WHERE {filter} AND ($1::text IS NULL OR o.submission_id = $1)
             AND ($3::uuid[] IS NOT NULL)
@@ -267,6 +277,9 @@ fn message_from_row(
             .transpose()?,
         priority: Priority::new(u8::try_from(row.get::<_, i16>("priority")).unwrap_or(5))?,
         task,
+        timeout_ms: row
+            .get::<_, Option<i64>>("timeout_ms")
+            .and_then(|ms| u64::try_from(ms).ok()),
     })
 }
 
@@ -300,7 +313,7 @@ async fn definitions(
         .query(
             &format!(
                 "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
-                        interval_ms, last_slot_at, after_job, run_if
+                        interval_ms, last_slot_at, after_job, run_if, timeout_ms
                    FROM jobs WHERE enabled AND {filter}"
             ),
             &[],
@@ -394,6 +407,7 @@ struct DefinedRuns {
     priorities: Vec<i16>,
     max_attempts: Vec<i32>,
     retry_on: Vec<Option<String>>,
+    timeouts: Vec<Option<i64>>,
 }
 
 impl DefinedRuns {
@@ -412,6 +426,7 @@ impl DefinedRuns {
             priorities: Vec::with_capacity(n),
             max_attempts: Vec::with_capacity(n),
             retry_on: Vec::with_capacity(n),
+            timeouts: Vec::with_capacity(n),
         }
     }
 
@@ -443,6 +458,8 @@ impl DefinedRuns {
         self.priorities.push(i16::from(run.priority.get()));
         self.max_attempts.push(to_i32(def.max_attempts.get()));
         self.retry_on.push(retry_on_to(&def.retry_on));
+        self.timeouts
+            .push(run.timeout_ms.and_then(|ms| i64::try_from(ms).ok()));
         Ok(())
     }
 }
@@ -461,17 +478,17 @@ async fn insert_defined_runs(
             "WITH made AS (
                  INSERT INTO runs (id, job_id, slot_at, parent_run_id, status, error, queue, target,
                                    kind, params, priority, max_attempts, retry_on, dispatched_at,
-                                   recorded_at)
+                                   recorded_at, timeout_ms)
                  SELECT u.id, u.job_id, u.slot, u.parent, u.status, u.error, u.queue, u.target,
                         u.kind, u.params, u.priority, u.max_attempts,
                         string_to_array(u.retry_on, ','),
                         CASE WHEN u.status = 'dispatched' THEN now() END,
-                        CASE WHEN u.status = 'skipped' THEN now() END
+                        CASE WHEN u.status = 'skipped' THEN now() END, u.timeout_ms
                    FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[],
                                $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[],
-                               $11::int2[], $12::int4[], $13::text[])
+                               $11::int2[], $12::int4[], $13::text[], $14::int8[])
                      AS u(id, job_id, slot, parent, status, error, queue, target, kind, params,
-                          priority, max_attempts, retry_on)
+                          priority, max_attempts, retry_on, timeout_ms)
                  ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
                  RETURNING id, status
              ), queued AS (
@@ -492,6 +509,7 @@ async fn insert_defined_runs(
                 &rows.priorities,
                 &rows.max_attempts,
                 &rows.retry_on,
+                &rows.timeouts,
             ],
         )
         .await
@@ -538,11 +556,18 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
     Ok(runs)
 }
 
-/// Clears the outbox of runs JetStream has stored.
-pub async fn mark_published(pool: &Pool, ids: &[Uuid]) -> anyhow::Result<()> {
+/// Clears the outbox of attempts JetStream has stored. Only the attempt published is cleared:
+/// a retry scheduled meanwhile (a fast failure) keeps its row.
+pub async fn mark_published(pool: &Pool, runs: &[(Uuid, u32)]) -> anyhow::Result<()> {
+    let ids: Vec<Uuid> = runs.iter().map(|(id, _)| *id).collect();
+    let attempts: Vec<i32> = runs.iter().map(|(_, a)| to_i32(*a)).collect();
     let client = pool.get().await.context("no PostgreSQL connection")?;
     client
-        .execute("DELETE FROM run_outbox WHERE run_id = ANY($1)", &[&ids])
+        .execute(
+            "DELETE FROM run_outbox o USING unnest($1::uuid[], $2::int4[]) AS u(id, attempt)
+              WHERE o.run_id = u.id AND o.attempt = u.attempt",
+            &[&ids, &attempts],
+        )
         .await
         .context("cannot clear published runs from the outbox")?;
     Ok(())
@@ -693,11 +718,13 @@ pub async fn record_results(
                        FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::timestamptz[], $5::text[])
                          AS u(id, attempt, next, due, error)
                       WHERE r.id = u.id AND r.attempt = u.attempt AND r.status = 'dispatched'
-                  RETURNING r.id, r.submission_id, u.due
+                  RETURNING r.id, r.submission_id, u.due, u.next
                  ), queued AS (
-                     INSERT INTO run_outbox (run_id, submission_id, not_before, retry)
-                     SELECT id, submission_id, due, true FROM moved
-                     ON CONFLICT (run_id) DO UPDATE SET not_before = EXCLUDED.not_before, retry = true
+                     INSERT INTO run_outbox (run_id, submission_id, not_before, retry, attempt)
+                     SELECT id, submission_id, due, true, next FROM moved
+                     ON CONFLICT (run_id) DO UPDATE
+                        SET not_before = EXCLUDED.not_before, retry = true,
+                            attempt = EXCLUDED.attempt
                  )
                  SELECT id FROM moved",
                 &[&ids, &attempts, &next, &due, &errors],
@@ -920,20 +947,31 @@ pub async fn take_due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<Run
     outbox_runs(pool, "o.run_id = ANY($3)", None, limit, &taken).await
 }
 
-/// Runs published and not ended, by target: what holds the targets' slots at start.
-pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(Uuid, TargetId)>> {
+/// Attempts published and not ended, with when they were published: at start they hold
+/// their targets' slots and are watched for their deadlines.
+pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(RunMessage, DateTime<Utc>)>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
-            "SELECT r.id, r.target FROM runs r
-              WHERE r.status = 'dispatched' AND r.target IS NOT NULL
+            "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority,
+                    r.timeout_ms, COALESCE(r.retry_at, r.dispatched_at, r.created_at) AS published
+               FROM runs r
+              WHERE r.status = 'dispatched'
                 AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
             &[],
         )
         .await
         .context("cannot read runs in flight")?;
     rows.iter()
-        .map(|row| Ok((row.get(0), TargetId::parse(row.get::<_, String>(1))?)))
+        .map(|row| {
+            let run = message_from_row(
+                row,
+                row.get("id"),
+                u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
+                row.get("job_id"),
+            )?;
+            Ok((run, row.get("published")))
+        })
         .collect()
 }
 

@@ -147,6 +147,7 @@ async fn execute(run: &RunMessage) -> (Outcome, Option<RunOutput>, Option<String
                 Outcome::Succeeded => None,
                 Outcome::Failed => Some("simulated failure".to_owned()),
                 Outcome::Interrupted => Some("simulated interruption".to_owned()),
+                Outcome::TimedOut => Some("simulated timeout".to_owned()),
             };
             let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
             (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)

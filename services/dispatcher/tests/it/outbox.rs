@@ -96,7 +96,7 @@ async fn slots_in_flight_before_a_restart_still_count() {
     let in_flight = [runs[0].message.clone(), runs[1].message.clone()];
     store::mark_published(
         &pool,
-        &in_flight.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        &in_flight.iter().map(|r| (r.run_id, 1)).collect::<Vec<_>>(),
     )
     .await
     .unwrap();

@@ -75,7 +75,7 @@ async fn a_submission_is_recorded_once() {
         .await
         .unwrap();
     assert_eq!(unpublished.len(), 2);
-    store::mark_published(&pool, &[unpublished[0].run_id])
+    store::mark_published(&pool, &[(unpublished[0].run_id, 1)])
         .await
         .unwrap();
     assert_eq!(
@@ -184,7 +184,9 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         .await
         .unwrap();
     let run = &runs[0].message;
-    store::mark_published(&pool, &[run.run_id]).await.unwrap();
+    store::mark_published(&pool, &[(run.run_id, 1)])
+        .await
+        .unwrap();
 
     // Attempt 1 fails: attempt 2 is scheduled after the backoff, not published before.
     let first = store::record_results(
@@ -208,6 +210,16 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         .is_empty());
     let next_due = store::next_retry(&pool).await.unwrap().unwrap();
     assert_eq!(next_due.timestamp_micros(), due.timestamp_micros());
+
+    // The publisher clearing attempt 1 late (after a fast failure) keeps the retry's row.
+    store::mark_published(&pool, &[(run.run_id, 1)])
+        .await
+        .unwrap();
+    let next_due = store::next_retry(&pool).await.unwrap();
+    assert!(
+        next_due.is_some(),
+        "the retry's outbox row was cleared with attempt 1"
+    );
 
     // A late copy of attempt 1 (say, from a worker presumed dead) changes nothing.
     let late = store::record_results(

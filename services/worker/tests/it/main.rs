@@ -95,6 +95,7 @@ impl Harness {
                     },
                     seed: Some(1),
                 }),
+                timeout_ms: None,
             };
             self.js
                 .publish(

@@ -1,0 +1,91 @@
+//! Deadlines through the whole system: an attempt with no result by its timeout and grace is
+//! recorded `timed_out` (and retried if asked), frees its target's slot at once, and its real
+//! result, arriving later, changes nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use faro_bench::system::{Options, System};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_times_out_and_frees_its_target() {
+    let system = System::start(Options {
+        env: vec![
+            ("FARO_RUN_TIMEOUT_GRACE".into(), "100ms".into()),
+            ("FARO_TARGET_MAX_CONCURRENCY".into(), "1".into()),
+            ("FARO_RETRY_BASE_DELAY".into(), "20ms".into()),
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let jobs = serde_json::json!({"jobs": [
+        {"id": "hang", "queue": "poll", "kind": "sim", "target": "olt-1", "priority": 1,
+         "timeout": "200ms", "max_attempts": 2, "retry_on": ["timed_out"],
+         "params": {"duration_ms": 1500, "outcomes": {"succeeded": 1}}},
+        {"id": "next", "queue": "poll", "kind": "sim", "target": "olt-1", "priority": 9,
+         "params": {"duration_ms": 10, "outcomes": {"succeeded": 1}}}
+    ]});
+    system
+        .submit(serde_json::to_vec(&jobs).unwrap(), "deadlines")
+        .await
+        .unwrap();
+    // Both attempts of `hang` finish on the worker eventually, after they timed out.
+    system
+        .wait_count(
+            "SELECT count(*) FROM run_attempts WHERE late",
+            2,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    let client = system.pool.get().await.unwrap();
+    let hang = client
+        .query_one(
+            "SELECT status, attempt, worker_id, error FROM runs WHERE job_id = 'hang'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, attempt, worker, error): (String, i32, String, String) =
+        (hang.get(0), hang.get(1), hang.get(2), hang.get(3));
+    assert_eq!((status.as_str(), attempt), ("timed_out", 2));
+    assert_eq!(worker, "dispatcher");
+    assert!(error.contains("200 ms"), "{error}");
+    let history: Vec<(i32, String, bool)> = client
+        .query(
+            "SELECT attempt, outcome, late FROM run_attempts ORDER BY recorded_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(history[0], (1, "timed_out".to_owned(), false));
+    let late: Vec<_> = history.iter().filter(|h| h.2).collect();
+    assert_eq!(late.len(), 2);
+    assert!(late.iter().all(|h| h.1 == "succeeded"));
+
+    // The slot was freed at the timeout: `next` ran long before `hang`'s attempt 1 returned.
+    let next_finished: DateTime<Utc> = client
+        .query_one("SELECT finished_at FROM runs WHERE job_id = 'next'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let first_real_end: DateTime<Utc> = client
+        .query_one(
+            "SELECT finished_at FROM run_attempts WHERE late AND attempt = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        next_finished < first_real_end,
+        "next waited for the hung run ({next_finished} >= {first_real_end})"
+    );
+    drop(client);
+    system.stop().await.unwrap();
+}
