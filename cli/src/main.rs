@@ -23,6 +23,8 @@ use faro_shared::messages::{
 use faro_shared::{nats, pg, CommonConfig};
 use sha2::{Digest, Sha256};
 
+mod ingest;
+
 #[derive(Parser)]
 #[command(
     name = "faro",
@@ -53,6 +55,25 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Watch a directory for JSON job files: each new *.json is validated whole and submitted,
+    /// then moved to DIR/processed/ (or DIR/rejected/ beside a .error.json saying why).
+    Ingest {
+        /// The directory to watch.
+        #[arg(long, value_name = "DIR")]
+        watch: PathBuf,
+        /// Time between two looks at the directory.
+        #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
+        interval: Duration,
+        /// A file is taken once unchanged for this long (it may still be being written).
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        settle: Duration,
+        /// Largest file accepted, in bytes.
+        #[arg(long, default_value_t = 64 * 1024 * 1024)]
+        max_bytes: u64,
+        /// Take the files that are ready now, then exit.
+        #[arg(long)]
+        once: bool,
     },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
@@ -86,43 +107,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (submission, digest) = read_job_file(&file)?;
             let config = CommonConfig::from_env(&env)?;
             let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
-            let js = nats::jetstream(client.clone());
-            let limit = client.server_info().max_payload.max(64 * 1024);
-            let chunks = chunk(&submission, limit * 9 / 10)?;
-            let ids: Vec<String> = (0..chunks.len())
-                .map(|index| format!("file-{digest}-{index}"))
-                .collect();
-            let mut acks = Vec::with_capacity(chunks.len());
-            for (body, id) in chunks.iter().zip(&ids) {
-                let ack = js
-                    .send_publish(
-                        config.namespace.submit_subject(),
-                        async_nats::jetstream::message::PublishMessage::build()
-                            .payload(body.clone().into())
-                            .message_id(id),
-                    )
-                    .await
-                    .context("cannot publish the submission")?;
-                acks.push(ack.into_future());
-            }
-            let mut duplicates = 0;
-            for ack in acks {
-                let ack = tokio::time::timeout(Duration::from_secs(30), ack)
-                    .await
-                    .context("NATS did not confirm the submission within 30 s")??;
-                duplicates += usize::from(ack.duplicate);
-            }
+            let sent = submit(&client, &config, &submission, &digest).await?;
             println!(
                 "{}: {} jobs submitted in {} message(s) (submission {digest}){}",
                 file.display(),
                 submission.jobs.len(),
-                chunks.len(),
-                if duplicates > 0 {
-                    format!("; {duplicates} already submitted, ignored")
+                sent.ids.len(),
+                if sent.duplicates > 0 {
+                    format!("; {} already submitted, ignored", sent.duplicates)
                 } else {
                     String::new()
                 }
             );
+            let ids = sent.ids;
             if wait {
                 let expected = i64::try_from(submission.jobs.len()).unwrap_or(i64::MAX);
                 let limit = timeout.map(Duration::from_secs);
@@ -165,12 +162,82 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ingest {
+            watch,
+            interval,
+            settle,
+            max_bytes,
+            once,
+        } => {
+            let config = CommonConfig::from_env(&env)?;
+            let client = nats::connect(&config.nats, "faro-ingest", nats::Retry::Never).await?;
+            let options = ingest::Options {
+                dir: watch,
+                interval,
+                settle,
+                max_bytes,
+                once,
+            };
+            ingest::run(&client, &config, &options).await
+        }
         Command::Migrate => {
             pg::migrate(&PgConfig::from_env(&env)?).await?;
             println!("migrations applied");
             Ok(())
         }
     }
+}
+
+/// What a submission became on the wire.
+#[derive(Debug)]
+pub struct Sent {
+    /// The `Nats-Msg-Id` (and submission id) of each message.
+    pub ids: Vec<String>,
+    /// Messages NATS had already (the same content submitted before).
+    pub duplicates: usize,
+}
+
+/// Publishes a validated submission in chunks under the server's payload limit, each with a
+/// `Nats-Msg-Id` derived from the content's digest, and waits until NATS has stored them.
+pub async fn submit(
+    client: &async_nats::Client,
+    config: &CommonConfig,
+    submission: &Submission,
+    digest: &str,
+) -> anyhow::Result<Sent> {
+    let js = nats::jetstream(client.clone());
+    let limit = client.server_info().max_payload.max(64 * 1024);
+    let chunks = chunk(submission, limit * 9 / 10)?;
+    let ids: Vec<String> = (0..chunks.len())
+        .map(|index| format!("file-{digest}-{index}"))
+        .collect();
+    let mut acks = Vec::with_capacity(chunks.len());
+    for (body, id) in chunks.iter().zip(&ids) {
+        let ack = js
+            .send_publish(
+                config.namespace.submit_subject(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(body.clone().into())
+                    .message_id(id),
+            )
+            .await
+            .context("cannot publish the submission")?;
+        acks.push(ack.into_future());
+    }
+    let mut duplicates = 0;
+    for ack in acks {
+        let ack = tokio::time::timeout(Duration::from_secs(30), ack)
+            .await
+            .context("NATS did not confirm the submission within 30 s")??;
+        duplicates += usize::from(ack.duplicate);
+    }
+    Ok(Sent { ids, duplicates })
+}
+
+/// The digest that names a file's submission: the same content, the same ids.
+pub fn digest(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Polls the dispatcher until `expected` runs of `ids` have ended, printing progress.
@@ -242,6 +309,11 @@ fn summary(progress: &SubmissionProgress) -> String {
         .join(", ")
 }
 
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    faro_shared::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration; expected such as 500ms, 2s or 1m"))
+}
+
 /// Reads and validates a whole job file; returns it with a digest of its content.
 fn read_job_file(path: &PathBuf) -> anyhow::Result<(Submission, String)> {
     let bytes = if path.as_os_str() == "-" {
@@ -253,9 +325,7 @@ fn read_job_file(path: &PathBuf) -> anyhow::Result<(Submission, String)> {
     };
     let submission =
         jobfile::parse(&bytes).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-    let digest = Sha256::digest(&bytes);
-    let digest: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Ok((submission, digest))
+    Ok((submission, digest(&bytes)))
 }
 
 /// Splits a submission into bodies of at most `limit` bytes (a single huge job still goes alone).

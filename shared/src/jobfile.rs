@@ -35,7 +35,8 @@ pub struct JobFileError {
 }
 
 impl JobFileError {
-    fn whole(problem: impl Into<String>) -> Self {
+    /// An error about the submission as a whole.
+    pub fn whole(problem: impl Into<String>) -> Self {
         Self {
             job: None,
             field: None,
