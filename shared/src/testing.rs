@@ -61,6 +61,23 @@ impl TestBus {
         })
     }
 
+    /// An ephemeral consumer that reads `stream` from its first message (one subject, or all).
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        subject: Option<String>,
+    ) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+        use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+        let stream = self.js.get_stream(stream).await?;
+        Ok(stream
+            .create_consumer(pull::Config {
+                filter_subject: subject.unwrap_or_default(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?)
+    }
+
     /// Variables for a service on this bus: namespace, NATS URL, metrics on a free port, and
     /// the database when one is given.
     pub fn env(&self, db: Option<&TestDb>) -> crate::config::Env {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use faro_bench::system::{Options, System};
 use futures::StreamExt;
 
@@ -52,13 +51,9 @@ async fn malformed_messages_are_refused_and_good_work_goes_on() {
     assert_eq!(submissions, ["good"]);
 
     // The refusals are on the audit trail, naming job and field.
-    let stream = system.js.get_stream(ns.events_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: ns.event_subject("dispatcher"),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
+    let consumer = system
+        .bus
+        .read_stream(&ns.events_stream(), Some(ns.event_subject("dispatcher")))
         .await
         .unwrap();
     let mut events = consumer.fetch().max_messages(10).messages().await.unwrap();

@@ -160,22 +160,12 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faro_shared::domain::{JobId, Priority, QueueName};
-    use faro_shared::messages::{SimParams, Task};
-    use proptest::prelude::*;
+    use crate::fixtures;
 
     fn run(target: Option<&str>, priority: u8) -> RunMessage {
-        RunMessage {
-            run_id: Uuid::new_v4(),
-            attempt: 1,
-            job_id: JobId::parse("j").unwrap(),
-            queue: QueueName::parse("q").unwrap(),
-            target: target.map(|t| TargetId::parse(t).unwrap()),
-            priority: Priority::new(priority).unwrap(),
-            task: Task::Sim(SimParams::default()),
-            timeout_ms: None,
-        }
+        fixtures::run("j", target, priority)
     }
+    use proptest::prelude::*;
 
     fn limits(default: u32) -> Limits {
         Limits {

@@ -162,34 +162,16 @@ impl Chains {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faro_shared::domain::{MaxAttempts, Priority, QueueName, Retryable};
-    use faro_shared::messages::{RunMessage, SimParams, Task};
-    use std::time::Duration;
-
-    fn id(s: &str) -> JobId {
-        JobId::parse(s).unwrap()
-    }
 
     fn child(name: &str, run_if: RunIf) -> Child {
         Child {
-            def: JobDef {
-                interval: Duration::ZERO,
-                template: RunMessage {
-                    run_id: Uuid::nil(),
-                    attempt: 1,
-                    job_id: id(name),
-                    queue: QueueName::parse("q").unwrap(),
-                    target: None,
-                    priority: Priority::default(),
-                    task: Task::Sim(SimParams::default()),
-                    timeout_ms: None,
-                },
-                max_attempts: MaxAttempts::default(),
-                retry_on: Retryable::DEFAULT.to_vec(),
-                last_slot: None,
-            },
+            def: crate::fixtures::def(name, 0),
             run_if,
         }
+    }
+
+    fn id(s: &str) -> JobId {
+        JobId::parse(s).unwrap()
     }
 
     fn chain() -> Chains {

@@ -73,20 +73,11 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faro_shared::domain::{JobId, Priority, QueueName};
-    use faro_shared::messages::{SimParams, Task};
 
     fn run(attempt: u32) -> RunMessage {
-        RunMessage {
-            run_id: Uuid::new_v4(),
-            attempt,
-            job_id: JobId::parse("j").unwrap(),
-            queue: QueueName::parse("q").unwrap(),
-            target: None,
-            priority: Priority::default(),
-            task: Task::Sim(SimParams::default()),
-            timeout_ms: None,
-        }
+        let mut run = crate::fixtures::run("j", None, 5);
+        run.attempt = attempt;
+        run
     }
 
     fn at(ms: i64) -> DateTime<Utc> {

@@ -11,6 +11,8 @@ mod bus;
 pub mod chains;
 pub mod config;
 pub mod deadlines;
+#[cfg(test)]
+mod fixtures;
 mod metrics;
 pub mod plan;
 pub mod retry;

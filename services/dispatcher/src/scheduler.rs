@@ -142,27 +142,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faro_shared::domain::{Priority, QueueName};
-    use faro_shared::messages::{SimParams, Task};
-
-    fn def(id: &str, interval_ms: u64) -> JobDef {
-        JobDef {
-            interval: Duration::from_millis(interval_ms),
-            template: RunMessage {
-                run_id: Uuid::nil(),
-                attempt: 1,
-                job_id: JobId::parse(id).unwrap(),
-                queue: QueueName::parse("q").unwrap(),
-                target: None,
-                priority: Priority::default(),
-                task: Task::Sim(SimParams::default()),
-                timeout_ms: None,
-            },
-            max_attempts: MaxAttempts::default(),
-            retry_on: Retryable::DEFAULT.to_vec(),
-            last_slot: None,
-        }
-    }
+    use crate::fixtures::def;
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use faro_shared::messages::DemandSnapshot;
 use faro_shared::pg;
 use faro_shared::testing::{TestBus, TestDb};
@@ -41,14 +40,7 @@ async fn the_backlog_of_each_queue_is_published() {
         shutdown.clone(),
     ));
 
-    let stream = js.get_stream(ns.demand_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let consumer = bus.read_stream(&ns.demand_stream(), None).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut latest = std::collections::BTreeMap::new();
     while latest.len() < 2 {

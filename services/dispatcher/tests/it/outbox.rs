@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use faro_dispatcher::plan::plan_submission;
 use faro_dispatcher::store;
 use faro_shared::messages::RunMessage;
@@ -35,15 +34,7 @@ async fn the_outbox_is_published_at_start() {
     let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
 
     // Every run arrives on its queue's subject, once.
-    let js = &bus.js;
-    let stream = js.get_stream(ns.jobs_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let consumer = bus.read_stream(&ns.jobs_stream(), None).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -107,14 +98,7 @@ async fn slots_in_flight_before_a_restart_still_count() {
     let config = faro_dispatcher::Config::from_env(&env).unwrap();
     let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
 
-    let stream = bus.js.get_stream(ns.jobs_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let consumer = bus.read_stream(&ns.jobs_stream(), None).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
     // The target is full: nothing is published until a result frees a slot.
     let result = faro_shared::messages::RunResult {
