@@ -106,7 +106,31 @@ impl System {
             env.set("FARO_WORKER_ID", format!("w{i}"));
             system.spawn_worker(&env)?;
         }
+        system.wait_dispatcher().await?;
         Ok(system)
+    }
+
+    /// Waits until the dispatcher answers its status API (it has started).
+    async fn wait_dispatcher(&self) -> anyhow::Result<()> {
+        let subject = self.ns.api_subject("dispatcher", "status");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.client.request(subject.clone(), "".into()),
+            )
+            .await;
+            if matches!(reply, Ok(Ok(_))) {
+                return Ok(());
+            }
+            if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+                anyhow::bail!("service {name} stopped during start-up");
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the dispatcher did not answer within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts one more worker with the given settings.

@@ -20,6 +20,7 @@ use faro_shared::jobfile;
 use faro_shared::messages::{
     ApiError, StatusReply, Submission, SubmissionProgress, SubmissionQuery,
 };
+use faro_shared::settings::{self, ConfigReply, ConfigRequest, Setting};
 use faro_shared::{nats, pg, CommonConfig};
 use sha2::{Digest, Sha256};
 
@@ -75,8 +76,21 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Hot configuration: `faro config set KEY VALUE`, `faro config list`.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Change a setting; it takes effect at once, without a restart.
+    Set { key: String, value: String },
+    /// The settings in force.
+    List,
 }
 
 #[tokio::main]
@@ -179,6 +193,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 once,
             };
             ingest::run(&client, &config, &options).await
+        }
+        Command::Config { action } => {
+            let request = match &action {
+                ConfigAction::Set { key, value } => {
+                    // Refused here already, with the accepted form, before anything is sent.
+                    Setting::parse(key, value)?;
+                    ConfigRequest {
+                        key: Some(key.clone()),
+                        value: Some(value.clone()),
+                    }
+                }
+                ConfigAction::List => ConfigRequest {
+                    key: None,
+                    value: None,
+                },
+            };
+            let config = CommonConfig::from_env(&env)?;
+            let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
+            let reply = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.request(
+                    config.namespace.api_subject("dispatcher", "config"),
+                    serde_json::to_vec(&request)?.into(),
+                ),
+            )
+            .await
+            .context("no dispatcher answered within 10 s")?
+            .context("no dispatcher answered")?;
+            if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
+                anyhow::bail!("{error}");
+            }
+            let reply: ConfigReply = serde_json::from_slice(&reply.payload)?;
+            if let ConfigAction::Set { key, .. } = &action {
+                println!("{key} set");
+            }
+            for (key, form, default) in settings::KEYS {
+                let value = reply
+                    .settings
+                    .iter()
+                    .find(|s| s.key() == key)
+                    .map(|s| s.value().to_string());
+                match value {
+                    Some(value) => println!("{key} = {value}"),
+                    None => println!("{key} = {default} (default; {form})"),
+                }
+            }
+            Ok(())
         }
         Command::Migrate => {
             pg::migrate(&PgConfig::from_env(&env)?).await?;

@@ -186,6 +186,21 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         .sum();
     assert_eq!(total, 30, "{status}");
 
+    // Hot configuration: refused with the accepted form, or applied without a restart.
+    let out = cli.run(&["config", "set", "maintenance_mode", "maybe"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("true or false"));
+    let out = cli.run(&["config", "set", "target.max_concurrency", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("target.max_concurrency = 5"), "{stdout}");
+    let out = cli.run(&["config", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maintenance_mode = false (default"));
+
     // Every service serves health and metrics.
     let dispatcher = http_base + 1;
     let health = http_get(dispatcher, "/health");

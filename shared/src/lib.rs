@@ -14,6 +14,7 @@ pub mod messages;
 pub mod names;
 pub mod nats;
 pub mod pg;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-util")]

@@ -7,6 +7,7 @@ mod chains;
 mod deadlines;
 mod docs;
 mod limits;
+mod maintenance;
 mod pipeline;
 mod recurring;
 mod retries;

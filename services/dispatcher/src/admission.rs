@@ -68,6 +68,10 @@ pub struct Admission {
     limits: Limits,
     targets: HashMap<TargetId, Target>,
     arrivals: u64,
+    /// Maintenance mode: nothing new starts; runs in flight finish.
+    paused: bool,
+    /// Runs without a target held while paused.
+    held: Vec<RunMessage>,
 }
 
 impl Admission {
@@ -76,7 +80,37 @@ impl Admission {
             limits,
             targets: HashMap::new(),
             arrivals: 0,
+            paused: false,
+            held: Vec::new(),
         }
+    }
+
+    /// Maintenance mode on: offers wait, ends start nothing. Off: whatever fits starts now.
+    pub fn set_paused(&mut self, paused: bool) -> Vec<RunMessage> {
+        self.paused = paused;
+        self.fill_all()
+    }
+
+    /// A new default limit (targets without their own): whatever now fits starts.
+    pub fn set_default_limit(&mut self, limit: u32) -> Vec<RunMessage> {
+        self.limits.default = limit.max(1);
+        self.fill_all()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn fill_all(&mut self) -> Vec<RunMessage> {
+        if self.paused {
+            return Vec::new();
+        }
+        let mut admitted = std::mem::take(&mut self.held);
+        for (id, target) in &mut self.targets {
+            let limit = self.limits.of(id) as usize;
+            admitted.extend(Self::fill(target, limit));
+        }
+        admitted
     }
 
     /// Records a run already in flight (found at start).
@@ -89,7 +123,13 @@ impl Admission {
         let mut admitted = Vec::with_capacity(runs.len());
         for run in runs {
             let Some(target_id) = run.target.clone() else {
-                admitted.push(run);
+                if self.paused {
+                    if !self.held.iter().any(|h| h.run_id == run.run_id) {
+                        self.held.push(run);
+                    }
+                } else {
+                    admitted.push(run);
+                }
                 continue;
             };
             let limit = self.limits.of(&target_id) as usize;
@@ -99,7 +139,7 @@ impl Admission {
                 admitted.push(run);
             } else if target.waiting_ids.contains(&run.run_id) {
                 // Offered again while waiting: it keeps its place.
-            } else if target.in_flight.len() < limit && target.waiting.is_empty() {
+            } else if !self.paused && target.in_flight.len() < limit && target.waiting.is_empty() {
                 target.in_flight.push(run.run_id);
                 admitted.push(run);
             } else {
@@ -110,7 +150,9 @@ impl Admission {
                     run,
                 });
                 // A more urgent arrival may go before others, never past the limit.
-                admitted.extend(Self::fill(target, limit));
+                if !self.paused {
+                    admitted.extend(Self::fill(target, limit));
+                }
             }
         }
         admitted
@@ -124,7 +166,11 @@ impl Admission {
             return Vec::new();
         };
         state.in_flight.retain(|id| *id != run);
-        let admitted = Self::fill(state, limit);
+        let admitted = if self.paused {
+            Vec::new()
+        } else {
+            Self::fill(state, limit)
+        };
         if state.in_flight.is_empty() && state.waiting.is_empty() {
             self.targets.remove(target);
         }
@@ -138,9 +184,13 @@ impl Admission {
             .map_or((0, 0), |t| (t.in_flight.len(), t.waiting.len()))
     }
 
-    /// Runs waiting over all targets.
+    /// Runs waiting over all targets (and held without one).
     pub fn waiting(&self) -> usize {
-        self.targets.values().map(|t| t.waiting.len()).sum()
+        self.targets
+            .values()
+            .map(|t| t.waiting.len())
+            .sum::<usize>()
+            + self.held.len()
     }
 
     fn fill(target: &mut Target, limit: usize) -> Vec<RunMessage> {
@@ -225,6 +275,35 @@ mod tests {
         assert_eq!(a.offer(offered).len(), 6);
         assert_eq!(a.load(&t("small")), (1, 1));
         assert_eq!(a.load(&t("big")), (3, 0));
+    }
+
+    #[test]
+    fn maintenance_holds_new_starts_and_lets_them_go_after() {
+        let mut a = Admission::new(limits(2));
+        let running = a.offer(vec![run(Some("olt"), 5)]);
+        assert!(a.set_paused(true).is_empty());
+        assert!(a
+            .offer(vec![
+                run(Some("olt"), 5),
+                run(Some("other"), 5),
+                run(None, 5)
+            ])
+            .is_empty());
+        // A run ending during maintenance frees its slot but starts nothing.
+        assert!(a.release(&t("olt"), running[0].run_id).is_empty());
+        assert_eq!(a.waiting(), 3);
+        let resumed = a.set_paused(false);
+        assert_eq!(resumed.len(), 3);
+        assert_eq!(a.waiting(), 0);
+    }
+
+    #[test]
+    fn a_higher_default_limit_starts_waiting_runs_at_once() {
+        let mut a = Admission::new(limits(1));
+        a.offer((0..4).map(|_| run(Some("olt"), 5)).collect());
+        assert_eq!(a.load(&t("olt")), (1, 3));
+        assert_eq!(a.set_default_limit(3).len(), 2);
+        assert_eq!(a.load(&t("olt")), (3, 1));
     }
 
     #[test]

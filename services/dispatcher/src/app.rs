@@ -28,6 +28,7 @@ use crate::scheduler::{JobDef, Scheduler};
 use faro_shared::domain::JobId;
 use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::jobfile::JobFileError;
+use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -129,6 +130,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         default: config.target_max_concurrency,
         per_target: store::target_limits(&pool).await?,
     });
+    // Hot settings in force before the first run is offered.
+    for setting in store::settings(&pool).await? {
+        match setting {
+            Setting::MaintenanceMode(on) => {
+                admission.set_paused(on);
+            }
+            Setting::TargetMaxConcurrency(limit) => {
+                admission.set_default_limit(limit);
+            }
+        }
+    }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
     // from when they were published.
     let mut deadlines = Deadlines::default();
@@ -176,6 +188,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.spawn(
         "publisher",
         publisher_loop(dispatcher.clone(), publisher_rx, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "settings",
+        settings_loop(dispatcher.clone(), shutdown.clone()),
     );
     supervisor.spawn(
         "deadlines",
@@ -685,6 +701,48 @@ async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<
     Ok(())
 }
 
+/// Applies a hot setting at once.
+fn apply_setting(d: &Dispatcher, setting: Setting) {
+    let admitted = match setting {
+        Setting::MaintenanceMode(on) => {
+            if d.admission().is_paused() != on {
+                tracing::warn!(maintenance = on, "maintenance mode changed");
+            }
+            d.admission().set_paused(on)
+        }
+        Setting::TargetMaxConcurrency(limit) => d.admission().set_default_limit(limit),
+    };
+    metrics::gauge!(m::MAINTENANCE).set(if d.admission().is_paused() { 1.0 } else { 0.0 });
+    publish_admitted(d, admitted);
+}
+
+/// Reads the hot settings every few seconds (another dispatcher, or an operator's SQL, may
+/// have changed them); a setting removed goes back to its default.
+async fn settings_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store::settings(&d.pool).await {
+            Ok(stored) => {
+                let maintenance = stored.contains(&Setting::MaintenanceMode(true));
+                apply_setting(&d, Setting::MaintenanceMode(maintenance));
+                let limit = stored
+                    .iter()
+                    .find_map(|s| match s {
+                        Setting::TargetMaxConcurrency(n) => Some(*n),
+                        _ => None,
+                    })
+                    .unwrap_or(d.config.target_max_concurrency);
+                apply_setting(&d, Setting::TargetMaxConcurrency(limit));
+            }
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot read settings"),
+        }
+    }
+}
+
 /// Records `timed_out` for attempts with no result by their deadline (timeout and grace).
 async fn deadlines_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
     const IDLE: Duration = Duration::from_secs(3600);
@@ -792,6 +850,18 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
             let progress = store::submission_progress(&d.pool, &query.submission_ids).await?;
             Ok(serde_json::to_vec(&progress)?)
         }
-        other => anyhow::bail!("unknown verb {other:?}; expected status or submission"),
+        "config" => {
+            let request: ConfigRequest = serde_json::from_slice(payload)
+                .context("expected {\"key\": .., \"value\": ..} or {}")?;
+            if let (Some(key), Some(value)) = (&request.key, &request.value) {
+                let setting = Setting::parse(key, value)?;
+                store::store_setting(&d.pool, &setting).await?;
+                apply_setting(d, setting);
+                tracing::info!(%setting, "setting changed");
+            }
+            let settings = store::settings(&d.pool).await?;
+            Ok(serde_json::to_vec(&ConfigReply { settings })?)
+        }
+        other => anyhow::bail!("unknown verb {other:?}; expected status, submission or config"),
     }
 }

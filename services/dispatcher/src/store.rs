@@ -18,6 +18,7 @@ use crate::chains::{self, Chains, Child, RunIf};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
 use crate::scheduler::{Fire, JobDef};
+use faro_shared::settings::Setting;
 
 /// What recording a submission found.
 #[derive(Debug, PartialEq, Eq)]
@@ -1066,6 +1067,33 @@ pub async fn submission_progress(
         runs,
         recorded: usize::try_from(recorded).unwrap_or(0),
     })
+}
+
+/// Hot settings stored in `system_config`; rows this version does not know are skipped.
+pub async fn settings(pool: &Pool) -> anyhow::Result<Vec<Setting>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query("SELECT key, value FROM system_config ORDER BY key", &[])
+        .await
+        .context("cannot read system_config")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| Setting::from_stored(row.get(0), &row.get::<_, serde_json::Value>(1)))
+        .collect())
+}
+
+/// Stores a hot setting.
+pub async fn store_setting(pool: &Pool, setting: &Setting) -> anyhow::Result<()> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    client
+        .execute(
+            "INSERT INTO system_config (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[&setting.key(), &setting.value()],
+        )
+        .await
+        .context("cannot store the setting")?;
+    Ok(())
 }
 
 /// The status of one run, for tests and `faro explain`.
