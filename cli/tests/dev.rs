@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use faro_shared::testing::TestDb;
 
@@ -20,12 +20,29 @@ const SERVICES: [&str; 4] = [
     "faro-demand-collector",
 ];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A NATS port and a base for the metrics ports (base+1 .. base+12), all free, below the
+/// ephemeral range that every other test's servers draw from (port 0), so they cannot collide.
+fn quiet_ports() -> (u16, u16) {
+    let seed = std::process::id() as u64
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % 12_000) as u16;
+        let ports: Vec<u16> = std::iter::once(base).chain(base + 21..=base + 33).collect();
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return (base, base + 20);
+        }
+    }
+    panic!("no free ports between 20000 and 32000");
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -75,14 +92,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let nats_port = free_port();
-    // Metrics ports are http_base+1 .. http_base+12: keep them clear of the NATS port.
-    let http_base = loop {
-        let port = free_port();
-        if port.abs_diff(nats_port) > 20 && port < 65_000 {
-            break port;
-        }
-    };
+    let (nats_port, http_base) = quiet_ports();
 
     let mut child = Command::new(root.join("scripts/dev"))
         .args(["--no-build", "--workers", "2"])
