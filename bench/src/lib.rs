@@ -1,4 +1,5 @@
 //! faro-bench: the whole system in one process, on a private `nats-server` and a fresh
-//! database, for benchmarks (`src/main.rs`) and end-to-end tests (`tests/it`).
+//! database, for benchmarks (`src/main.rs`, `schedule`) and end-to-end tests (`tests/it`).
 
+pub mod schedule;
 pub mod system;

@@ -42,9 +42,25 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Recurring jobs on zero-duration workers: lag from slot to start, each slot run once.
+    Schedule {
+        /// Recurring jobs to define.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// Their interval, in seconds.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// Whole intervals to measure (at least two).
+        #[arg(long, default_value_t = 2)]
+        intervals: u32,
+        /// Targets the jobs are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        targets: usize,
+    },
 }
 
 #[tokio::main]
+#[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::E2e {
@@ -64,6 +80,23 @@ async fn main() -> anyhow::Result<()> {
                 timeout,
             )
             .await
+        }
+        Command::Schedule {
+            jobs,
+            interval,
+            intervals,
+            targets,
+        } => {
+            let bench = faro_bench::schedule::ScheduleBench {
+                jobs,
+                interval: Duration::from_secs(interval.max(1)),
+                intervals: intervals.max(2),
+                targets: targets.max(1),
+            };
+            for line in faro_bench::schedule::run(&bench).await? {
+                println!("{line}");
+            }
+            Ok(())
         }
     }
 }
