@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::domain::{QueueName, TargetId, WorkerId, NO_TARGET};
+use crate::domain::{QueueName, TargetId, NO_TARGET};
 
 /// The prefix of every subject, stream and bucket: `faro` by default.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -145,11 +145,6 @@ impl Namespace {
     pub fn cooling_bucket(&self) -> String {
         format!("{}_cooling", self.0)
     }
-
-    /// The key of a worker in the heartbeat and assignment buckets.
-    pub fn worker_key(worker: &WorkerId) -> &str {
-        worker.as_str()
-    }
 }
 
 impl Default for Namespace {
@@ -169,14 +164,6 @@ impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Splits `<ns>.jobs.<queue>.<target>` or `<ns>.results.<queue>.<target>` into its parts.
-pub fn queue_and_target(subject: &str) -> Option<(&str, &str)> {
-    let mut parts = subject.rsplitn(3, '.');
-    let target = parts.next()?;
-    let queue = parts.next()?;
-    Some((queue, target))
 }
 
 #[cfg(test)]
@@ -209,13 +196,5 @@ mod tests {
             assert!(Namespace::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(Namespace::parse("t_42").unwrap().jobs_stream(), "T_42_JOBS");
-    }
-
-    #[test]
-    fn subjects_split_back_into_queue_and_target() {
-        assert_eq!(
-            queue_and_target("faro.results.get.olt-7"),
-            Some(("get", "olt-7"))
-        );
     }
 }
