@@ -104,6 +104,22 @@ pub async fn run(bench: &ScheduleBench) -> anyhow::Result<Vec<String>> {
             runs as f64 / window.as_secs_f64()
         ),
     ];
+    // Where in the window the lag comes from: the worst lag per 10 s of slots.
+    let buckets = client
+        .query(
+            "SELECT floor(EXTRACT(EPOCH FROM slot_at - $1) / 10)::int8 AS bucket,
+                    (max(EXTRACT(EPOCH FROM COALESCE(started_at, now()) - slot_at)) * 1000)::int8
+               FROM runs WHERE slot_at >= $1 AND slot_at < $2
+              GROUP BY 1 ORDER BY 1",
+            &[&from, &until],
+        )
+        .await?;
+    let worst: Vec<String> = buckets
+        .iter()
+        .map(|r| r.get::<_, i64>(1).to_string())
+        .collect();
+    let mut lines = lines;
+    lines.push(format!("schedule_lag_max_ms_per_10s={}", worst.join(",")));
     drop(client);
     system.stop().await?;
     Ok(lines)

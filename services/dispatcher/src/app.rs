@@ -401,6 +401,16 @@ async fn publisher_loop(
                 Err(_) => break,
             }
         }
+        // Watched before it is published: a fast result may be recorded before the publish
+        // call even returns, and must find the deadline to clear.
+        let now = chrono::Utc::now();
+        {
+            let mut deadlines = d.deadlines();
+            for run in &batch {
+                deadlines.track(run.clone(), now + d.deadline_after(run));
+            }
+        }
+        d.deadlines_changed.notify_one();
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = publish_and_mark(&d, &batch).await {
             tracing::warn!(
@@ -414,14 +424,6 @@ async fn publisher_loop(
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        let now = chrono::Utc::now();
-        let mut deadlines = d.deadlines();
-        for run in batch {
-            let deadline = now + d.deadline_after(&run);
-            deadlines.track(run, deadline);
-        }
-        drop(deadlines);
-        d.deadlines_changed.notify_one();
     }
 }
 
@@ -465,9 +467,16 @@ async fn scheduler_loop(
         scheduler.opened(job, run);
     }
     tracing::info!(jobs = scheduler.len(), "recurring jobs loaded");
+    // Slots due within a few milliseconds of each other are fired together: one transaction
+    // for many slots instead of one per slot when thousands of jobs share an interval.
+    const COALESCE: Duration = Duration::from_millis(10);
+    let mut last_fire = tokio::time::Instant::now() - COALESCE;
     loop {
         let sleep = match scheduler.next_wake() {
-            Some(at) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            Some(at) => (at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(COALESCE.saturating_sub(last_fire.elapsed())),
             None => Duration::from_secs(3600),
         };
         tokio::select! {
@@ -488,6 +497,7 @@ async fn scheduler_loop(
                 None => return Ok(()),
             },
             _ = tokio::time::sleep(sleep) => {
+                last_fire = tokio::time::Instant::now();
                 let fires = scheduler.fire(chrono::Utc::now());
                 if fires.is_empty() {
                     continue;

@@ -314,7 +314,9 @@ async fn definitions(
         .query(
             &format!(
                 "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
-                        interval_ms, last_slot_at, after_job, run_if, timeout_ms
+                        interval_ms, after_job, run_if, timeout_ms,
+                        (SELECT max(slot_at) FROM runs WHERE runs.job_id = jobs.id
+                                                         AND slot_at IS NOT NULL) AS last_slot_at
                    FROM jobs WHERE enabled AND {filter}"
             ),
             &[],
@@ -539,19 +541,9 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
             runs.push(run);
         }
     }
-    let job_ids = rows.job_ids.clone();
-    let slots: Vec<DateTime<Utc>> = fires.iter().map(|f| f.slot).collect();
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
     let created = insert_defined_runs(&tx, &rows).await?;
-    tx.execute(
-        "UPDATE jobs j SET last_slot_at = u.slot, last_run_at = now()
-           FROM unnest($1::text[], $2::timestamptz[]) AS u(id, slot)
-          WHERE j.id = u.id AND (j.last_slot_at IS NULL OR j.last_slot_at < u.slot)",
-        &[&job_ids, &slots],
-    )
-    .await
-    .context("cannot record the jobs' last slots")?;
     tx.commit().await?;
     runs.retain(|run| created.contains(&run.run_id));
     Ok(runs)
