@@ -89,3 +89,45 @@ async fn a_run_past_its_deadline_times_out_and_frees_its_target() {
     drop(client);
     system.stop().await.unwrap();
 }
+
+/// Fast runs must not outrun their deadline bookkeeping: once every result is in, nothing is
+/// still watched (an attempt left watched would time out later, long after it succeeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deadline_outlives_its_result() {
+    let system = System::start(Options::default()).await.unwrap();
+    let jobs: Vec<_> = (0..300)
+        .map(|i| {
+            serde_json::json!({"queue": "q", "kind": "sim", "target": format!("olt-{}", i % 30),
+                               "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}})
+        })
+        .collect();
+    system
+        .submit(serde_json::to_vec(&jobs).unwrap(), "fast")
+        .await
+        .unwrap();
+    system
+        .wait_terminal(300, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = faro_shared::http::metrics_handle().render();
+        if metrics
+            .lines()
+            .any(|l| l == "faro_dispatcher_runs_watched 0")
+        {
+            break;
+        }
+        let watched = metrics
+            .lines()
+            .find(|l| l.starts_with("faro_dispatcher_runs_watched "))
+            .unwrap_or("none")
+            .to_owned();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attempts still watched after their results: {watched}"
+        );
+        tokio::task::yield_now().await;
+    }
+    system.stop().await.unwrap();
+}

@@ -409,6 +409,7 @@ async fn publisher_loop(
             for run in &batch {
                 deadlines.track(run.clone(), now + d.deadline_after(run));
             }
+            metrics::gauge!(m::RUNS_WATCHED).set(deadlines.len() as f64);
         }
         d.deadlines_changed.notify_one();
         let mut backoff = Duration::from_millis(100);
@@ -668,6 +669,7 @@ async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<
         for (run, _, _) in &recording.retried {
             deadlines.clear(*run);
         }
+        metrics::gauge!(m::RUNS_WATCHED).set(deadlines.len() as f64);
     }
     // A recurring job's next slot may run once its run has ended.
     let ended_ids: std::collections::HashSet<_> =

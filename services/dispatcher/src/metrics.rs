@@ -7,6 +7,7 @@ pub const RUNS_DISPATCHED: &str = "faro_dispatcher_runs_dispatched_total";
 pub const RESULTS: &str = "faro_dispatcher_results_total";
 pub const RESULTS_IGNORED: &str = "faro_dispatcher_results_ignored_total";
 pub const BAD_MESSAGES: &str = "faro_dispatcher_bad_messages_total";
+pub const RUNS_WATCHED: &str = "faro_dispatcher_runs_watched";
 pub const MAINTENANCE: &str = "faro_dispatcher_maintenance_mode";
 pub const TIMEOUTS: &str = "faro_dispatcher_timeouts_total";
 pub const SLOTS: &str = "faro_dispatcher_slots_total";
@@ -24,6 +25,10 @@ pub fn describe() {
     describe_counter!(
         RESULTS_IGNORED,
         "Results that changed nothing: a late or repeated result of an attempt already ended."
+    );
+    describe_gauge!(
+        RUNS_WATCHED,
+        "Attempts published and watched for their deadline (no result yet)."
     );
     describe_gauge!(
         MAINTENANCE,
