@@ -212,6 +212,28 @@ impl System {
         }
     }
 
+    /// Waits until this process's `/metrics` has the exact line `line` (a gauge at a value),
+    /// for at most `limit`; the error shows the metric's last value.
+    pub async fn wait_metric(&self, line: &str, limit: Duration) -> anyhow::Result<()> {
+        let name = line.split(' ').next().unwrap_or(line);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let metrics = faro_shared::http::metrics_handle().render();
+            if metrics.lines().any(|l| l == line) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let last = metrics
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{name} ")))
+                    .unwrap_or("absent")
+                    .to_owned();
+                anyhow::bail!("{name} is {last:?}, not {line:?}, after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops every service and reports the first that failed.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

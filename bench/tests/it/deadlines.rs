@@ -109,25 +109,9 @@ async fn no_deadline_outlives_its_result() {
         .wait_terminal(300, Duration::from_secs(30))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = faro_shared::http::metrics_handle().render();
-        if metrics
-            .lines()
-            .any(|l| l == "faro_dispatcher_runs_watched 0")
-        {
-            break;
-        }
-        let watched = metrics
-            .lines()
-            .find(|l| l.starts_with("faro_dispatcher_runs_watched "))
-            .unwrap_or("none")
-            .to_owned();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "attempts still watched after their results: {watched}"
-        );
-        tokio::task::yield_now().await;
-    }
+    system
+        .wait_metric("faro_dispatcher_runs_watched 0", Duration::from_secs(10))
+        .await
+        .unwrap();
     system.stop().await.unwrap();
 }

@@ -58,18 +58,10 @@ async fn maintenance_mode_holds_runs_until_it_is_switched_off() {
         .await
         .unwrap();
     // The dispatcher took them and holds them: its waiting gauge says so, nothing was published.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = faro_shared::http::metrics_handle().render();
-        if metrics
-            .lines()
-            .any(|l| l == "faro_dispatcher_runs_waiting 5")
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "runs never held");
-        tokio::task::yield_now().await;
-    }
+    system
+        .wait_metric("faro_dispatcher_runs_waiting 5", Duration::from_secs(20))
+        .await
+        .unwrap();
     let jobs_stream = system.js.get_stream(system.ns.jobs_stream()).await.unwrap();
     assert_eq!(jobs_stream.get_info().await.unwrap().state.messages, 0);
     assert_eq!(system.count_terminal().await.unwrap(), 0);
