@@ -98,14 +98,7 @@ pub async fn record_submission(
             run.interval
                 .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
         );
-        // NULL for the default keeps the common row small.
-        retry_on.push((run.retry_on != Retryable::DEFAULT).then(|| {
-            run.retry_on
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        }));
+        retry_on.push(retry_on_to(&run.retry_on));
     }
 
     tx.execute(
