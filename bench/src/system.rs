@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// How to start the system.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Dispatchers started: one leads, the others stand by (`d0`, `d1`, ...).
+    pub dispatchers: usize,
     pub workers: usize,
     pub capacity: u32,
     /// Balancer cycle and demand interval: short, so tests do not wait on timers.
@@ -26,6 +28,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            dispatchers: 1,
             workers: 2,
             capacity: 50,
             cycle: Duration::from_millis(250),
@@ -44,6 +47,8 @@ pub struct System {
     pub pool: Pool,
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
+    /// The settings every service started with.
+    pub env: Env,
     shutdown: CancellationToken,
     services: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -76,11 +81,15 @@ impl System {
         }
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
-        let dispatcher = faro_dispatcher::Config::from_env(&base)?;
-        services.push((
-            "dispatcher".to_owned(),
-            tokio::spawn(faro_dispatcher::run(dispatcher, shutdown.child_token())),
-        ));
+        for i in 0..options.dispatchers.max(1) {
+            let mut env = base.clone();
+            env.set("FARO_DISPATCHER_ID", format!("d{i}"));
+            let dispatcher = faro_dispatcher::Config::from_env(&env)?;
+            services.push((
+                format!("dispatcher d{i}"),
+                tokio::spawn(faro_dispatcher::run(dispatcher, shutdown.child_token())),
+            ));
+        }
         let balancer = faro_balancer::Config::from_env(&base)?;
         services.push((
             "balancer".to_owned(),
@@ -98,6 +107,7 @@ impl System {
             bus,
             db,
             pool,
+            env: base.clone(),
             shutdown,
             services,
         };
@@ -133,6 +143,44 @@ impl System {
         }
     }
 
+    /// The instance id of the dispatcher holding the leader lease, if one does.
+    pub async fn leader(&self) -> anyhow::Result<Option<String>> {
+        let store = self.js.get_key_value(self.ns.leases_bucket()).await?;
+        let entry = store.entry(faro_dispatcher::leader::LEADER_KEY).await?;
+        Ok(entry
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
+    /// Waits until a dispatcher other than `not` holds the leader lease; returns its id.
+    pub async fn wait_leader(&self, not: Option<&str>, limit: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(leader) = self.leader().await? {
+                if Some(leader.as_str()) != not {
+                    return Ok(leader);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("no new leader within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills a service as a crash would: its task is aborted, nothing is cleaned up.
+    /// `name` is as listed at start, such as `dispatcher d0` or `worker w1`.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self
+            .services
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("no service named {name}"))?;
+        let (_, task) = self.services.remove(index);
+        task.abort();
+        Ok(())
+    }
+
     /// Starts one more worker with the given settings.
     pub fn spawn_worker(&mut self, env: &Env) -> anyhow::Result<()> {
         let config = faro_worker::Config::from_env(env)?;
@@ -155,6 +203,28 @@ impl System {
             .await
             .context("submission not stored")?;
         Ok(())
+    }
+
+    /// Submits `{"jobs": jobs}` with the given dedup id.
+    pub async fn submit_jobs(
+        &self,
+        jobs: &[serde_json::Value],
+        msg_id: &str,
+    ) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(&serde_json::json!({ "jobs": jobs }))?;
+        self.submit(body, msg_id).await
+    }
+
+    /// Rows of two columns, such as `SELECT status, count(*) ... GROUP BY 1`.
+    pub async fn pairs<A, B>(&self, sql: &str) -> anyhow::Result<Vec<(A, B)>>
+    where
+        A: for<'a> tokio_postgres::types::FromSql<'a>,
+        B: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let rows = self.pool.get().await?.query(sql, &[]).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// Counts runs by terminal or open state.

@@ -2,14 +2,15 @@
 //!
 //! Message types and their subjects (`messages`, `names`), validated names (`domain`), the JSON
 //! job format (`jobfile`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
-//! `/metrics` and `/health` (`http`), NATS and PostgreSQL setup (`nats`, `pg`), shutdown
-//! (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
+//! `/metrics` and `/health` (`http`), NATS and PostgreSQL setup (`nats`, `pg`), expiring KV leases (`lease`),
+//! shutdown (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
 //! Decisions belong to the services, not here.
 
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod jobfile;
+pub mod lease;
 pub mod messages;
 pub mod names;
 pub mod nats;

@@ -175,7 +175,13 @@ pub async fn ensure_topology(
     Ok(Topology {
         workers: declare(bucket(ns.workers_bucket(), settings.heartbeat_ttl)).await?,
         assignments: declare(bucket(ns.assignments_bucket(), Duration::ZERO)).await?,
-        leases: declare(bucket(ns.leases_bucket(), Duration::from_secs(300))).await?,
+        // Leases expire by a per-key TTL (the leader lease) or, at the latest, by the bucket's
+        // age; an expired key leaves a short-lived marker that says so.
+        leases: declare(kv::Config {
+            limit_markers: Some(Duration::from_secs(1)),
+            ..bucket(ns.leases_bucket(), Duration::from_secs(300))
+        })
+        .await?,
         cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO)).await?,
     })
 }
@@ -211,6 +217,11 @@ pub async fn ensure_queue_consumer(
         .with_context(|| format!("cannot declare consumer {name} for queue {queue}"))
 }
 
+/// How long the dispatcher may hold a submission or result before JetStream redelivers it:
+/// short, so what a killed leader had pulled reaches the next leader soon; a repeat is
+/// harmless (submissions are deduplicated, a repeated result is recorded as late).
+pub const SERVICE_ACK_WAIT: Duration = Duration::from_secs(20);
+
 /// A durable pull consumer of the dispatcher over a whole stream (`submit` or `results`).
 pub async fn ensure_service_consumer(
     js: &jetstream::Context,
@@ -226,7 +237,7 @@ pub async fn ensure_service_consumer(
         durable_name: Some(durable.to_owned()),
         filter_subject: filter,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(60),
+        ack_wait: SERVICE_ACK_WAIT,
         max_ack_pending: 50_000,
         max_batch: 10_000,
         ..Default::default()

@@ -6,6 +6,7 @@ mod bad_input;
 mod chains;
 mod deadlines;
 mod docs;
+mod leader;
 mod limits;
 mod maintenance;
 mod pipeline;

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Notify, RwLock};
 use crate::admission::{Admission, Limits};
 use crate::chains::{Chains, Child};
 use crate::deadlines::Deadlines;
+use crate::leader::Election;
 use crate::scheduler::{JobDef, Scheduler};
 use faro_shared::domain::JobId;
 use faro_shared::domain::{Outcome, WorkerId};
@@ -94,12 +95,14 @@ impl Dispatcher {
     }
 }
 
-/// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails.
+/// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails: stands by
+/// until it holds the leader lease, leads while it holds it, and stands by again if it loses it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     m::describe();
     let health = Health::default();
+    let stop_http = shutdown.child_token();
     let (_, http_task) =
-        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+        http::serve(config.common.http_addr, health.clone(), stop_http.clone()).await?;
     let ns = config.common.namespace.clone();
 
     let start = async {
@@ -107,21 +110,90 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let pool = pg::pool(&config.pg)?;
         let client = nats::connect(&config.common.nats, "faro-dispatcher", Retry::Forever).await?;
         let js = nats::jetstream(client.clone());
-        nats::ensure_topology(&js, &ns, &config.topology).await?;
-        let submissions =
-            nats::ensure_service_consumer(&js, &ns.submit_stream(), DURABLE, ns.submit_subject())
-                .await?;
-        let results = nats::ensure_service_consumer(
-            &js,
-            &ns.results_stream(),
-            DURABLE,
-            ns.results_wildcard(),
-        )
-        .await?;
-        anyhow::Ok((pool, client, js, submissions, results))
+        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
+        anyhow::Ok((pool, client, js, topology))
     };
-    let Some((pool, client, js, submissions, results)) = unless_cancelled(&shutdown, start).await?
-    else {
+    let Some((pool, client, js, topology)) = unless_cancelled(&shutdown, start).await? else {
+        return Ok(());
+    };
+    let election = Election {
+        js: js.clone(),
+        store: topology.leases.clone(),
+        bucket: ns.leases_bucket(),
+        instance: config.instance.clone(),
+        ttl: config.leader_lease_ttl,
+    };
+    // A standby is healthy: it is ready to take over.
+    health.set_ready(true);
+    let instance = config.instance.as_str();
+    let outcome = loop {
+        metrics::gauge!(m::LEADER).set(0.0);
+        tracing::info!(instance, "waiting for the leader lease");
+        let Some(lease) = election.acquire(&shutdown).await else {
+            break Ok(());
+        };
+        metrics::gauge!(m::LEADER).set(1.0);
+        metrics::counter!(m::LEADERSHIPS).increment(1);
+        tracing::info!(instance, "leader lease taken; leading");
+        bus::publish_event(
+            &js,
+            &ns,
+            "dispatcher",
+            &serde_json::json!({"type": "leader_elected", "instance": instance}),
+        )
+        .await;
+        // Both end together: leading stops when the lease is lost, the lease is given up
+        // when leading stops. Nothing is spawned outside this future, so aborting it (a
+        // killed process) stops renewing at once.
+        let leading = shutdown.child_token();
+        let (led, lease) = tokio::join!(
+            lead(&config, &pool, &client, &js, leading.clone()),
+            election.keep(lease, leading.clone()),
+        );
+        leading.cancel();
+        if shutdown.is_cancelled() || led.is_err() {
+            if let Some(lease) = lease {
+                if let Err(error) = lease.release(&topology.leases).await {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot release the leader lease; it expires by itself"
+                    );
+                }
+            }
+            break led;
+        }
+        tracing::warn!(instance, "no longer the leader; standing by");
+    };
+    metrics::gauge!(m::LEADER).set(0.0);
+    stop_http.cancel();
+    http_task.await.context("metrics server panicked")?;
+    outcome
+}
+
+/// Does the leader's work until `leading` is cancelled: rebuilds its state from PostgreSQL
+/// (slots in flight, deadlines, chains, the schedule, the outbox), then runs every loop.
+async fn lead(
+    config: &Config,
+    pool: &Pool,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    leading: CancellationToken,
+) -> anyhow::Result<()> {
+    let (pool, config, ns) = (
+        pool.clone(),
+        config.clone(),
+        config.common.namespace.clone(),
+    );
+    let consumers = async {
+        let submissions =
+            nats::ensure_service_consumer(js, &ns.submit_stream(), DURABLE, ns.submit_subject())
+                .await?;
+        let results =
+            nats::ensure_service_consumer(js, &ns.results_stream(), DURABLE, ns.results_wildcard())
+                .await?;
+        anyhow::Ok((submissions, results))
+    };
+    let Some((submissions, results)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
 
@@ -165,7 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let dispatcher = Arc::new(Dispatcher {
         pool,
-        js,
+        js: js.clone(),
         ns,
         config,
         retries_changed: Notify::new(),
@@ -176,6 +248,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         deadlines: Mutex::new(deadlines),
         deadlines_changed: Notify::new(),
     });
+    let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
         "submissions",
@@ -205,12 +278,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "retries",
         retries_loop(dispatcher.clone(), shutdown.clone()),
     );
-    supervisor.spawn("api", api_loop(dispatcher, client, shutdown.clone()));
-    supervisor.spawn("http", async move {
-        http_task.await.context("metrics server panicked")
-    });
-    health.set_ready(true);
-    tracing::info!("dispatcher ready");
+    supervisor.spawn(
+        "api",
+        api_loop(dispatcher, client.clone(), shutdown.clone()),
+    );
+    tracing::info!("dispatcher leading");
     supervisor.wait(grace).await
 }
 

@@ -27,6 +27,12 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// How long in-flight work may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
+    /// This dispatcher's name in the leader lease and the logs (`FARO_DISPATCHER_ID`, default
+    /// the host name and process id).
+    pub instance: String,
+    /// How long the leader lease lives without renewal (`FARO_LEADER_LEASE_TTL`, 5 s): a
+    /// standby takes over within about this long after the leader dies.
+    pub leader_lease_ttl: Duration,
 }
 
 impl Config {
@@ -61,6 +67,52 @@ impl Config {
                 max: env.duration("FARO_RETRY_MAX_DELAY", Duration::from_secs(300))?,
             },
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+            instance: env
+                .optional("FARO_DISPATCHER_ID")
+                .map_or_else(default_instance, str::to_owned),
+            leader_lease_ttl: match env.duration("FARO_LEADER_LEASE_TTL", Duration::from_secs(5))? {
+                ttl if ttl >= Duration::from_secs(1) && ttl.subsec_nanos() == 0 => ttl,
+                _ => {
+                    return Err(ConfigError {
+                        var: "FARO_LEADER_LEASE_TTL".to_owned(),
+                        value: env.string("FARO_LEADER_LEASE_TTL", ""),
+                        expected: "whole seconds, at least 1, such as 5s".to_owned(),
+                    })
+                }
+            },
         })
+    }
+}
+
+/// `host:pid`, from `HOSTNAME` (set in containers) or the kernel's host name.
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "dispatcher".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_lease_ttl_is_whole_seconds() {
+        let env = Env::from_pairs([("FARO_LEADER_LEASE_TTL", "1500ms")]);
+        let error = Config::from_env(&env).unwrap_err().to_string();
+        assert!(error.contains("FARO_LEADER_LEASE_TTL") && error.contains("whole seconds"));
+        let env = Env::from_pairs([
+            ("FARO_LEADER_LEASE_TTL", "2s"),
+            ("FARO_DISPATCHER_ID", "d1"),
+        ]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.leader_lease_ttl, Duration::from_secs(2));
+        assert_eq!(config.instance, "d1");
     }
 }

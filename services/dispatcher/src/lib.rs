@@ -13,6 +13,7 @@ pub mod config;
 pub mod deadlines;
 #[cfg(test)]
 mod fixtures;
+pub mod leader;
 mod metrics;
 pub mod plan;
 pub mod retry;

@@ -14,6 +14,8 @@ pub const SLOTS: &str = "faro_dispatcher_slots_total";
 pub const RUNS_WAITING: &str = "faro_dispatcher_runs_waiting";
 pub const RETRIES: &str = "faro_dispatcher_retries_total";
 pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
+pub const LEADER: &str = "faro_dispatcher_leader";
+pub const LEADERSHIPS: &str = "faro_dispatcher_leaderships_total";
 
 pub fn describe() {
     describe_counter!(
@@ -50,6 +52,11 @@ pub fn describe() {
         RETRIES,
         "Attempts that failed and were scheduled to run again."
     );
+    describe_gauge!(
+        LEADER,
+        "1 while this dispatcher holds the leader lease and schedules, 0 while it stands by."
+    );
+    describe_counter!(LEADERSHIPS, "Times this dispatcher took the leader lease.");
     describe_counter!(BAD_MESSAGES, "Messages refused as malformed, by stream.");
     describe_histogram!(
         RESULT_BATCH_SECONDS,
