@@ -8,25 +8,39 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One hot setting and its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "key", content = "value")]
+use crate::domain::QueueName;
+
+/// One hot setting and its value. Stored and sent as `{"key": .., "value": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Setting {
     /// Holds new dispatches (runs wait) while runs in flight finish.
-    #[serde(rename = "maintenance_mode")]
     MaintenanceMode(bool),
     /// Runs of one target in flight at most, for targets without their own limit.
-    #[serde(rename = "target.max_concurrency")]
     TargetMaxConcurrency(u32),
+    /// Runs of one queue in flight at most (`queue.<name>.max_in_flight`); `None`: no limit
+    /// beyond the queue's own definition.
+    QueueMaxInFlight(QueueName, Option<u32>),
+    /// The log filter of every service, as `RUST_LOG` writes it (`info,faro_dispatcher=debug`).
+    LogLevel(String),
 }
 
-/// Every key with the form of its value, for help and error messages.
-pub const KEYS: [(&str, &str, &str); 2] = [
+/// Every key with the form of its value and its default, for help and error messages.
+pub const KEYS: [(&str, &str, &str); 4] = [
     ("maintenance_mode", "true or false", "false"),
     (
         "target.max_concurrency",
         "a whole number from 1 to 1000",
         "3 (FARO_TARGET_MAX_CONCURRENCY)",
+    ),
+    (
+        "queue.<name>.max_in_flight",
+        "a whole number from 1 to 100000, or none",
+        "the queue's max_in_flight, else none",
+    ),
+    (
+        "log.level",
+        "a log filter such as info, debug or info,faro_dispatcher=debug",
+        "RUST_LOG, else info",
     ),
 ];
 
@@ -37,7 +51,7 @@ pub enum SettingError {
     UnknownKey(String),
     #[error("{key}={value:?} is not accepted; expected {expected}")]
     BadValue {
-        key: &'static str,
+        key: String,
         value: String,
         expected: &'static str,
     },
@@ -50,32 +64,73 @@ fn accepted_keys() -> String {
         .join(", ")
 }
 
+/// Whether `filter` reads as a log filter: comma-separated `level` or `target=level`.
+fn is_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    !filter.trim().is_empty()
+        && filter.split(',').all(|directive| {
+            let level = directive.rsplit('=').next().unwrap_or_default().trim();
+            let target = directive.split('=').next().unwrap_or_default().trim();
+            let target_ok = !directive.contains('=')
+                || (!target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c)));
+            directive.matches('=').count() <= 1
+                && target_ok
+                && LEVELS.contains(&level.to_ascii_lowercase().as_str())
+        })
+}
+
 impl Setting {
     /// Parses `KEY VALUE` as typed on the command line.
     pub fn parse(key: &str, value: &str) -> Result<Self, SettingError> {
-        let bad = |key: &'static str, expected: &'static str| SettingError::BadValue {
-            key,
+        let bad = |key: &str, expected: &'static str| SettingError::BadValue {
+            key: key.to_owned(),
             value: value.to_owned(),
             expected,
         };
+        let trimmed = value.trim();
         match key {
-            "maintenance_mode" => match value.trim().to_ascii_lowercase().as_str() {
+            "maintenance_mode" => match trimmed.to_ascii_lowercase().as_str() {
                 "true" | "on" | "1" | "yes" => Ok(Setting::MaintenanceMode(true)),
                 "false" | "off" | "0" | "no" => Ok(Setting::MaintenanceMode(false)),
-                _ => Err(bad("maintenance_mode", KEYS[0].1)),
+                _ => Err(bad(key, KEYS[0].1)),
             },
-            "target.max_concurrency" => match value.trim().parse::<u32>() {
+            "target.max_concurrency" => match trimmed.parse::<u32>() {
                 Ok(n @ 1..=1000) => Ok(Setting::TargetMaxConcurrency(n)),
-                _ => Err(bad("target.max_concurrency", KEYS[1].1)),
+                _ => Err(bad(key, KEYS[1].1)),
             },
-            other => Err(SettingError::UnknownKey(other.to_owned())),
+            "log.level" if is_log_filter(trimmed) => Ok(Setting::LogLevel(trimmed.to_owned())),
+            "log.level" => Err(bad(key, KEYS[3].1)),
+            _ => {
+                let queue = key
+                    .strip_prefix("queue.")
+                    .and_then(|rest| rest.strip_suffix(".max_in_flight"))
+                    .ok_or_else(|| SettingError::UnknownKey(key.to_owned()))?;
+                let queue = QueueName::parse(queue).map_err(|_| SettingError::BadValue {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                    expected:
+                        "queue.<name>.max_in_flight with a queue name of letters, digits, - and _",
+                })?;
+                match trimmed.to_ascii_lowercase().as_str() {
+                    "none" | "off" | "unlimited" => Ok(Setting::QueueMaxInFlight(queue, None)),
+                    number => match number.parse::<u32>() {
+                        Ok(n @ 1..=100_000) => Ok(Setting::QueueMaxInFlight(queue, Some(n))),
+                        _ => Err(bad(key, KEYS[2].1)),
+                    },
+                }
+            }
         }
     }
 
-    pub fn key(&self) -> &'static str {
+    pub fn key(&self) -> String {
         match self {
-            Setting::MaintenanceMode(_) => "maintenance_mode",
-            Setting::TargetMaxConcurrency(_) => "target.max_concurrency",
+            Setting::MaintenanceMode(_) => "maintenance_mode".to_owned(),
+            Setting::TargetMaxConcurrency(_) => "target.max_concurrency".to_owned(),
+            Setting::QueueMaxInFlight(queue, _) => format!("queue.{queue}.max_in_flight"),
+            Setting::LogLevel(_) => "log.level".to_owned(),
         }
     }
 
@@ -84,6 +139,9 @@ impl Setting {
         match self {
             Setting::MaintenanceMode(on) => serde_json::Value::Bool(*on),
             Setting::TargetMaxConcurrency(n) => serde_json::Value::from(*n),
+            Setting::QueueMaxInFlight(_, Some(n)) => serde_json::Value::from(*n),
+            Setting::QueueMaxInFlight(_, None) => serde_json::Value::from("none"),
+            Setting::LogLevel(filter) => serde_json::Value::from(filter.as_str()),
         }
     }
 
@@ -94,6 +152,34 @@ impl Setting {
             other => other.to_string(),
         };
         Setting::parse(key, &text).ok()
+    }
+}
+
+/// The wire form of a setting.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    key: String,
+    value: serde_json::Value,
+}
+
+impl Serialize for Setting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Stored {
+            key: self.key(),
+            value: self.value(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = Stored::deserialize(deserializer)?;
+        let text = match &stored.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Setting::parse(&stored.key, &text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -132,9 +218,33 @@ mod tests {
             Setting::parse("target.max_concurrency", "5").unwrap(),
             Setting::TargetMaxConcurrency(5)
         );
-        for (key, value) in KEYS.map(|(k, _, _)| k).iter().zip(["maybe", "0"]) {
+        assert_eq!(
+            Setting::parse("queue.discovery.max_in_flight", "25").unwrap(),
+            Setting::QueueMaxInFlight(QueueName::parse("discovery").unwrap(), Some(25))
+        );
+        assert_eq!(
+            Setting::parse("queue.get.max_in_flight", "none").unwrap(),
+            Setting::QueueMaxInFlight(QueueName::parse("get").unwrap(), None)
+        );
+        assert_eq!(
+            Setting::parse("log.level", "info,faro_dispatcher=debug").unwrap(),
+            Setting::LogLevel("info,faro_dispatcher=debug".to_owned())
+        );
+        for (key, value) in [
+            ("maintenance_mode", "maybe"),
+            ("target.max_concurrency", "0"),
+            ("queue.get.max_in_flight", "0"),
+            ("queue.get.max_in_flight", "many"),
+            ("queue.a.b.max_in_flight", "5"),
+            ("log.level", "loud"),
+            ("log.level", "faro=debug=info"),
+            ("log.level", ""),
+        ] {
             let err = Setting::parse(key, value).unwrap_err().to_string();
-            assert!(err.contains(key) && err.contains("expected"), "{err}");
+            assert!(
+                err.contains(key) && err.contains("expected"),
+                "{key}: {err}"
+            );
         }
     }
 
@@ -154,11 +264,16 @@ mod tests {
         for setting in [
             Setting::MaintenanceMode(true),
             Setting::TargetMaxConcurrency(7),
+            Setting::QueueMaxInFlight(QueueName::parse("get").unwrap(), Some(25)),
+            Setting::QueueMaxInFlight(QueueName::parse("get").unwrap(), None),
+            Setting::LogLevel("warn".to_owned()),
         ] {
             assert_eq!(
-                Setting::from_stored(setting.key(), &setting.value()),
-                Some(setting)
+                Setting::from_stored(&setting.key(), &setting.value()),
+                Some(setting.clone())
             );
+            let wire = serde_json::to_string(&setting).unwrap();
+            assert_eq!(serde_json::from_str::<Setting>(&wire).unwrap(), setting);
         }
         assert_eq!(
             Setting::from_stored("retired.key", &serde_json::json!(1)),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use faro_bench::system::{Options, System};
 
-/// Most runs of each target executing at the same instant, from recorded start and end times.
+/// Most runs of each key (a target, a queue) executing at the same instant, from recorded
+/// start and end times.
 fn peak_by_target(rows: &[(String, DateTime<Utc>, DateTime<Utc>)]) -> BTreeMap<String, i32> {
     let mut edges: BTreeMap<String, Vec<(DateTime<Utc>, i32)>> = BTreeMap::new();
     for (target, started, finished) in rows {
@@ -95,4 +96,65 @@ fn peaks_are_counted_per_target() {
     let peaks = peak_by_target(&rows);
     assert_eq!(peaks["a"], 2);
     assert_eq!(peaks["b"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_limit_set_at_run_time_holds_over_all_targets() {
+    let system = System::start(Options {
+        workers: 2,
+        capacity: 60,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // Set through the API, as `faro config set` does; no restart.
+    let request = serde_json::json!({"key": "queue.discovery.max_in_flight", "value": "5"});
+    let reply = system
+        .client
+        .request(
+            system.ns.api_subject("dispatcher", "config"),
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        reply["settings"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["key"] == "queue.discovery.max_in_flight")),
+        "{reply}"
+    );
+    let jobs: Vec<_> = (0..200)
+        .map(|i| {
+            let queue = if i % 4 == 3 { "get" } else { "discovery" };
+            serde_json::json!({"queue": queue, "kind": "sim", "target": format!("olt-{}", i % 30),
+                               "params": {"duration_ms": [10, 60], "outcomes": {"succeeded": 1}}})
+        })
+        .collect();
+    system.submit_jobs(&jobs, "queues").await.unwrap();
+    system
+        .wait_terminal(200, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = system
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT queue, started_at, finished_at FROM runs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let peaks = peak_by_target(&rows);
+    assert_eq!(
+        peaks["discovery"], 5,
+        "discovery must reach its limit of 5 and never pass it: {peaks:?}"
+    );
+    assert!(
+        peaks["get"] > 5,
+        "get has no limit and must not be held by discovery's: {peaks:?}"
+    );
+    system.stop().await.unwrap();
 }

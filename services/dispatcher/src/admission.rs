@@ -1,22 +1,29 @@
-//! Pure: which runs may start now without overloading a target.
+//! Pure: which runs may start now without overloading a target or a queue.
 //!
-//! Each target has a limit of runs in flight. A run offered when its target is full waits in
-//! that target's queue, ordered by priority (1 first) then by arrival, and is admitted the
-//! moment a run of the same target ends. Runs without a target are never held. The state is
-//! rebuilt from PostgreSQL at start (runs in flight, runs waiting), so it survives a restart.
+//! Each target has a limit of runs in flight, and each queue may have one too. A run offered
+//! when its target or its queue is full waits in its target's queue for that queue, ordered by
+//! priority (1 first) then by arrival, and is admitted the moment a run of the same target or
+//! queue ends. Runs without a target only wait for their queue. In maintenance mode nothing
+//! starts. The state is rebuilt from PostgreSQL at start (runs in flight, runs waiting), so it
+//! survives a restart and a change of leader.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use faro_shared::domain::TargetId;
+use faro_shared::domain::{QueueName, TargetId};
 use faro_shared::messages::RunMessage;
 use uuid::Uuid;
 
-/// Per-target limits: a default and overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Per-target and per-queue limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
+    /// Runs of a target in flight at most, unless the target has its own limit.
     pub default: u32,
     pub per_target: HashMap<TargetId, u32>,
+    /// Queue limits from the queues' definitions (`queues.max_in_flight`).
+    pub queue_defined: HashMap<QueueName, u32>,
+    /// Queue limits from the hot configuration; they win, `None` lifts the limit.
+    pub queue_set: HashMap<QueueName, Option<u32>>,
 }
 
 impl Limits {
@@ -27,12 +34,36 @@ impl Limits {
             .unwrap_or(self.default)
             .max(1)
     }
+
+    /// The limit of a queue, if it has one.
+    pub fn of_queue(&self, queue: &QueueName) -> Option<u32> {
+        match self.queue_set.get(queue) {
+            Some(set) => *set,
+            None => self.queue_defined.get(queue).copied(),
+        }
+        .map(|n| n.max(1))
+    }
+
+    fn of_slot(&self, slot: &Slot) -> usize {
+        slot.as_ref().map_or(usize::MAX, |t| self.of(t) as usize)
+    }
+
+    fn queue_full(&self, queue: &QueueName, in_flight: usize) -> bool {
+        self.of_queue(queue)
+            .is_some_and(|limit| in_flight >= limit as usize)
+    }
 }
+
+/// Whose slots a run takes: its target's, or none for a run without a target.
+type Slot = Option<TargetId>;
+
+/// The order of waiting runs: the greatest goes first (priority 1, then the earliest).
+type Urgency = (Reverse<u8>, Reverse<u64>);
 
 /// A waiting run, ordered by priority then arrival.
 #[derive(Debug)]
 struct Waiting {
-    key: (Reverse<u8>, Reverse<u64>),
+    key: Urgency,
     run: RunMessage,
 }
 
@@ -56,22 +87,51 @@ impl Ord for Waiting {
 #[derive(Debug, Default)]
 struct Target {
     /// Runs of this target admitted and not yet ended.
-    in_flight: Vec<Uuid>,
-    waiting: BinaryHeap<Waiting>,
-    /// Ids in `waiting`, so a run offered twice waits once.
-    waiting_ids: HashSet<Uuid>,
+    in_flight: HashSet<Uuid>,
+    /// Waiting runs by queue: a full queue holds only its own runs.
+    waiting: HashMap<QueueName, BinaryHeap<Waiting>>,
+    /// Ids waiting, with their queue, so a run offered twice waits once.
+    waiting_ids: HashMap<Uuid, QueueName>,
 }
 
-/// The admission state of every target.
+#[derive(Debug, Default)]
+struct Queue {
+    in_flight: usize,
+    /// Targets with runs of this queue that wait for the queue (not for the target).
+    blocked: HashSet<Slot>,
+}
+
+/// Why a run waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// Maintenance mode holds every new start.
+    Maintenance,
+    /// Its queue has `in_flight` runs of at most `limit`.
+    Queue {
+        queue: QueueName,
+        limit: u32,
+        in_flight: usize,
+    },
+    /// Its target's slots are all held, by these runs.
+    Target {
+        target: TargetId,
+        limit: u32,
+        held_by: Vec<Uuid>,
+    },
+}
+
+/// The admission state of every target and queue.
 #[derive(Debug)]
 pub struct Admission {
     limits: Limits,
-    targets: HashMap<TargetId, Target>,
+    targets: HashMap<Slot, Target>,
+    queues: HashMap<QueueName, Queue>,
+    /// Every run admitted and not yet ended, with its target and queue.
+    running: HashMap<Uuid, (Slot, QueueName)>,
+    waiting: usize,
     arrivals: u64,
     /// Maintenance mode: nothing new starts; runs in flight finish.
     paused: bool,
-    /// Runs without a target held while paused.
-    held: Vec<RunMessage>,
 }
 
 impl Admission {
@@ -79,9 +139,11 @@ impl Admission {
         Self {
             limits,
             targets: HashMap::new(),
+            queues: HashMap::new(),
+            running: HashMap::new(),
+            waiting: 0,
             arrivals: 0,
             paused: false,
-            held: Vec::new(),
         }
     }
 
@@ -97,113 +159,243 @@ impl Admission {
         self.fill_all()
     }
 
+    /// The targets' own limits (the others have the default): whatever now fits starts.
+    pub fn set_target_limits(&mut self, limits: HashMap<TargetId, u32>) -> Vec<RunMessage> {
+        if self.limits.per_target == limits {
+            return Vec::new();
+        }
+        self.limits.per_target = limits;
+        self.fill_all()
+    }
+
+    /// The queues' own limits, from their definitions.
+    pub fn set_queue_definitions(&mut self, limits: HashMap<QueueName, u32>) -> Vec<RunMessage> {
+        if self.limits.queue_defined == limits {
+            return Vec::new();
+        }
+        self.limits.queue_defined = limits;
+        self.fill_all()
+    }
+
+    /// A queue's limit from the hot configuration (`None`: no limit).
+    pub fn set_queue_limit(&mut self, queue: QueueName, limit: Option<u32>) -> Vec<RunMessage> {
+        self.limits.queue_set.insert(queue, limit);
+        self.fill_all()
+    }
+
+    /// Every queue limit of the hot configuration at once; a queue left out goes back to
+    /// its definition's limit.
+    pub fn set_queue_settings(
+        &mut self,
+        limits: HashMap<QueueName, Option<u32>>,
+    ) -> Vec<RunMessage> {
+        if self.limits.queue_set == limits {
+            return Vec::new();
+        }
+        self.limits.queue_set = limits;
+        self.fill_all()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn is_paused(&self) -> bool {
         self.paused
     }
 
-    fn fill_all(&mut self) -> Vec<RunMessage> {
-        if self.paused {
-            return Vec::new();
-        }
-        let mut admitted = std::mem::take(&mut self.held);
-        for (id, target) in &mut self.targets {
-            let limit = self.limits.of(id) as usize;
-            admitted.extend(Self::fill(target, limit));
-        }
-        admitted
-    }
-
     /// Records a run already in flight (found at start).
-    pub fn restore_in_flight(&mut self, target: TargetId, run: Uuid) {
-        self.targets.entry(target).or_default().in_flight.push(run);
+    pub fn restore_in_flight(&mut self, target: Option<TargetId>, queue: QueueName, run: Uuid) {
+        if self.running.contains_key(&run) {
+            return;
+        }
+        self.targets
+            .entry(target.clone())
+            .or_default()
+            .in_flight
+            .insert(run);
+        self.queues.entry(queue.clone()).or_default().in_flight += 1;
+        self.running.insert(run, (target, queue));
     }
 
     /// Offers runs in order; returns those that may start now. The others wait.
     pub fn offer(&mut self, runs: Vec<RunMessage>) -> Vec<RunMessage> {
         let mut admitted = Vec::with_capacity(runs.len());
         for run in runs {
-            let Some(target_id) = run.target.clone() else {
-                if self.paused {
-                    if !self.held.iter().any(|h| h.run_id == run.run_id) {
-                        self.held.push(run);
-                    }
-                } else {
-                    admitted.push(run);
-                }
-                continue;
-            };
-            let limit = self.limits.of(&target_id) as usize;
-            let target = self.targets.entry(target_id).or_default();
-            if target.in_flight.contains(&run.run_id) {
+            if self.running.contains_key(&run.run_id) {
                 // Offered again (a republish): it already holds its slot.
                 admitted.push(run);
-            } else if target.waiting_ids.contains(&run.run_id) {
+                continue;
+            }
+            let slot = run.target.clone();
+            let target = self.targets.entry(slot.clone()).or_default();
+            if target.waiting_ids.contains_key(&run.run_id) {
                 // Offered again while waiting: it keeps its place.
-            } else if !self.paused && target.in_flight.len() < limit && target.waiting.is_empty() {
-                target.in_flight.push(run.run_id);
-                admitted.push(run);
-            } else {
-                self.arrivals += 1;
-                target.waiting_ids.insert(run.run_id);
-                target.waiting.push(Waiting {
+                continue;
+            }
+            self.arrivals += 1;
+            target.waiting_ids.insert(run.run_id, run.queue.clone());
+            target
+                .waiting
+                .entry(run.queue.clone())
+                .or_default()
+                .push(Waiting {
                     key: (Reverse(run.priority.get()), Reverse(self.arrivals)),
                     run,
                 });
-                // A more urgent arrival may go before others, never past the limit.
-                if !self.paused {
-                    admitted.extend(Self::fill(target, limit));
-                }
-            }
+            self.waiting += 1;
+            // A more urgent arrival may go before others, never past a limit.
+            admitted.extend(self.fill(&slot));
         }
         admitted
     }
 
-    /// A run of `target` ended (or its attempt did): frees its slot; returns the runs that
-    /// may start now.
-    pub fn release(&mut self, target: &TargetId, run: Uuid) -> Vec<RunMessage> {
-        let limit = self.limits.of(target) as usize;
-        let Some(state) = self.targets.get_mut(target) else {
+    /// A run ended (or its attempt did): frees its target's and its queue's slots; returns
+    /// the runs that may start now.
+    pub fn release(&mut self, run: Uuid) -> Vec<RunMessage> {
+        let Some((slot, queue)) = self.running.remove(&run) else {
             return Vec::new();
         };
-        state.in_flight.retain(|id| *id != run);
-        let admitted = if self.paused {
-            Vec::new()
-        } else {
-            Self::fill(state, limit)
-        };
-        if state.in_flight.is_empty() && state.waiting.is_empty() {
-            self.targets.remove(target);
+        if let Some(target) = self.targets.get_mut(&slot) {
+            target.in_flight.remove(&run);
         }
+        if let Some(state) = self.queues.get_mut(&queue) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        let mut admitted = self.fill(&slot);
+        admitted.extend(self.fill_blocked(&queue));
+        self.forget_if_idle(&slot);
         admitted
     }
 
     /// Runs of `target` in flight, and waiting.
     pub fn load(&self, target: &TargetId) -> (usize, usize) {
         self.targets
-            .get(target)
-            .map_or((0, 0), |t| (t.in_flight.len(), t.waiting.len()))
+            .get(&Some(target.clone()))
+            .map_or((0, 0), |t| (t.in_flight.len(), t.waiting_ids.len()))
     }
 
-    /// Runs waiting over all targets (and held without one).
+    /// Runs of `queue` in flight.
+    pub fn queue_load(&self, queue: &QueueName) -> usize {
+        self.queues.get(queue).map_or(0, |q| q.in_flight)
+    }
+
+    /// Runs waiting over all targets and queues.
     pub fn waiting(&self) -> usize {
-        self.targets
-            .values()
-            .map(|t| t.waiting.len())
-            .sum::<usize>()
-            + self.held.len()
+        self.waiting
     }
 
-    fn fill(target: &mut Target, limit: usize) -> Vec<RunMessage> {
+    /// Why `run` waits; `None` when it does not (admitted, ended or unknown).
+    pub fn why_waiting(&self, run: Uuid) -> Option<Wait> {
+        let (slot, queue) = self
+            .targets
+            .iter()
+            .find_map(|(slot, t)| t.waiting_ids.get(&run).map(|q| (slot, q)))?;
+        if self.paused {
+            return Some(Wait::Maintenance);
+        }
+        let in_flight = self.queue_load(queue);
+        if let Some(limit) = self.limits.of_queue(queue) {
+            if in_flight >= limit as usize {
+                return Some(Wait::Queue {
+                    queue: queue.clone(),
+                    limit,
+                    in_flight,
+                });
+            }
+        }
+        let target = slot.clone()?;
+        let mut held_by: Vec<Uuid> = self.targets[slot].in_flight.iter().copied().collect();
+        held_by.sort();
+        Some(Wait::Target {
+            limit: self.limits.of(&target),
+            target,
+            held_by,
+        })
+    }
+
+    fn fill_all(&mut self) -> Vec<RunMessage> {
+        let slots: Vec<Slot> = self.targets.keys().cloned().collect();
         let mut admitted = Vec::new();
+        for slot in slots {
+            admitted.extend(self.fill(&slot));
+            self.forget_if_idle(&slot);
+        }
+        admitted
+    }
+
+    /// Admits the waiting runs of `slot` that fit, most urgent first over all its queues.
+    fn fill(&mut self, slot: &Slot) -> Vec<RunMessage> {
+        let mut admitted = Vec::new();
+        if self.paused {
+            return admitted;
+        }
+        let limit = self.limits.of_slot(slot);
+        let Some(target) = self.targets.get_mut(slot) else {
+            return admitted;
+        };
         while target.in_flight.len() < limit {
-            let Some(next) = target.waiting.pop() else {
+            let mut best: Option<(&QueueName, Urgency)> = None;
+            for (queue, heap) in &target.waiting {
+                let Some(head) = heap.peek() else { continue };
+                let state = self.queues.entry(queue.clone()).or_default();
+                if self.limits.queue_full(queue, state.in_flight) {
+                    state.blocked.insert(slot.clone());
+                } else if best.is_none_or(|(_, key)| head.key > key) {
+                    best = Some((queue, head.key));
+                }
+            }
+            let Some((queue, _)) = best else { break };
+            let queue = queue.clone();
+            let Some(heap) = target.waiting.get_mut(&queue) else {
                 break;
             };
+            let Some(next) = heap.pop() else { break };
+            if heap.is_empty() {
+                target.waiting.remove(&queue);
+            }
             target.waiting_ids.remove(&next.run.run_id);
-            target.in_flight.push(next.run.run_id);
+            target.in_flight.insert(next.run.run_id);
+            self.queues.entry(queue.clone()).or_default().in_flight += 1;
+            self.running.insert(next.run.run_id, (slot.clone(), queue));
+            self.waiting -= 1;
             admitted.push(next.run);
         }
         admitted
+    }
+
+    /// `queue` may have room again: the targets it held may start their runs of it.
+    fn fill_blocked(&mut self, queue: &QueueName) -> Vec<RunMessage> {
+        let mut admitted = Vec::new();
+        if self.paused {
+            return admitted;
+        }
+        let Some(state) = self.queues.get_mut(queue) else {
+            return admitted;
+        };
+        let mut pending: Vec<Slot> = state.blocked.drain().collect();
+        while let Some(slot) = pending.pop() {
+            if self.limits.queue_full(queue, self.queue_load(queue)) {
+                let state = self.queues.entry(queue.clone()).or_default();
+                state.blocked.insert(slot);
+                state.blocked.extend(pending);
+                break;
+            }
+            // Puts the target back in `blocked` if the queue fills before its turn.
+            admitted.extend(self.fill(&slot));
+            self.forget_if_idle(&slot);
+        }
+        admitted
+    }
+
+    fn forget_if_idle(&mut self, slot: &Slot) {
+        if self
+            .targets
+            .get(slot)
+            .is_some_and(|t| t.in_flight.is_empty() && t.waiting_ids.is_empty())
+        {
+            self.targets.remove(slot);
+        }
     }
 }
 
@@ -220,7 +412,18 @@ mod tests {
     fn limits(default: u32) -> Limits {
         Limits {
             default,
-            per_target: HashMap::new(),
+            ..Limits::default()
+        }
+    }
+
+    fn q(name: &str) -> QueueName {
+        QueueName::parse(name).unwrap()
+    }
+
+    fn in_queue(queue: &str, target: Option<&str>, priority: u8) -> RunMessage {
+        RunMessage {
+            queue: q(queue),
+            ..run(target, priority)
         }
     }
 
@@ -235,7 +438,7 @@ mod tests {
         let admitted = a.offer(runs.clone());
         assert_eq!(admitted.len(), 2);
         assert_eq!(a.load(&t("olt")), (2, 3));
-        let next = a.release(&t("olt"), admitted[0].run_id);
+        let next = a.release(admitted[0].run_id);
         assert_eq!(next.len(), 1);
         assert_eq!(
             next[0].run_id, runs[2].run_id,
@@ -251,9 +454,9 @@ mod tests {
         let low = run(Some("olt"), 9);
         let high = run(Some("olt"), 1);
         assert!(a.offer(vec![low.clone(), high.clone()]).is_empty());
-        let next = a.release(&t("olt"), first[0].run_id);
+        let next = a.release(first[0].run_id);
         assert_eq!(next[0].run_id, high.run_id);
-        let next = a.release(&t("olt"), high.run_id);
+        let next = a.release(high.run_id);
         assert_eq!(next[0].run_id, low.run_id);
     }
 
@@ -262,6 +465,7 @@ mod tests {
         let mut a = Admission::new(Limits {
             default: 1,
             per_target: HashMap::from([(t("big"), 3)]),
+            ..Limits::default()
         });
         let offered = vec![
             run(Some("small"), 5),
@@ -290,7 +494,7 @@ mod tests {
             ])
             .is_empty());
         // A run ending during maintenance frees its slot but starts nothing.
-        assert!(a.release(&t("olt"), running[0].run_id).is_empty());
+        assert!(a.release(running[0].run_id).is_empty());
         assert_eq!(a.waiting(), 3);
         let resumed = a.set_paused(false);
         assert_eq!(resumed.len(), 3);
@@ -309,8 +513,8 @@ mod tests {
     #[test]
     fn runs_found_in_flight_at_start_count() {
         let mut a = Admission::new(limits(2));
-        a.restore_in_flight(t("olt"), Uuid::new_v4());
-        a.restore_in_flight(t("olt"), Uuid::new_v4());
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4());
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4());
         assert!(a.offer(vec![run(Some("olt"), 1)]).is_empty());
         // A republish of a run already in flight keeps its slot, takes no other.
         let mut b = Admission::new(limits(1));
@@ -328,32 +532,112 @@ mod tests {
         assert!(a.offer(vec![waiting.clone()]).is_empty());
         assert!(a.offer(vec![waiting.clone()]).is_empty());
         assert_eq!(a.load(&t("olt")), (1, 1));
-        assert_eq!(a.release(&t("olt"), first[0].run_id).len(), 1);
+        assert_eq!(a.release(first[0].run_id).len(), 1);
         assert_eq!(a.load(&t("olt")), (1, 0));
+    }
+
+    #[test]
+    fn a_full_queue_holds_its_runs_on_every_target_and_only_its_own() {
+        let mut a = Admission::new(Limits {
+            default: 3,
+            queue_set: HashMap::from([(q("discovery"), Some(2))]),
+            ..Limits::default()
+        });
+        let discovery: Vec<_> = (0..4)
+            .map(|i| in_queue("discovery", Some(["a", "b"][i % 2]), 5))
+            .collect();
+        let admitted = a.offer(discovery.clone());
+        assert_eq!(
+            admitted.len(),
+            2,
+            "the queue limit, not the targets', holds"
+        );
+        assert_eq!(a.queue_load(&q("discovery")), 2);
+        // Another queue on the same targets is not held by discovery's limit.
+        assert_eq!(a.offer(vec![in_queue("get", Some("a"), 5)]).len(), 1);
+        // A discovery run ends: the next discovery run, on whichever target, starts.
+        let next = a.release(admitted[0].run_id);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].queue, q("discovery"));
+        assert_eq!(a.queue_load(&q("discovery")), 2);
+        let waiting = discovery
+            .iter()
+            .find(|r| a.why_waiting(r.run_id).is_some())
+            .unwrap();
+        assert_eq!(
+            a.why_waiting(waiting.run_id),
+            Some(Wait::Queue {
+                queue: q("discovery"),
+                limit: 2,
+                in_flight: 2
+            })
+        );
+        // The limit lifted: everything starts.
+        assert_eq!(a.set_queue_limit(q("discovery"), None).len(), 1);
+        assert_eq!(a.waiting(), 0);
+    }
+
+    #[test]
+    fn queue_limits_from_definitions_yield_to_the_hot_configuration() {
+        let mut a = Admission::new(limits(10));
+        assert!(a
+            .set_queue_definitions(HashMap::from([(q("get"), 1)]))
+            .is_empty());
+        assert_eq!(a.offer(vec![in_queue("get", None, 5)]).len(), 1);
+        assert!(a.offer(vec![in_queue("get", None, 5)]).is_empty());
+        assert_eq!(a.set_queue_limit(q("get"), Some(2)).len(), 1);
+        assert!(a.offer(vec![in_queue("get", None, 5)]).is_empty());
+        assert!(a.set_queue_settings(HashMap::new()).is_empty());
+        assert_eq!(a.limits().of_queue(&q("get")), Some(1));
+    }
+
+    #[test]
+    fn why_a_run_waits() {
+        let mut a = Admission::new(limits(1));
+        let first = a.offer(vec![run(Some("olt"), 5)]);
+        let second = run(Some("olt"), 5);
+        assert!(a.offer(vec![second.clone()]).is_empty());
+        assert_eq!(
+            a.why_waiting(second.run_id),
+            Some(Wait::Target {
+                target: t("olt"),
+                limit: 1,
+                held_by: vec![first[0].run_id]
+            })
+        );
+        assert_eq!(a.why_waiting(first[0].run_id), None);
+        a.set_paused(true);
+        assert_eq!(a.why_waiting(second.run_id), Some(Wait::Maintenance));
     }
 
     proptest! {
         /// Whatever the order of offers and ends, no target exceeds its limit, no run is lost
         /// or admitted twice, and a target with room has nobody waiting.
         #[test]
-        fn the_limit_always_holds_and_nothing_is_lost(
+        fn the_limits_always_hold_and_nothing_is_lost(
             limit in 1u32..5,
-            ops in proptest::collection::vec((0u8..3, 0usize..4, 1u8..=10), 1..200),
+            queue_limit in 1u32..8,
+            ops in proptest::collection::vec((0u8..3, 0usize..4, 1u8..=10, 0usize..2), 1..200),
         ) {
             let names = ["a", "b", "c", "d"];
-            let mut a = Admission::new(limits(limit));
+            let queues = ["limited", "free"];
+            let mut a = Admission::new(Limits {
+                default: limit,
+                queue_set: HashMap::from([(q("limited"), Some(queue_limit))]),
+                ..Limits::default()
+            });
             let mut running: Vec<(TargetId, Uuid)> = Vec::new();
             let mut offered = 0usize;
             let mut admitted_total = 0usize;
             let mut ended = 0usize;
-            for (op, target, priority) in ops {
+            for (op, target, priority, queue) in ops {
                 let admitted = if op < 2 {
                     offered += 1;
-                    a.offer(vec![run(Some(names[target]), priority)])
+                    a.offer(vec![in_queue(queues[queue], Some(names[target]), priority)])
                 } else if let Some(i) = running.iter().position(|(t, _)| t.as_str() == names[target]) {
-                    let (t, id) = running.remove(i);
+                    let (_, id) = running.remove(i);
                     ended += 1;
-                    a.release(&t, id)
+                    a.release(id)
                 } else {
                     Vec::new()
                 };
@@ -362,10 +646,15 @@ mod tests {
                     prop_assert!(!running.iter().any(|(_, id)| *id == r.run_id));
                     running.push((r.target.clone().unwrap(), r.run_id));
                 }
+                let limited = a.queue_load(&q("limited"));
+                prop_assert!(limited <= queue_limit as usize);
                 for name in names {
                     let (in_flight, waiting) = a.load(&t(name));
                     prop_assert!(in_flight <= limit as usize);
-                    prop_assert!(waiting == 0 || in_flight == limit as usize);
+                    // Whoever waits, waits for a full target or a full queue.
+                    prop_assert!(
+                        waiting == 0 || in_flight == limit as usize || limited == queue_limit as usize
+                    );
                 }
             }
             prop_assert_eq!(offered, admitted_total + a.waiting());

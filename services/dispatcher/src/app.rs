@@ -201,25 +201,18 @@ async fn lead(
     let mut admission = Admission::new(Limits {
         default: config.target_max_concurrency,
         per_target: store::target_limits(&pool).await?,
+        queue_defined: store::queue_limits(&pool).await?,
+        queue_set: HashMap::new(),
     });
     // Hot settings in force before the first run is offered.
     for setting in store::settings(&pool).await? {
-        match setting {
-            Setting::MaintenanceMode(on) => {
-                admission.set_paused(on);
-            }
-            Setting::TargetMaxConcurrency(limit) => {
-                admission.set_default_limit(limit);
-            }
-        }
+        apply_to(&mut admission, &setting);
     }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
     // from when they were published.
     let mut deadlines = Deadlines::default();
     for (run, published) in store::in_flight_runs(&pool).await? {
-        if let Some(target) = &run.target {
-            admission.restore_in_flight(target.clone(), run.run_id);
-        }
+        admission.restore_in_flight(run.target.clone(), run.queue.clone(), run.run_id);
         let timeout = run
             .timeout_ms
             .map(Duration::from_millis)
@@ -754,11 +747,7 @@ async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<
     if !ended.is_empty() {
         let _ = d.schedule.send(ScheduleEvent::Ended(ended));
     }
-    // Every attempt that ended frees its target's slot for the next waiting run.
-    let targets: HashMap<_, _> = results
-        .iter()
-        .filter_map(|r| r.target.as_ref().map(|t| (r.run_id, t)))
-        .collect();
+    // Every attempt that ended frees its target's and queue's slots for the next waiting run.
     let freed = recording
         .ended
         .iter()
@@ -768,9 +757,7 @@ async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<
     {
         let mut admission = d.admission();
         for run in freed {
-            if let Some(target) = targets.get(&run) {
-                admitted.extend(admission.release(target, run));
-            }
+            admitted.extend(admission.release(run));
         }
     }
     publish_admitted(d, admitted);
@@ -785,23 +772,43 @@ async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyhow::Result<
     Ok(())
 }
 
-/// Applies a hot setting at once.
-fn apply_setting(d: &Dispatcher, setting: Setting) {
-    let admitted = match setting {
+/// Applies a hot setting to admission; returns the runs it lets start.
+fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunMessage> {
+    match setting {
         Setting::MaintenanceMode(on) => {
-            if d.admission().is_paused() != on {
+            if admission.is_paused() != *on {
                 tracing::warn!(maintenance = on, "maintenance mode changed");
             }
-            d.admission().set_paused(on)
+            admission.set_paused(*on)
         }
-        Setting::TargetMaxConcurrency(limit) => d.admission().set_default_limit(limit),
-    };
+        Setting::TargetMaxConcurrency(limit) => admission.set_default_limit(*limit),
+        Setting::QueueMaxInFlight(queue, limit) => {
+            if admission.limits().queue_set.get(queue) != Some(limit) {
+                tracing::info!(%queue, limit = ?limit, "queue limit changed");
+            }
+            admission.set_queue_limit(queue.clone(), *limit)
+        }
+        Setting::LogLevel(filter) => {
+            match faro_shared::telemetry::set_filter(filter) {
+                Ok(true) => tracing::warn!(%filter, "log level changed"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// Applies a hot setting at once.
+fn apply_setting(d: &Dispatcher, setting: &Setting) {
+    let admitted = apply_to(&mut d.admission(), setting);
     metrics::gauge!(m::MAINTENANCE).set(if d.admission().is_paused() { 1.0 } else { 0.0 });
     publish_admitted(d, admitted);
 }
 
-/// Reads the hot settings every few seconds (another dispatcher, or an operator's SQL, may
-/// have changed them); a setting removed goes back to its default.
+/// Reads the hot settings and the limits of targets and queues every few seconds (another
+/// dispatcher, `faro target`, or an operator's SQL may have changed them); a setting removed
+/// goes back to its default.
 async fn settings_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -809,22 +816,50 @@ async fn settings_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyho
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match store::settings(&d.pool).await {
-            Ok(stored) => {
-                let maintenance = stored.contains(&Setting::MaintenanceMode(true));
-                apply_setting(&d, Setting::MaintenanceMode(maintenance));
-                let limit = stored
-                    .iter()
-                    .find_map(|s| match s {
-                        Setting::TargetMaxConcurrency(n) => Some(*n),
-                        _ => None,
-                    })
-                    .unwrap_or(d.config.target_max_concurrency);
-                apply_setting(&d, Setting::TargetMaxConcurrency(limit));
-            }
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot read settings"),
+        if let Err(error) = reload_settings(&d).await {
+            tracing::warn!(error = format!("{error:#}"), "cannot read settings");
         }
     }
+}
+
+async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
+    let stored = store::settings(&d.pool).await?;
+    let targets = store::target_limits(&d.pool).await?;
+    let queues = store::queue_limits(&d.pool).await?;
+    let maintenance = stored.contains(&Setting::MaintenanceMode(true));
+    apply_setting(d, &Setting::MaintenanceMode(maintenance));
+    let limit = stored
+        .iter()
+        .find_map(|s| match s {
+            Setting::TargetMaxConcurrency(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(d.config.target_max_concurrency);
+    apply_setting(d, &Setting::TargetMaxConcurrency(limit));
+    let filter = stored
+        .iter()
+        .find_map(|s| match s {
+            Setting::LogLevel(filter) => Some(filter.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(faro_shared::telemetry::default_filter);
+    apply_setting(d, &Setting::LogLevel(filter));
+    let queue_set = stored
+        .iter()
+        .filter_map(|s| match s {
+            Setting::QueueMaxInFlight(queue, limit) => Some((queue.clone(), *limit)),
+            _ => None,
+        })
+        .collect();
+    let admitted = {
+        let mut admission = d.admission();
+        let mut admitted = admission.set_target_limits(targets);
+        admitted.extend(admission.set_queue_definitions(queues));
+        admitted.extend(admission.set_queue_settings(queue_set));
+        admitted
+    };
+    publish_admitted(d, admitted);
+    Ok(())
 }
 
 /// Records `timed_out` for attempts with no result by their deadline (timeout and grace).
@@ -940,7 +975,7 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
             if let (Some(key), Some(value)) = (&request.key, &request.value) {
                 let setting = Setting::parse(key, value)?;
                 store::store_setting(&d.pool, &setting).await?;
-                apply_setting(d, setting);
+                apply_setting(d, &setting);
                 tracing::info!(%setting, "setting changed");
             }
             let settings = store::settings(&d.pool).await?;

@@ -963,22 +963,46 @@ pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(RunMessage, Date
 
 /// Targets whose concurrency limit is not the default.
 pub async fn target_limits(pool: &Pool) -> anyhow::Result<HashMap<TargetId, u32>> {
+    named_limits(
+        pool,
+        "SELECT id, max_concurrency FROM targets WHERE max_concurrency IS NOT NULL",
+        |id| TargetId::parse(id).map_err(|e| e.to_string()),
+        "target",
+    )
+    .await
+}
+
+/// Queues with a limit of runs in flight in their definition.
+pub async fn queue_limits(pool: &Pool) -> anyhow::Result<HashMap<QueueName, u32>> {
+    named_limits(
+        pool,
+        "SELECT name, max_in_flight FROM queues WHERE max_in_flight IS NOT NULL",
+        |name| QueueName::parse(name).map_err(|e| e.to_string()),
+        "queue",
+    )
+    .await
+}
+
+/// Rows of (name, limit); a name that does not parse is logged and skipped.
+async fn named_limits<K: std::hash::Hash + Eq>(
+    pool: &Pool,
+    sql: &str,
+    parse: impl Fn(String) -> Result<K, String>,
+    what: &str,
+) -> anyhow::Result<HashMap<K, u32>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
-        .query(
-            "SELECT id, max_concurrency FROM targets WHERE max_concurrency IS NOT NULL",
-            &[],
-        )
+        .query(sql, &[])
         .await
-        .context("cannot read target limits")?;
+        .with_context(|| format!("cannot read {what} limits"))?;
     let mut limits = HashMap::new();
     for row in rows {
-        let id: String = row.get(0);
-        match TargetId::parse(id.clone()) {
-            Ok(target) => {
-                limits.insert(target, u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
+        let name: String = row.get(0);
+        match parse(name.clone()) {
+            Ok(key) => {
+                limits.insert(key, u32::try_from(row.get::<_, i32>(1)).unwrap_or(1));
             }
-            Err(error) => tracing::warn!(target = %id, %error, "target ignored"),
+            Err(error) => tracing::warn!(what, %name, %error, "limit ignored"),
         }
     }
     Ok(limits)
