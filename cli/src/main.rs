@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 use faro_shared::config::{Env, PgConfig};
 use faro_shared::jobfile;
 use faro_shared::messages::{
-    ApiError, StatusReply, Submission, SubmissionProgress, SubmissionQuery,
+    ApiError, CancelReply, CancelRequest, CancelState, StatusReply, Submission, SubmissionProgress,
+    SubmissionQuery,
 };
 use faro_shared::settings::{self, ConfigReply, ConfigRequest, Setting};
 use faro_shared::{nats, pg, CommonConfig};
@@ -81,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Cancel a run: at once if it waits or is still queued, through its worker if it runs.
+    Cancel {
+        /// The run's id (a UUID).
+        run_id: uuid::Uuid,
+    },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
 }
@@ -142,22 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let config = CommonConfig::from_env(&env)?;
-            let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.request(
-                    config.namespace.api_subject("dispatcher", "status"),
-                    "".into(),
-                ),
-            )
-            .await
-            .context("no dispatcher answered within 10 s")?
-            .context("no dispatcher answered")?;
-            let value: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-            if let Some(error) = value.get("error") {
-                anyhow::bail!("the dispatcher could not answer: {error}");
-            }
+            let value = ask_dispatcher(&env, "status", &serde_json::Value::Null).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
                 return Ok(());
@@ -209,34 +200,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     value: None,
                 },
             };
-            let config = CommonConfig::from_env(&env)?;
-            let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.request(
-                    config.namespace.api_subject("dispatcher", "config"),
-                    serde_json::to_vec(&request)?.into(),
-                ),
-            )
-            .await
-            .context("no dispatcher answered within 10 s")?
-            .context("no dispatcher answered")?;
-            if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
-                anyhow::bail!("{error}");
-            }
-            let reply: ConfigReply = serde_json::from_slice(&reply.payload)?;
+            let reply = ask_dispatcher(&env, "config", &request).await?;
+            let reply: ConfigReply = serde_json::from_value(reply)?;
             if let ConfigAction::Set { key, .. } = &action {
                 println!("{key} set");
             }
             for (key, form, default) in settings::KEYS {
-                let value = reply
+                let set: Vec<&Setting> = reply
                     .settings
                     .iter()
-                    .find(|s| s.key() == key)
-                    .map(|s| s.value().to_string());
-                match value {
-                    Some(value) => println!("{key} = {value}"),
-                    None => println!("{key} = {default} (default; {form})"),
+                    .filter(|s| key_matches(key, &s.key()))
+                    .collect();
+                if set.is_empty() {
+                    println!("{key} = {default} (default; {form})");
+                }
+                for setting in set {
+                    println!("{} = {}", setting.key(), setting.value());
+                }
+            }
+            Ok(())
+        }
+        Command::Cancel { run_id } => {
+            let reply = ask_dispatcher(&env, "cancel", &CancelRequest { run_id }).await?;
+            let reply: CancelReply = serde_json::from_value(reply)?;
+            match reply.state {
+                CancelState::Waiting => println!("run {run_id} was waiting; cancelled"),
+                CancelState::Queued => println!(
+                    "run {run_id} was queued, not started; cancelled (a worker that pulls it skips it)"
+                ),
+                CancelState::Running => println!(
+                    "run {run_id} is running on worker {}; it is being stopped and will end cancelled",
+                    reply
+                        .worker_id
+                        .map(|w| w.to_string())
+                        .unwrap_or_else(|| "?".to_owned())
+                ),
+                CancelState::Ended => {
+                    println!("run {run_id} had already ended ({}); nothing changed", reply.status)
                 }
             }
             Ok(())
@@ -247,6 +247,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether a stored key is an instance of a listed key (`queue.<name>.max_in_flight`).
+fn key_matches(listed: &str, key: &str) -> bool {
+    match listed.split_once("<name>") {
+        Some((prefix, suffix)) => {
+            key.len() > prefix.len() + suffix.len()
+                && key.starts_with(prefix)
+                && key.ends_with(suffix)
+        }
+        None => listed == key,
+    }
+}
+
+/// Sends a request to the leading dispatcher's API and returns its JSON answer; an answer
+/// that is an error becomes this command's error.
+async fn ask_dispatcher(
+    env: &Env,
+    verb: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<serde_json::Value> {
+    let config = CommonConfig::from_env(env)?;
+    let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
+    let payload = match serde_json::to_value(body)? {
+        serde_json::Value::Null => Vec::new(),
+        value => serde_json::to_vec(&value)?,
+    };
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            config.namespace.api_subject("dispatcher", verb),
+            payload.into(),
+        ),
+    )
+    .await
+    .context("no dispatcher answered within 10 s")?
+    .context("no dispatcher answered (is one running and leading?)")?;
+    if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
+        anyhow::bail!("{error}");
+    }
+    Ok(serde_json::from_slice(&reply.payload)?)
 }
 
 /// What a submission became on the wire.

@@ -226,6 +226,8 @@ pub enum Outcome {
     Interrupted,
     /// No result by the run's deadline and grace: recorded by the dispatcher.
     TimedOut,
+    /// Stopped on an operator's request (`faro cancel`); never retried.
+    Cancelled,
 }
 
 impl Outcome {
@@ -240,6 +242,7 @@ impl Outcome {
             Outcome::Failed => RunStatus::Failed,
             Outcome::Interrupted => RunStatus::Interrupted,
             Outcome::TimedOut => RunStatus::TimedOut,
+            Outcome::Cancelled => RunStatus::Cancelled,
         }
     }
 }

@@ -492,6 +492,54 @@ impl SubmissionProgress {
     }
 }
 
+/// The request of `faro.api.dispatcher.cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub run_id: Uuid,
+}
+
+/// Where a run was when it was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelState {
+    /// It waited (for a slot, a queue, maintenance or a retry's backoff): cancelled at once.
+    Waiting,
+    /// It was published and no worker had started it: cancelled at once; a worker that pulls
+    /// it later skips it.
+    Queued,
+    /// A worker was executing it: the worker stops it and reports it cancelled.
+    Running,
+    /// It had already ended; nothing changed.
+    Ended,
+}
+
+/// The reply of `faro.api.dispatcher.cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    pub run_id: Uuid,
+    pub state: CancelState,
+    /// The run's status after the request (`cancelled`, or how it had ended; `dispatched`
+    /// while a worker stops it).
+    pub status: String,
+    /// The worker executing it, when `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+}
+
+/// The broadcast on `faro.api.worker.cancel`: every worker stops this attempt if it executes
+/// it, and skips it if it pulls it later. A worker executing it replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCancel {
+    pub run_id: Uuid,
+    pub attempt: u32,
+}
+
+/// A worker's reply to [`WorkerCancel`]: it was executing the run and is stopping it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCancelReply {
+    pub worker_id: WorkerId,
+}
+
 /// The body of an API reply that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -268,6 +268,35 @@ impl Admission {
         admitted
     }
 
+    /// Takes a waiting run out (cancelled); `false` when it was not waiting.
+    pub fn withdraw(&mut self, run: Uuid) -> bool {
+        let Some(slot) = self
+            .targets
+            .iter()
+            .find_map(|(slot, t)| t.waiting_ids.contains_key(&run).then(|| slot.clone()))
+        else {
+            return false;
+        };
+        if let Some(target) = self.targets.get_mut(&slot) {
+            if let Some(queue) = target.waiting_ids.remove(&run) {
+                if let Some(heap) = target.waiting.get_mut(&queue) {
+                    heap.retain(|w| w.run.run_id != run);
+                    if heap.is_empty() {
+                        target.waiting.remove(&queue);
+                    }
+                }
+                self.waiting -= 1;
+            }
+        }
+        self.forget_if_idle(&slot);
+        true
+    }
+
+    /// Whether `run` holds slots (admitted, not yet ended).
+    pub fn is_running(&self, run: Uuid) -> bool {
+        self.running.contains_key(&run)
+    }
+
     /// Runs of `target` in flight, and waiting.
     pub fn load(&self, target: &TargetId) -> (usize, usize) {
         self.targets
@@ -608,6 +637,22 @@ mod tests {
         assert_eq!(a.why_waiting(first[0].run_id), None);
         a.set_paused(true);
         assert_eq!(a.why_waiting(second.run_id), Some(Wait::Maintenance));
+    }
+
+    #[test]
+    fn a_withdrawn_run_never_starts() {
+        let mut a = Admission::new(limits(1));
+        let first = a.offer(vec![run(Some("olt"), 5)]);
+        let (second, third) = (run(Some("olt"), 5), run(Some("olt"), 5));
+        assert!(a.offer(vec![second.clone(), third.clone()]).is_empty());
+        assert!(a.withdraw(second.run_id));
+        assert!(!a.withdraw(second.run_id), "withdrawn once");
+        assert!(!a.withdraw(first[0].run_id), "a running run is not waiting");
+        assert!(a.is_running(first[0].run_id));
+        let next = a.release(first[0].run_id);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].run_id, third.run_id);
+        assert_eq!(a.waiting(), 0);
     }
 
     proptest! {

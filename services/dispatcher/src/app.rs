@@ -12,7 +12,10 @@ use deadpool_postgres::Pool;
 use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
 use faro_shared::messages::RunMessage;
-use faro_shared::messages::{ApiError, RunResult, SubmissionQuery};
+use faro_shared::messages::{
+    ApiError, CancelReply, CancelRequest, CancelState, RunResult, SubmissionQuery, WorkerCancel,
+    WorkerCancelReply,
+};
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
@@ -43,6 +46,7 @@ const DURABLE: &str = "dispatcher";
 
 struct Dispatcher {
     pool: Pool,
+    client: async_nats::Client,
     js: jetstream::Context,
     ns: Namespace,
     config: Config,
@@ -60,6 +64,30 @@ struct Dispatcher {
     deadlines: Mutex<Deadlines>,
     /// Woken when a deadline is added, so the deadline loop can re-plan its timer.
     deadlines_changed: Notify,
+    /// Runs cancelled by an operator: never offered or published again.
+    cancelled: Mutex<Cancelled>,
+}
+
+/// The most recent cancelled runs, bounded.
+#[derive(Debug, Default)]
+struct Cancelled {
+    ids: std::collections::HashSet<uuid::Uuid>,
+    order: std::collections::VecDeque<uuid::Uuid>,
+}
+
+impl Cancelled {
+    const KEPT: usize = 100_000;
+
+    fn insert(&mut self, run: uuid::Uuid) {
+        if self.ids.insert(run) {
+            self.order.push_back(run);
+        }
+        while self.order.len() > Self::KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
 }
 
 /// What the scheduler task learns from the other loops.
@@ -84,6 +112,22 @@ impl Dispatcher {
             .unwrap_or(self.config.run_timeout);
         chrono::Duration::from_std(timeout + self.config.run_timeout_grace)
             .unwrap_or_else(|_| chrono::Duration::days(1))
+    }
+
+    /// Drops the runs an operator cancelled.
+    fn not_cancelled(&self, runs: &mut Vec<RunMessage>) -> Vec<RunMessage> {
+        let cancelled = self
+            .cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cancelled.ids.is_empty() {
+            return Vec::new();
+        }
+        let (dropped, kept) = std::mem::take(runs)
+            .into_iter()
+            .partition(|r| cancelled.ids.contains(&r.run_id));
+        *runs = kept;
+        dropped
     }
 
     fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
@@ -230,6 +274,7 @@ async fn lead(
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let dispatcher = Arc::new(Dispatcher {
         pool,
+        client: client.clone(),
         js: js.clone(),
         ns,
         config,
@@ -240,6 +285,7 @@ async fn lead(
         chains: RwLock::new(chains),
         deadlines: Mutex::new(deadlines),
         deadlines_changed: Notify::new(),
+        cancelled: Mutex::new(Cancelled::default()),
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
@@ -431,7 +477,8 @@ async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> AckKind {
 
 /// Offers runs to admission; those whose target has a free slot go to the publisher, the
 /// others wait in the outbox until a run of their target ends.
-fn dispatch(d: &Dispatcher, runs: Vec<RunMessage>) {
+fn dispatch(d: &Dispatcher, mut runs: Vec<RunMessage>) {
+    d.not_cancelled(&mut runs);
     let admitted = d.admission().offer(runs);
     publish_admitted(d, admitted);
 }
@@ -465,6 +512,18 @@ async fn publisher_loop(
                 Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
+        }
+        // A run cancelled after its admission gives its slots back unpublished.
+        let dropped = d.not_cancelled(&mut batch);
+        if !dropped.is_empty() {
+            let mut admitted = Vec::new();
+            for run in dropped {
+                admitted.extend(d.admission().release(run.run_id));
+            }
+            publish_admitted(&d, admitted);
+        }
+        if batch.is_empty() {
+            continue;
         }
         // Watched before it is published: a fast result may be recorded before the publish
         // call even returns, and must find the deadline to clear.
@@ -862,10 +921,28 @@ async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A result the dispatcher records itself (a timeout, a cancel) for `run`'s attempt.
+fn own_result(run: &RunMessage, outcome: Outcome, error: String) -> RunResult {
+    let now = chrono::Utc::now();
+    RunResult {
+        run_id: run.run_id,
+        attempt: run.attempt,
+        job_id: run.job_id.clone(),
+        queue: run.queue.clone(),
+        target: run.target.clone(),
+        worker_id: WorkerId::parse("dispatcher").expect("a valid worker id"),
+        outcome,
+        simulated: false,
+        started_at: now,
+        finished_at: now,
+        output: None,
+        error: Some(error),
+    }
+}
+
 /// Records `timed_out` for attempts with no result by their deadline (timeout and grace).
 async fn deadlines_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyhow::Result<()> {
     const IDLE: Duration = Duration::from_secs(3600);
-    let worker = WorkerId::parse("dispatcher").expect("a valid worker id");
     loop {
         let wait = d
             .deadlines()
@@ -882,27 +959,19 @@ async fn deadlines_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyh
         if expired.is_empty() {
             continue;
         }
-        let now = chrono::Utc::now();
         let results: Vec<RunResult> = expired
             .iter()
-            .map(|run| RunResult {
-                run_id: run.run_id,
-                attempt: run.attempt,
-                job_id: run.job_id.clone(),
-                queue: run.queue.clone(),
-                target: run.target.clone(),
-                worker_id: worker.clone(),
-                outcome: Outcome::TimedOut,
-                simulated: false,
-                started_at: now,
-                finished_at: now,
-                output: None,
-                error: Some(format!(
-                    "no result within the timeout ({} ms) and grace ({} ms)",
-                    run.timeout_ms
-                        .unwrap_or(d.config.run_timeout.as_millis() as u64),
-                    d.config.run_timeout_grace.as_millis()
-                )),
+            .map(|run| {
+                own_result(
+                    run,
+                    Outcome::TimedOut,
+                    format!(
+                        "no result within the timeout ({} ms) and grace ({} ms)",
+                        run.timeout_ms
+                            .unwrap_or(d.config.run_timeout.as_millis() as u64),
+                        d.config.run_timeout_grace.as_millis()
+                    ),
+                )
             })
             .collect();
         tracing::warn!(runs = results.len(), "attempts timed out");
@@ -959,6 +1028,76 @@ async fn api_loop(
     }
 }
 
+/// How long a cancel waits for the worker executing the run to answer.
+const CANCEL_ANSWER: Duration = Duration::from_millis(500);
+
+/// Cancels a run: at once if it waits or no worker has started it, through its worker if one
+/// executes it.
+async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result<CancelReply> {
+    let Some((run, status)) = store::run_message(&d.pool, run_id).await? else {
+        anyhow::bail!("no run {run_id}; expected the id of a run, as faro explain job shows");
+    };
+    let reply = |state, status: &str, worker_id| CancelReply {
+        run_id,
+        state,
+        status: status.to_owned(),
+        worker_id,
+    };
+    if status.is_terminal() {
+        return Ok(reply(CancelState::Ended, status.as_str(), None));
+    }
+    d.cancelled
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(run_id);
+    let waiting = {
+        let mut admission = d.admission();
+        admission.withdraw(run_id) || !admission.is_running(run_id)
+    };
+    if waiting {
+        // Waiting for a slot, a queue, maintenance or a retry: it was never handed out.
+        store::drop_from_outbox(&d.pool, run_id).await?;
+        metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
+        let result = own_result(
+            &run,
+            Outcome::Cancelled,
+            "cancelled by an operator while it waited".to_owned(),
+        );
+        apply_results(d, &[result]).await?;
+        tracing::info!(run.id = %run_id, "waiting run cancelled");
+        return Ok(reply(CancelState::Waiting, "cancelled", None));
+    }
+    // Published: the worker executing it stops it; every worker skips it if pulled later.
+    let body = serde_json::to_vec(&WorkerCancel {
+        run_id,
+        attempt: run.attempt,
+    })?;
+    let inbox = d.client.new_inbox();
+    let mut answers = d.client.subscribe(inbox.clone()).await?;
+    d.client
+        .publish_with_reply(d.ns.api_subject("worker", "cancel"), inbox, body.into())
+        .await?;
+    let answer = tokio::time::timeout(CANCEL_ANSWER, answers.next()).await;
+    if let Ok(Some(message)) = answer {
+        if let Ok(answer) = serde_json::from_slice::<WorkerCancelReply>(&message.payload) {
+            tracing::info!(run.id = %run_id, worker = %answer.worker_id, "running run cancelled through its worker");
+            return Ok(reply(
+                CancelState::Running,
+                status.as_str(),
+                Some(answer.worker_id),
+            ));
+        }
+    }
+    let result = own_result(
+        &run,
+        Outcome::Cancelled,
+        "cancelled by an operator before a worker started it".to_owned(),
+    );
+    apply_results(d, &[result]).await?;
+    tracing::info!(run.id = %run_id, "queued run cancelled");
+    Ok(reply(CancelState::Queued, "cancelled", None))
+}
+
 /// Answers one API request by verb.
 async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     match verb {
@@ -981,6 +1120,13 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
             let settings = store::settings(&d.pool).await?;
             Ok(serde_json::to_vec(&ConfigReply { settings })?)
         }
-        other => anyhow::bail!("unknown verb {other:?}; expected status, submission or config"),
+        "cancel" => {
+            let request: CancelRequest =
+                serde_json::from_slice(payload).context("expected {\"run_id\": \"<uuid>\"}")?;
+            Ok(serde_json::to_vec(&cancel(d, request.run_id).await?)?)
+        }
+        other => {
+            anyhow::bail!("unknown verb {other:?}; expected status, submission, config or cancel")
+        }
     }
 }

@@ -961,6 +961,43 @@ pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(RunMessage, Date
         .collect()
 }
 
+/// One run as it would be published (its current attempt), and its status.
+pub async fn run_message(
+    pool: &Pool,
+    run_id: Uuid,
+) -> anyhow::Result<Option<(RunMessage, RunStatus)>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT id, attempt, job_id, queue, target, kind, params, priority, timeout_ms, status
+               FROM runs WHERE id = $1",
+            &[&run_id],
+        )
+        .await
+        .context("cannot read the run")?
+    else {
+        return Ok(None);
+    };
+    let run = message_from_row(
+        &row,
+        run_id,
+        u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
+        row.get("job_id"),
+    )?;
+    let status: String = row.get("status");
+    Ok(Some((run, status.parse().map_err(anyhow::Error::msg)?)))
+}
+
+/// Takes a run out of the outbox (it will not be published or retried).
+pub async fn drop_from_outbox(pool: &Pool, run_id: Uuid) -> anyhow::Result<()> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    client
+        .execute("DELETE FROM run_outbox WHERE run_id = $1", &[&run_id])
+        .await
+        .context("cannot take the run out of the outbox")?;
+    Ok(())
+}
+
 /// Targets whose concurrency limit is not the default.
 pub async fn target_limits(pool: &Pool) -> anyhow::Result<HashMap<TargetId, u32>> {
     named_limits(

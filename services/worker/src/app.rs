@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, kv, AckKind};
 use chrono::Utc;
 use faro_shared::domain::QueueName;
 use faro_shared::http::{self, Health};
-use faro_shared::messages::{Assignment, Heartbeat};
+use faro_shared::messages::{Assignment, Heartbeat, WorkerCancel, WorkerCancelReply};
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, Namespace, VERSION};
@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cancel::Cancels;
 use crate::config::Config;
 use crate::execute::Executor;
 use crate::metrics as m;
@@ -76,11 +77,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let start = async {
         let name = format!("faro-worker-{}", config.worker_id);
         let client = nats::connect(&config.common.nats, &name, Retry::Forever).await?;
-        let js = nats::jetstream(client);
+        let js = nats::jetstream(client.clone());
         let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
-        anyhow::Ok((js, topology))
+        anyhow::Ok((client, js, topology))
     };
-    let Some((js, topology)) = unless_cancelled(&shutdown, start).await? else {
+    let Some((client, js, topology)) = unless_cancelled(&shutdown, start).await? else {
         return Ok(());
     };
 
@@ -94,6 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             ns: ns.clone(),
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
+            cancels: Arc::new(Cancels::default()),
         },
         started_at: Utc::now(),
         js,
@@ -116,6 +118,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             topology.assignments.clone(),
             shutdown.clone(),
         ),
+    );
+    supervisor.spawn(
+        "cancel",
+        cancel_loop(worker.clone(), client, shutdown.clone()),
     );
     supervisor.spawn("http", async move {
         http_task.await.context("metrics server panicked")
@@ -171,6 +177,48 @@ async fn heartbeat_loop(
                 // A missed beat is the balancer's business; keep trying.
                 tracing::warn!(error = format!("{error:#}"), "heartbeat failed");
                 metrics::counter!(m::HEARTBEATS, "result" => "failed").increment(1);
+            }
+        }
+    }
+}
+
+/// Answers the dispatcher's cancel broadcasts: stops the attempt if it executes here (and
+/// says so), or remembers it so a later pull skips it.
+async fn cancel_loop(
+    worker: Arc<Worker>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut requests = client
+        .subscribe(worker.ns.api_subject("worker", "cancel"))
+        .await
+        .context("cannot listen for cancels")?;
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            anyhow::bail!("the cancel subscription ended");
+        };
+        let cancel: WorkerCancel = match serde_json::from_slice(&request.payload) {
+            Ok(cancel) => cancel,
+            Err(error) => {
+                tracing::warn!(%error, "malformed cancel request ignored");
+                continue;
+            }
+        };
+        let running = worker
+            .executor
+            .cancels
+            .request(cancel.run_id, cancel.attempt);
+        tracing::info!(run.id = %cancel.run_id, attempt = cancel.attempt, running, "cancel requested");
+        if let (true, Some(reply)) = (running, request.reply) {
+            let body = serde_json::to_vec(&WorkerCancelReply {
+                worker_id: worker.config.worker_id.clone(),
+            })?;
+            if let Err(error) = client.publish(reply, body.into()).await {
+                tracing::warn!(%error, "cannot answer a cancel");
             }
         }
     }

@@ -4,6 +4,7 @@
 //! dies mid-run leaves the message to be redelivered, never a run without a result.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
@@ -15,6 +16,7 @@ use faro_shared::Namespace;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::cancel::Cancels;
 use crate::metrics as m;
 use crate::sim;
 
@@ -26,6 +28,8 @@ pub struct Executor {
     pub worker_id: WorkerId,
     /// Cancelled when the shutdown grace period is over: unfinished runs are given back.
     pub abort: CancellationToken,
+    /// Attempts an operator cancelled.
+    pub cancels: Arc<Cancels>,
 }
 
 impl Executor {
@@ -50,12 +54,26 @@ impl Executor {
     async fn run(&self, run: RunMessage, message: jetstream::Message) {
         let started_at = Utc::now();
         let started = std::time::Instant::now();
-        metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
-        let executed = tokio::select! {
-            executed = self.execute_with_progress(&run, &message) => Some(executed),
-            _ = self.abort.cancelled() => None,
+        let executed = match self.cancels.start(run.run_id, run.attempt) {
+            None => {
+                tracing::info!("cancelled before it started; skipped");
+                Some(cancelled("cancelled by an operator before it started"))
+            }
+            Some(stop) => {
+                metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
+                let executed = tokio::select! {
+                    executed = self.execute_with_progress(&run, &message) => Some(executed),
+                    _ = stop.cancelled() => {
+                        tracing::info!("cancelled by an operator; stopped");
+                        Some(cancelled("cancelled by an operator while it ran"))
+                    }
+                    _ = self.abort.cancelled() => None,
+                };
+                metrics::gauge!(m::RUNS_IN_PROGRESS).decrement(1.0);
+                self.cancels.finish(run.run_id, run.attempt);
+                executed
+            }
         };
-        metrics::gauge!(m::RUNS_IN_PROGRESS).decrement(1.0);
         let Some((outcome, output, error)) = executed else {
             tracing::info!("shutdown grace over; run given back to its queue");
             let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -131,6 +149,11 @@ impl Executor {
     }
 }
 
+/// The result of an attempt stopped by `faro cancel`.
+fn cancelled(why: &str) -> (Outcome, Option<RunOutput>, Option<String>) {
+    (Outcome::Cancelled, None, Some(why.to_owned()))
+}
+
 async fn execute(run: &RunMessage) -> (Outcome, Option<RunOutput>, Option<String>) {
     match &run.task {
         Task::Sim(params) => {
@@ -148,6 +171,7 @@ async fn execute(run: &RunMessage) -> (Outcome, Option<RunOutput>, Option<String
                 Outcome::Failed => Some("simulated failure".to_owned()),
                 Outcome::Interrupted => Some("simulated interruption".to_owned()),
                 Outcome::TimedOut => Some("simulated timeout".to_owned()),
+                Outcome::Cancelled => Some("simulated cancel".to_owned()),
             };
             let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
             (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)

@@ -2,10 +2,12 @@
 //! pulls runs from the durable consumer of each assigned queue (never more than its free
 //! slots), executes them, publishes each result and only then acknowledges the run.
 //!
-//! Modules: `config`, `app` (heartbeat, assignment and pull loops), `execute` (one run),
+//! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
+//! run), `cancel` (cancels asked for by the dispatcher),
 //! `sim` (pure: the simulated kind's draw), `metrics`.
 
 mod app;
+mod cancel;
 pub mod config;
 mod execute;
 mod metrics;

@@ -96,7 +96,9 @@ mod tests {
                 Outcome::Succeeded => counts[0] += 1,
                 Outcome::Failed => counts[1] += 1,
                 Outcome::Interrupted => counts[2] += 1,
-                Outcome::TimedOut => unreachable!("a simulated run never times out by itself"),
+                Outcome::TimedOut | Outcome::Cancelled => {
+                    unreachable!("a simulated run never times out or cancels itself")
+                }
             }
         }
         // 80/15/5 within 1.5 points.
