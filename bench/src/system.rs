@@ -205,6 +205,23 @@ impl System {
         Ok(())
     }
 
+    /// Asks the leading dispatcher's API (`verb`: status, config, cancel, explain...) and
+    /// returns its JSON answer (an `{"error": ..}` answer included).
+    pub async fn ask(
+        &self,
+        verb: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<serde_json::Value> {
+        let reply = self
+            .client
+            .request(
+                self.ns.api_subject("dispatcher", verb),
+                serde_json::to_vec(body)?.into(),
+            )
+            .await?;
+        Ok(serde_json::from_slice(&reply.payload)?)
+    }
+
     /// Submits `{"jobs": jobs}` with the given dedup id.
     pub async fn submit_jobs(
         &self,

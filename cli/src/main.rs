@@ -18,8 +18,8 @@ use clap::{Parser, Subcommand};
 use faro_shared::config::{Env, PgConfig};
 use faro_shared::jobfile;
 use faro_shared::messages::{
-    ApiError, CancelReply, CancelRequest, CancelState, StatusReply, Submission, SubmissionProgress,
-    SubmissionQuery,
+    ApiError, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, StatusReply,
+    Submission, SubmissionProgress, SubmissionQuery,
 };
 use faro_shared::settings::{self, ConfigReply, ConfigRequest, Setting};
 use faro_shared::{nats, pg, CommonConfig};
@@ -87,8 +87,21 @@ enum Command {
         /// The run's id (a UUID).
         run_id: uuid::Uuid,
     },
+    /// Why a run is waiting or did what it did; what a job has been doing.
+    Explain {
+        #[command(subcommand)]
+        what: ExplainWhat,
+    },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
+}
+
+#[derive(Subcommand)]
+enum ExplainWhat {
+    /// A run, by id (a UUID).
+    Run { id: uuid::Uuid },
+    /// A job, by id.
+    Job { id: String },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +251,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 CancelState::Ended => {
                     println!("run {run_id} had already ended ({}); nothing changed", reply.status)
                 }
+            }
+            Ok(())
+        }
+        Command::Explain { what } => {
+            let request = match what {
+                ExplainWhat::Run { id } => ExplainRequest::Run(id),
+                ExplainWhat::Job { id } => ExplainRequest::Job(id),
+            };
+            let reply: ExplainReply =
+                serde_json::from_value(ask_dispatcher(&env, "explain", &request).await?)?;
+            for line in reply.lines {
+                println!("{line}");
             }
             Ok(())
         }

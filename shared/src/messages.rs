@@ -540,6 +540,20 @@ pub struct WorkerCancelReply {
     pub worker_id: WorkerId,
 }
 
+/// The request of `faro.api.dispatcher.explain`: one run or one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplainRequest {
+    Run(Uuid),
+    Job(String),
+}
+
+/// The reply of `faro.api.dispatcher.explain`: sentences, most important last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    pub lines: Vec<String>,
+}
+
 /// The body of an API reply that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

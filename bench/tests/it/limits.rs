@@ -109,15 +109,7 @@ async fn a_queue_limit_set_at_run_time_holds_over_all_targets() {
     .unwrap();
     // Set through the API, as `faro config set` does; no restart.
     let request = serde_json::json!({"key": "queue.discovery.max_in_flight", "value": "5"});
-    let reply = system
-        .client
-        .request(
-            system.ns.api_subject("dispatcher", "config"),
-            serde_json::to_vec(&request).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let reply = system.ask("config", &request).await.unwrap();
     assert!(
         reply["settings"].as_array().is_some_and(|s| s
             .iter()

@@ -7,6 +7,7 @@ mod cancel;
 mod chains;
 mod deadlines;
 mod docs;
+mod explain;
 mod leader;
 mod limits;
 mod maintenance;

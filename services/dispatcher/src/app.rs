@@ -13,8 +13,8 @@ use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
 use faro_shared::messages::RunMessage;
 use faro_shared::messages::{
-    ApiError, CancelReply, CancelRequest, CancelState, RunResult, SubmissionQuery, WorkerCancel,
-    WorkerCancelReply,
+    ApiError, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, RunResult,
+    SubmissionQuery, WorkerCancel, WorkerCancelReply,
 };
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -29,6 +29,7 @@ use crate::chains::{Chains, Child};
 use crate::deadlines::Deadlines;
 use crate::leader::Election;
 use crate::scheduler::{JobDef, Scheduler};
+use crate::{explain, schedule};
 use faro_shared::domain::JobId;
 use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::jobfile::JobFileError;
@@ -1098,6 +1099,35 @@ async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result<CancelRepl
     Ok(reply(CancelState::Queued, "cancelled", None))
 }
 
+/// Why a run is where it is, or what a job has been doing.
+async fn explain(d: &Dispatcher, request: ExplainRequest) -> anyhow::Result<ExplainReply> {
+    let now = chrono::Utc::now();
+    let lines = match request {
+        ExplainRequest::Run(id) => {
+            let Some(facts) = store::run_facts(&d.pool, id).await? else {
+                anyhow::bail!("no run {id}; expected the id of a run, as faro explain job shows");
+            };
+            let live = explain::Live {
+                wait: d.admission().why_waiting(id),
+                deadline: d.deadlines().deadline_of(id),
+            };
+            explain::run(&facts, &live, now)
+        }
+        ExplainRequest::Job(id) => {
+            let Some(facts) = store::job_facts(&d.pool, &id).await? else {
+                anyhow::bail!("no job {id:?}; expected the id of a defined job");
+            };
+            let next = facts
+                .interval_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .zip(JobId::parse(id.clone()).ok())
+                .map(|(ms, job)| schedule::slot_at_or_after(&job, Duration::from_millis(ms), now));
+            explain::job(&facts, next)
+        }
+    };
+    Ok(ExplainReply { lines })
+}
+
 /// Answers one API request by verb.
 async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     match verb {
@@ -1125,8 +1155,13 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
                 serde_json::from_slice(payload).context("expected {\"run_id\": \"<uuid>\"}")?;
             Ok(serde_json::to_vec(&cancel(d, request.run_id).await?)?)
         }
-        other => {
-            anyhow::bail!("unknown verb {other:?}; expected status, submission, config or cancel")
+        "explain" => {
+            let request: ExplainRequest = serde_json::from_slice(payload)
+                .context("expected {\"run\": \"<uuid>\"} or {\"job\": \"<job id>\"}")?;
+            Ok(serde_json::to_vec(&explain(d, request).await?)?)
         }
+        other => anyhow::bail!(
+            "unknown verb {other:?}; expected status, submission, config, cancel or explain"
+        ),
     }
 }

@@ -27,6 +27,11 @@ impl Deadlines {
         self.by_run.insert(run.run_id, (run.attempt, deadline, run));
     }
 
+    /// When `run`'s attempt in flight must have a result by.
+    pub fn deadline_of(&self, run: Uuid) -> Option<DateTime<Utc>> {
+        self.by_run.get(&run).map(|(_, deadline, _)| *deadline)
+    }
+
     /// A result for `run` came (it ended, or its attempt will be retried).
     pub fn clear(&mut self, run: Uuid) {
         self.by_run.remove(&run);

@@ -11,6 +11,7 @@ mod bus;
 pub mod chains;
 pub mod config;
 pub mod deadlines;
+pub mod explain;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;

@@ -15,6 +15,7 @@ use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgre
 use uuid::Uuid;
 
 use crate::chains::{self, Chains, Child, RunIf};
+use crate::explain::{AttemptFact, JobFacts, RunFacts};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
 use crate::scheduler::{Fire, JobDef};
@@ -986,6 +987,121 @@ pub async fn run_message(
     )?;
     let status: String = row.get("status");
     Ok(Some((run, status.parse().map_err(anyhow::Error::msg)?)))
+}
+
+/// Everything recorded of a run, for `faro explain run`.
+pub async fn run_facts(pool: &Pool, run_id: Uuid) -> anyhow::Result<Option<RunFacts>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT r.job_id, r.queue, r.target, r.status, r.attempt, r.max_attempts,
+                    r.created_at, r.slot_at, r.dispatched_at, r.finished_at, r.worker_id,
+                    r.error, r.retry_at, o.run_id IS NOT NULL AS unpublished
+               FROM runs r LEFT JOIN run_outbox o ON o.run_id = r.id
+              WHERE r.id = $1",
+            &[&run_id],
+        )
+        .await
+        .context("cannot read the run")?
+    else {
+        return Ok(None);
+    };
+    let attempts = client
+        .query(
+            "SELECT attempt, outcome, worker_id, COALESCE(finished_at, recorded_at), error, late
+               FROM run_attempts WHERE run_id = $1 ORDER BY recorded_at",
+            &[&run_id],
+        )
+        .await
+        .context("cannot read the run's attempts")?
+        .iter()
+        .map(|a| AttemptFact {
+            attempt: u32::try_from(a.get::<_, i32>(0)).unwrap_or(0),
+            outcome: a.get(1),
+            worker: a.get(2),
+            at: a.get(3),
+            error: a.get(4),
+            late: a.get(5),
+        })
+        .collect();
+    let status: String = row.get("status");
+    Ok(Some(RunFacts {
+        id: run_id,
+        job: row.get("job_id"),
+        queue: row.get("queue"),
+        target: row.get("target"),
+        status: status.parse().map_err(anyhow::Error::msg)?,
+        attempt: u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
+        max_attempts: u32::try_from(row.get::<_, i32>("max_attempts")).unwrap_or(1),
+        created_at: row.get("created_at"),
+        slot_at: row.get("slot_at"),
+        dispatched_at: row.get("dispatched_at"),
+        finished_at: row.get("finished_at"),
+        worker: row.get("worker_id"),
+        error: row.get("error"),
+        retry_at: row.get("retry_at"),
+        unpublished: row.get("unpublished"),
+        attempts,
+    }))
+}
+
+/// A job's definition and history, for `faro explain job`. The last run, success and failure
+/// are read from the runs (indexed by job), not kept on the job: no write per run.
+pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT j.id, j.kind, j.queue, j.target, j.interval_ms, j.after_job, j.run_if,
+                    j.enabled, j.max_attempts,
+                    (SELECT max(created_at) FROM runs WHERE job_id = j.id AND status <> 'skipped'),
+                    (SELECT max(finished_at) FROM runs WHERE job_id = j.id AND status = 'succeeded'),
+                    (SELECT max(finished_at) FROM runs WHERE job_id = j.id
+                        AND status IN ('failed', 'interrupted', 'timed_out'))
+               FROM jobs j WHERE j.id = $1",
+            &[&job],
+        )
+        .await
+        .context("cannot read the job")?
+    else {
+        return Ok(None);
+    };
+    let recent = client
+        .query(
+            "SELECT id, status, created_at, error FROM runs WHERE job_id = $1
+              ORDER BY created_at DESC LIMIT 5",
+            &[&job],
+        )
+        .await
+        .context("cannot read the job's runs")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let children = client
+        .query(
+            "SELECT id FROM jobs WHERE after_job = $1 ORDER BY id",
+            &[&job],
+        )
+        .await
+        .context("cannot read the job's chained jobs")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(JobFacts {
+        id: row.get(0),
+        kind: row.get(1),
+        queue: row.get(2),
+        target: row.get(3),
+        interval_ms: row.get(4),
+        after: row.get(5),
+        run_if: row.get(6),
+        enabled: row.get(7),
+        max_attempts: u32::try_from(row.get::<_, i32>(8)).unwrap_or(1),
+        last_run_at: row.get(9),
+        last_success_at: row.get(10),
+        last_failure_at: row.get(11),
+        recent,
+        children,
+    }))
 }
 
 /// Takes a run out of the outbox (it will not be published or retried).
