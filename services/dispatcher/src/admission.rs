@@ -367,9 +367,14 @@ impl Admission {
             let mut best: Option<(&QueueName, Urgency)> = None;
             for (queue, heap) in &target.waiting {
                 let Some(head) = heap.peek() else { continue };
-                let state = self.queues.entry(queue.clone()).or_default();
-                if self.limits.queue_full(queue, state.in_flight) {
-                    state.blocked.insert(slot.clone());
+                // A queue without a limit is never full: no lookup, no allocation.
+                let in_flight = self.queues.get(queue).map_or(0, |q| q.in_flight);
+                if self.limits.queue_full(queue, in_flight) {
+                    self.queues
+                        .entry(queue.clone())
+                        .or_default()
+                        .blocked
+                        .insert(slot.clone());
                 } else if best.is_none_or(|(_, key)| head.key > key) {
                     best = Some((queue, head.key));
                 }

@@ -67,6 +67,9 @@ struct Dispatcher {
     deadlines_changed: Notify,
     /// Runs cancelled by an operator: never offered or published again.
     cancelled: Mutex<Cancelled>,
+    /// Held from reading the settings to applying them, and from storing a changed setting to
+    /// applying it: a reload that read before a change never applies after it.
+    settings: tokio::sync::Mutex<()>,
 }
 
 /// The most recent cancelled runs, bounded.
@@ -287,6 +290,7 @@ async fn lead(
         deadlines: Mutex::new(deadlines),
         deadlines_changed: Notify::new(),
         cancelled: Mutex::new(Cancelled::default()),
+        settings: tokio::sync::Mutex::new(()),
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
@@ -883,6 +887,7 @@ async fn settings_loop(d: Arc<Dispatcher>, shutdown: CancellationToken) -> anyho
 }
 
 async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
+    let _serialized = d.settings.lock().await;
     let stored = store::settings(&d.pool).await?;
     let targets = store::target_limits(&d.pool).await?;
     let queues = store::queue_limits(&d.pool).await?;
@@ -1143,6 +1148,7 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
                 .context("expected {\"key\": .., \"value\": ..} or {}")?;
             if let (Some(key), Some(value)) = (&request.key, &request.value) {
                 let setting = Setting::parse(key, value)?;
+                let _serialized = d.settings.lock().await;
                 store::store_setting(&d.pool, &setting).await?;
                 apply_setting(d, &setting);
                 tracing::info!(%setting, "setting changed");
