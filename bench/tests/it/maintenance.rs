@@ -7,15 +7,7 @@ use faro_bench::system::{Options, System};
 use faro_shared::settings::{ConfigReply, Setting};
 
 async fn config(system: &System, body: serde_json::Value) -> serde_json::Value {
-    let reply = system
-        .client
-        .request(
-            system.ns.api_subject("dispatcher", "config"),
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
+    system.ask("config", &body).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

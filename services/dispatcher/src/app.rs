@@ -119,11 +119,14 @@ impl Dispatcher {
     }
 
     /// Drops the runs an operator cancelled.
-    fn not_cancelled(&self, runs: &mut Vec<RunMessage>) -> Vec<RunMessage> {
-        let cancelled = self
-            .cancelled
+    fn cancelled(&self) -> std::sync::MutexGuard<'_, Cancelled> {
+        self.cancelled
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn not_cancelled(&self, runs: &mut Vec<RunMessage>) -> Vec<RunMessage> {
+        let cancelled = self.cancelled();
         if cancelled.ids.is_empty() {
             return Vec::new();
         }
@@ -1052,10 +1055,7 @@ async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result<CancelRepl
     if status.is_terminal() {
         return Ok(reply(CancelState::Ended, status.as_str(), None));
     }
-    d.cancelled
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(run_id);
+    d.cancelled().insert(run_id);
     let waiting = {
         let mut admission = d.admission();
         admission.withdraw(run_id) || !admission.is_running(run_id)
