@@ -168,6 +168,47 @@ impl System {
         }
     }
 
+    /// Follows the target slot leases in KV from now on: who holds which target, and the
+    /// most each target held at once.
+    pub async fn watch_slots(&self) -> anyhow::Result<SlotWatch> {
+        let store = self.js.get_key_value(self.ns.leases_bucket()).await?;
+        let mut updates = store
+            .watch_with_history(format!("{}>", faro_dispatcher::slot_leases::PREFIX))
+            .await?;
+        let state = std::sync::Arc::new(std::sync::Mutex::new(SlotState::default()));
+        let (changed, _) = tokio::sync::watch::channel(());
+        let changed = std::sync::Arc::new(changed);
+        let task = {
+            let (state, changed) = (state.clone(), changed.clone());
+            tokio::spawn(async move {
+                use futures::StreamExt as _;
+                while let Some(Ok(entry)) = updates.next().await {
+                    let Some((target, run)) = faro_dispatcher::slot_leases::parse_key(&entry.key)
+                    else {
+                        continue;
+                    };
+                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                    let held = s.held.entry(target.to_string()).or_default();
+                    if entry.operation == async_nats::jetstream::kv::Operation::Put {
+                        held.insert(run);
+                    } else {
+                        held.remove(&run);
+                    }
+                    let now = held.len();
+                    let peak = s.peak.entry(target.to_string()).or_default();
+                    *peak = (*peak).max(now);
+                    drop(s);
+                    changed.send_replace(());
+                }
+            })
+        };
+        Ok(SlotWatch {
+            state,
+            changed,
+            task,
+        })
+    }
+
     /// Kills a service as a crash would: its task is aborted, nothing is cleaned up.
     /// `name` is as listed at start, such as `dispatcher d0` or `worker w1`.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
@@ -337,5 +378,56 @@ impl System {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    held: std::collections::BTreeMap<String, std::collections::HashSet<uuid::Uuid>>,
+    peak: std::collections::BTreeMap<String, usize>,
+}
+
+/// The target slot leases as the leases bucket shows them, followed live.
+#[derive(Debug)]
+pub struct SlotWatch {
+    state: std::sync::Arc<std::sync::Mutex<SlotState>>,
+    changed: std::sync::Arc<tokio::sync::watch::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl SlotWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most slot leases each target had at once.
+    pub fn peaks(&self) -> std::collections::BTreeMap<String, usize> {
+        self.lock().peak.clone()
+    }
+
+    /// Slot leases held now, over all targets.
+    pub fn held(&self) -> usize {
+        self.lock().held.values().map(|h| h.len()).sum()
+    }
+
+    /// Waits until no target slot lease is left, for at most `limit`.
+    pub async fn wait_none_held(&self, limit: Duration) -> anyhow::Result<()> {
+        let mut changed = self.changed.subscribe();
+        let wait = async {
+            while self.held() > 0 {
+                if changed.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("{} slot leases still held after {limit:?}", self.held()))
+    }
+}
+
+impl Drop for SlotWatch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

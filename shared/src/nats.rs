@@ -175,11 +175,12 @@ pub async fn ensure_topology(
     Ok(Topology {
         workers: declare(bucket(ns.workers_bucket(), settings.heartbeat_ttl)).await?,
         assignments: declare(bucket(ns.assignments_bucket(), Duration::ZERO)).await?,
-        // Leases expire by a per-key TTL (the leader lease) or, at the latest, by the bucket's
-        // age; an expired key leaves a short-lived marker that says so.
+        // Every lease has its own TTL (the leader lease, target slots); an expired or purged
+        // key leaves a marker that lives one second. No bucket age: a run's slot lease lives
+        // as long as its deadline, however long that is.
         leases: declare(kv::Config {
             limit_markers: Some(Duration::from_secs(1)),
-            ..bucket(ns.leases_bucket(), Duration::from_secs(300))
+            ..bucket(ns.leases_bucket(), Duration::ZERO)
         })
         .await?,
         cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO)).await?,

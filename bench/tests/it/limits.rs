@@ -41,6 +41,7 @@ async fn no_target_ever_runs_more_than_its_limit_and_the_limit_is_used() {
     })
     .await
     .unwrap();
+    let slots = system.watch_slots().await.unwrap();
     let jobs: Vec<_> = (0..400)
         .map(|i| {
             serde_json::json!({"queue": "poll", "kind": "sim", "target": format!("olt-{}", i % 20),
@@ -80,6 +81,18 @@ async fn no_target_ever_runs_more_than_its_limit_and_the_limit_is_used() {
         .unwrap()
         .get(0);
     assert_eq!(waiting, 0, "runs left waiting");
+    // The slots as leases in KV: never more than the limit, the limit reached, none left.
+    slots.wait_none_held(Duration::from_secs(10)).await.unwrap();
+    let lease_peaks = slots.peaks();
+    assert_eq!(lease_peaks.len(), 20, "{lease_peaks:?}");
+    assert!(
+        lease_peaks.values().all(|p| *p <= 3),
+        "a target held more slot leases than its limit: {lease_peaks:?}"
+    );
+    assert!(
+        lease_peaks.values().filter(|p| **p == 3).count() >= 10,
+        "the slot leases hardly reached the limit: {lease_peaks:?}"
+    );
     drop(client);
     system.stop().await.unwrap();
 }

@@ -120,6 +120,19 @@ pub enum Wait {
     },
 }
 
+/// A target slot taken or given back, for the slot leases in KV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotChange {
+    /// `run` holds a slot of `target`; `timeout_ms` is its own timeout, if it has one.
+    Held {
+        target: TargetId,
+        run: Uuid,
+        timeout_ms: Option<u64>,
+    },
+    /// `run` gave its slot of `target` back.
+    Freed { target: TargetId, run: Uuid },
+}
+
 /// The admission state of every target and queue.
 #[derive(Debug)]
 pub struct Admission {
@@ -132,6 +145,8 @@ pub struct Admission {
     arrivals: u64,
     /// Maintenance mode: nothing new starts; runs in flight finish.
     paused: bool,
+    /// Target slots taken and freed since the last `take_changes`.
+    changes: Vec<SlotChange>,
 }
 
 impl Admission {
@@ -144,6 +159,7 @@ impl Admission {
             waiting: 0,
             arrivals: 0,
             paused: false,
+            changes: Vec::new(),
         }
     }
 
@@ -204,10 +220,28 @@ impl Admission {
         self.paused
     }
 
+    /// Target slots taken and freed since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<SlotChange> {
+        std::mem::take(&mut self.changes)
+    }
+
     /// Records a run already in flight (found at start).
-    pub fn restore_in_flight(&mut self, target: Option<TargetId>, queue: QueueName, run: Uuid) {
+    pub fn restore_in_flight(
+        &mut self,
+        target: Option<TargetId>,
+        queue: QueueName,
+        run: Uuid,
+        timeout_ms: Option<u64>,
+    ) {
         if self.running.contains_key(&run) {
             return;
+        }
+        if let Some(target) = &target {
+            self.changes.push(SlotChange::Held {
+                target: target.clone(),
+                run,
+                timeout_ms,
+            });
         }
         self.targets
             .entry(target.clone())
@@ -258,6 +292,12 @@ impl Admission {
         };
         if let Some(target) = self.targets.get_mut(&slot) {
             target.in_flight.remove(&run);
+        }
+        if let Some(target) = &slot {
+            self.changes.push(SlotChange::Freed {
+                target: target.clone(),
+                run,
+            });
         }
         if let Some(state) = self.queues.get_mut(&queue) {
             state.in_flight = state.in_flight.saturating_sub(1);
@@ -392,6 +432,13 @@ impl Admission {
             target.in_flight.insert(next.run.run_id);
             self.queues.entry(queue.clone()).or_default().in_flight += 1;
             self.running.insert(next.run.run_id, (slot.clone(), queue));
+            if let Some(target) = slot {
+                self.changes.push(SlotChange::Held {
+                    target: target.clone(),
+                    run: next.run.run_id,
+                    timeout_ms: next.run.timeout_ms,
+                });
+            }
             self.waiting -= 1;
             admitted.push(next.run);
         }
@@ -547,8 +594,8 @@ mod tests {
     #[test]
     fn runs_found_in_flight_at_start_count() {
         let mut a = Admission::new(limits(2));
-        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4());
-        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4());
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), None);
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), None);
         assert!(a.offer(vec![run(Some("olt"), 1)]).is_empty());
         // A republish of a run already in flight keeps its slot, takes no other.
         let mut b = Admission::new(limits(1));
@@ -677,6 +724,7 @@ mod tests {
                 ..Limits::default()
             });
             let mut running: Vec<(TargetId, Uuid)> = Vec::new();
+            let mut leases: HashSet<(TargetId, Uuid)> = HashSet::new();
             let mut offered = 0usize;
             let mut admitted_total = 0usize;
             let mut ended = 0usize;
@@ -696,6 +744,22 @@ mod tests {
                     prop_assert!(!running.iter().any(|(_, id)| *id == r.run_id));
                     running.push((r.target.clone().unwrap(), r.run_id));
                 }
+                // The journal, replayed, is exactly the slots held.
+                for change in a.take_changes() {
+                    match change {
+                        SlotChange::Held { target, run, .. } => {
+                            prop_assert!(leases.insert((target, run)), "held twice");
+                        }
+                        SlotChange::Freed { target, run } => {
+                            prop_assert!(leases.remove(&(target, run)), "freed unheld");
+                        }
+                    }
+                }
+                let mut held: Vec<_> = running.clone();
+                held.sort();
+                let mut leased: Vec<_> = leases.iter().cloned().collect();
+                leased.sort();
+                prop_assert_eq!(held, leased);
                 let limited = a.queue_load(&q("limited"));
                 prop_assert!(limited <= queue_limit as usize);
                 for name in names {

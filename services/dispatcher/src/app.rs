@@ -24,11 +24,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify, RwLock};
 
-use crate::admission::{Admission, Limits};
+use crate::admission::{Admission, Limits, SlotChange};
 use crate::chains::{Chains, Child};
 use crate::deadlines::Deadlines;
 use crate::leader::Election;
 use crate::scheduler::{JobDef, Scheduler};
+use crate::slot_leases::SlotLeases;
 use crate::{explain, schedule};
 use faro_shared::domain::JobId;
 use faro_shared::domain::{Outcome, WorkerId};
@@ -55,6 +56,8 @@ struct Dispatcher {
     retries_changed: Notify,
     /// Slots of every target: what may be published now, what waits.
     admission: Mutex<Admission>,
+    /// Target slots taken and freed, for the slot leases in KV.
+    slot_changes: mpsc::UnboundedSender<Vec<SlotChange>>,
     /// Admitted runs on their way to the publisher task.
     publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
     /// New recurring definitions and ended runs, for the scheduler task.
@@ -137,12 +140,47 @@ impl Dispatcher {
         dropped
     }
 
-    fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+    /// The admission state, locked; whatever slots change while it is held are written to
+    /// the slot leases when the lock is let go.
+    fn admission(&self) -> AdmissionGuard<'_> {
         // A panic while holding the lock leaves counts that are still consistent enough to
         // go on with; the next restart rebuilds them from PostgreSQL.
-        self.admission
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        AdmissionGuard {
+            guard: self
+                .admission
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            slot_changes: &self.slot_changes,
+        }
+    }
+}
+
+/// The locked admission state; on unlock its slot changes go to the slot lease writer.
+struct AdmissionGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Admission>,
+    slot_changes: &'a mpsc::UnboundedSender<Vec<SlotChange>>,
+}
+
+impl std::ops::Deref for AdmissionGuard<'_> {
+    type Target = Admission;
+    fn deref(&self) -> &Admission {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for AdmissionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Admission {
+        &mut self.guard
+    }
+}
+
+impl Drop for AdmissionGuard<'_> {
+    fn drop(&mut self) {
+        let changes = self.guard.take_changes();
+        // Sent under the lock, so the writer sees the changes in the order they were made.
+        if !changes.is_empty() {
+            let _ = self.slot_changes.send(changes);
+        }
     }
 }
 
@@ -242,9 +280,13 @@ async fn lead(
         let results =
             nats::ensure_service_consumer(js, &ns.results_stream(), DURABLE, ns.results_wildcard())
                 .await?;
-        anyhow::Ok((submissions, results))
+        let leases = js
+            .get_key_value(ns.leases_bucket())
+            .await
+            .context("cannot open the leases bucket")?;
+        anyhow::Ok((submissions, results, leases))
     };
-    let Some((submissions, results)) = unless_cancelled(&leading, consumers).await? else {
+    let Some((submissions, results, leases)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
 
@@ -263,7 +305,12 @@ async fn lead(
     // from when they were published.
     let mut deadlines = Deadlines::default();
     for (run, published) in store::in_flight_runs(&pool).await? {
-        admission.restore_in_flight(run.target.clone(), run.queue.clone(), run.run_id);
+        admission.restore_in_flight(
+            run.target.clone(),
+            run.queue.clone(),
+            run.run_id,
+            run.timeout_ms,
+        );
         let timeout = run
             .timeout_ms
             .map(Duration::from_millis)
@@ -272,6 +319,7 @@ async fn lead(
         let deadline = published + chrono::Duration::from_std(timeout).unwrap_or_default();
         deadlines.track(run, deadline);
     }
+    let restored_slots = admission.take_changes();
     let mut chains = Chains::default();
     for (parent, child) in store::chained_jobs(&pool).await? {
         chains.define(parent, child);
@@ -279,6 +327,15 @@ async fn lead(
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
+    let (slots_tx, slots_rx) = mpsc::unbounded_channel();
+    let slot_leases = SlotLeases {
+        js: js.clone(),
+        store: leases,
+        bucket: ns.leases_bucket(),
+        holder: config.instance.clone(),
+        default_timeout: config.run_timeout,
+        grace: config.run_timeout_grace,
+    };
     let dispatcher = Arc::new(Dispatcher {
         pool,
         client: client.clone(),
@@ -287,6 +344,7 @@ async fn lead(
         config,
         retries_changed: Notify::new(),
         admission: Mutex::new(admission),
+        slot_changes: slots_tx,
         publisher: publisher_tx,
         schedule: schedule_tx,
         chains: RwLock::new(chains),
@@ -297,6 +355,10 @@ async fn lead(
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
+    supervisor.spawn(
+        "slot leases",
+        slot_leases.run(restored_slots, slots_rx, shutdown.clone()),
+    );
     supervisor.spawn(
         "submissions",
         submissions_loop(dispatcher.clone(), submissions, shutdown.clone()),

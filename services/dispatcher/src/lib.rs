@@ -20,6 +20,7 @@ pub mod plan;
 pub mod retry;
 pub mod schedule;
 pub mod scheduler;
+pub mod slot_leases;
 pub mod store;
 
 pub use app::run;

@@ -16,6 +16,7 @@ pub const RETRIES: &str = "faro_dispatcher_retries_total";
 pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
 pub const LEADER: &str = "faro_dispatcher_leader";
 pub const LEADERSHIPS: &str = "faro_dispatcher_leaderships_total";
+pub const SLOT_LEASE_ERRORS: &str = "faro_dispatcher_slot_lease_errors_total";
 
 pub fn describe() {
     describe_counter!(
@@ -57,6 +58,10 @@ pub fn describe() {
         "1 while this dispatcher holds the leader lease and schedules, 0 while it stands by."
     );
     describe_counter!(LEADERSHIPS, "Times this dispatcher took the leader lease.");
+    describe_counter!(
+        SLOT_LEASE_ERRORS,
+        "Slot lease writes to the leases bucket that failed (the key then lives until its TTL)."
+    );
     describe_counter!(BAD_MESSAGES, "Messages refused as malformed, by stream.");
     describe_histogram!(
         RESULT_BATCH_SECONDS,
