@@ -285,6 +285,15 @@ impl System {
             .collect()
     }
 
+    /// The one value of a query such as `SELECT count(*) ...` or `SELECT id ... LIMIT 1`.
+    pub async fn one<T>(&self, sql: &str) -> anyhow::Result<T>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let row = self.pool.get().await?.query_one(sql, &[]).await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Counts runs by terminal or open state.
     pub async fn count_terminal(&self) -> anyhow::Result<i64> {
         let client = self.pool.get().await?;

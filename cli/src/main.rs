@@ -25,6 +25,7 @@ use faro_shared::settings::{self, ConfigReply, ConfigRequest, Setting};
 use faro_shared::{nats, pg, CommonConfig};
 use sha2::{Digest, Sha256};
 
+mod defs;
 mod ingest;
 
 #[derive(Parser)]
@@ -91,6 +92,16 @@ enum Command {
     Explain {
         #[command(subcommand)]
         what: ExplainWhat,
+    },
+    /// Targets (OLTs): `faro target add|import|list|disable|enable`.
+    Target {
+        #[command(subcommand)]
+        action: defs::TargetAction,
+    },
+    /// Job definitions: `faro job add|list|disable|enable`.
+    Job {
+        #[command(subcommand)]
+        action: defs::JobAction,
     },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
@@ -266,6 +277,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Target { action } => defs::target(&env, action).await,
+        Command::Job { action } => defs::job(&env, action).await,
         Command::Migrate => {
             pg::migrate(&PgConfig::from_env(&env)?).await?;
             println!("migrations applied");

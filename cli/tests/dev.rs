@@ -211,6 +211,93 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let out = cli.run(&["config", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("maintenance_mode = false (default"));
 
+    // Targets and jobs managed from the command line, without a restart.
+    let targets = dir.path().join("targets.json");
+    std::fs::write(
+        &targets,
+        r#"{"targets": [{"id": "olt-1", "name": "POP 1", "address": "192.0.2.1",
+                          "snmp": {"version": "2c", "community": "hidden1"}},
+                         {"id": "olt-2", "address": "192.0.2.2:1161", "max_concurrency": 2}]}"#,
+    )
+    .unwrap();
+    let out = cli.run(&["target", "import", targets.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 targets saved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli.run(&["target", "add", "olt-3", "--address", "h:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("address: port"));
+    let out = cli.run(&["target", "disable", "olt-2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli.run(&["target", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("192.0.2.2:1161") && !listed.contains("hidden1"),
+        "{listed}"
+    );
+    let olt_2 = listed.lines().find(|l| l.starts_with("olt-2")).unwrap();
+    assert!(olt_2.contains(" no "), "{olt_2}");
+
+    let out = cli.run(&[
+        "job",
+        "add",
+        "poll-1",
+        "--queue",
+        "smoke",
+        "--target",
+        "olt-1",
+        "--interval",
+        "300ms",
+        "--params",
+        r#"{"duration_ms": 1}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli.run(&[
+        "job",
+        "add",
+        "bad",
+        "--queue",
+        "smoke",
+        "--overlap",
+        "queue_one",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlap needs interval"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli.run(&["job", "list", "--target", "olt-1"]);
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with("poll-1"))
+            .unwrap_or_default()
+            .to_owned();
+        // ID QUEUE KIND TARGET EVERY ENABLED, then last run, success and failure times.
+        let words: Vec<&str> = row.split_whitespace().collect();
+        if words.len() >= 9 && words[6] != "-" && words[8] != "-" {
+            assert!(row.contains("0.3s") && row.contains("yes"), "{row}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no success listed: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cli.run(&["job", "disable", "poll-1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("job poll-1 disabled"));
+    let out = cli.run(&["job", "disable", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
+
     // Every service serves health and metrics.
     let dispatcher = http_base + 1;
     let health = http_get(dispatcher, "/health");

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
-use crate::messages::{Interval, JobSpec, Kind, RunIf, SimParams, Submission, Task};
+use crate::messages::{Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task};
 
 /// Most jobs one submission may hold.
 pub const MAX_JOBS: usize = 1_000_000;
@@ -66,19 +66,14 @@ impl JobFileError {
 
 impl fmt::Display for JobFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(job) = self.job {
-            write!(f, "job {job}")?;
-            if let Some(field) = &self.field {
-                write!(f, ", field `{field}`")?;
-            }
-            f.write_str(": ")?;
-        } else if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
-        }
-        if let (Some(line), Some(column)) = (self.line, self.column) {
-            write!(f, "line {line} column {column}: ")?;
-        }
-        f.write_str(&self.problem)
+        let at = Located {
+            index: self.job,
+            field: self.field.clone(),
+            problem: self.problem.clone(),
+            line: self.line,
+            column: self.column,
+        };
+        at.write("job", f)
     }
 }
 
@@ -110,6 +105,8 @@ struct JobInput {
     run_if: Option<RunIf>,
     #[serde(default)]
     timeout: Option<Interval>,
+    #[serde(default)]
+    overlap: Option<Overlap>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +206,13 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
             "a job cannot follow itself",
         ));
     }
+    if job.overlap.is_some() && job.interval.is_none() {
+        return Err(JobFileError::in_job(
+            index,
+            "overlap",
+            "overlap needs interval: only a recurring job has slots that can overlap",
+        ));
+    }
     if job.interval.is_some() && job.id.is_none() {
         return Err(JobFileError::in_job(
             index,
@@ -235,6 +239,7 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         after: job.after,
         run_if: job.run_if.unwrap_or_default(),
         timeout: job.timeout,
+        overlap: job.overlap.unwrap_or_default(),
     })
 }
 
@@ -257,18 +262,64 @@ fn deserialize<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     root: Option<&str>,
 ) -> Result<T, JobFileError> {
+    deserialize_list(bytes, "jobs", root.is_some()).map_err(|at| JobFileError {
+        job: at.index,
+        field: at.field,
+        problem: at.problem,
+        line: at.line,
+        column: at.column,
+    })
+}
+
+/// Where reading a file of entries (`{"<list>": [...]}`, or a bare array) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    /// Index of the entry in the list.
+    pub index: Option<usize>,
+    /// The field inside the entry, or of the file when `index` is unknown.
+    pub field: Option<String>,
+    pub problem: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl Located {
+    /// `<entry> 3, field `x`: line L column C: problem`, leaving out what is unknown.
+    pub(crate) fn write(&self, entry: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(index) = self.index {
+            write!(f, "{entry} {index}")?;
+            if let Some(field) = &self.field {
+                write!(f, ", field `{field}`")?;
+            }
+            f.write_str(": ")?;
+        } else if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line} column {column}: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+/// Reads `T` from a file whose entries sit in the list `list` (`bare`: the file is that list),
+/// locating any error at an entry's index and field.
+pub(crate) fn deserialize_list<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    list: &str,
+    bare: bool,
+) -> Result<T, Located> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let inner = err.inner();
         let mut segments = err.path().iter().peekable();
         // `jobs[3].priority`: lift the index out of the path.
-        let starts_with_jobs = root.is_some()
-            || matches!(segments.peek(), Some(Segment::Map { key }) if key == "jobs");
-        if root.is_none() && starts_with_jobs {
+        let in_list = bare || matches!(segments.peek(), Some(Segment::Map { key }) if key == list);
+        if !bare && in_list {
             segments.next();
         }
-        let job = match segments.peek() {
-            Some(Segment::Seq { index }) if starts_with_jobs => {
+        let index = match segments.peek() {
+            Some(Segment::Seq { index }) if in_list => {
                 let index = *index;
                 segments.next();
                 Some(index)
@@ -276,16 +327,16 @@ fn deserialize<T: serde::de::DeserializeOwned>(
             _ => None,
         };
         let rest = field_path(segments);
-        let field = match (job, rest.is_empty()) {
+        let field = match (index, rest.is_empty()) {
             (Some(_), true) => None,
             (Some(_), false) => Some(rest),
-            (None, _) if starts_with_jobs => Some("jobs".to_owned()),
+            (None, _) if in_list => Some(list.to_owned()),
             (None, true) => None,
             (None, false) => Some(rest),
         };
         let syntax = inner.is_syntax() || inner.is_eof();
-        JobFileError {
-            job,
+        Located {
+            index,
             field,
             problem: strip_position(&inner.to_string()),
             line: syntax.then(|| inner.line()),
@@ -294,7 +345,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn field_path<'a>(segments: impl Iterator<Item = &'a Segment>) -> String {
+pub(crate) fn field_path<'a>(segments: impl Iterator<Item = &'a Segment>) -> String {
     let mut out = String::new();
     for segment in segments {
         match segment {

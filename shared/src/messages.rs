@@ -225,6 +225,34 @@ pub struct JobSpec {
     /// How long one attempt may take (default: the dispatcher's `FARO_RUN_TIMEOUT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Interval>,
+    /// For a recurring job: what a slot does while the previous run is still going.
+    #[serde(skip_serializing_if = "Overlap::is_default")]
+    pub overlap: Overlap,
+}
+
+/// What a recurring job's slot does while the job's previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The slot is skipped and the skip recorded (the default).
+    #[default]
+    Skip,
+    /// The first such slot waits and runs when the previous run ends; further ones are
+    /// skipped while it waits.
+    QueueOne,
+}
+
+impl Overlap {
+    pub fn is_default(&self) -> bool {
+        *self == Overlap::Skip
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::QueueOne => "queue_one",
+        }
+    }
 }
 
 /// When a chained job runs after its parent.
@@ -552,6 +580,93 @@ pub enum ExplainRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExplainReply {
     pub lines: Vec<String>,
+}
+
+/// The request of `faro.api.dispatcher.targets`: define, switch or list targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TargetRequest {
+    /// Adds the targets or replaces those with the same id (`faro target add|import`).
+    Put {
+        targets: Vec<crate::targetfile::TargetSpec>,
+    },
+    /// `faro target enable|disable`.
+    SetEnabled {
+        id: TargetId,
+        enabled: bool,
+    },
+    List,
+}
+
+/// A target as listed: no secrets, with its slots in use now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetView {
+    pub id: TargetId,
+    pub name: String,
+    pub address: Option<String>,
+    /// Credentials with every community and password hidden.
+    pub snmp: serde_json::Value,
+    /// Its own limit; `None` for the system default.
+    pub max_concurrency: Option<u32>,
+    /// The limit in force (its own or the default).
+    pub limit: u32,
+    pub enabled: bool,
+    pub in_flight: usize,
+    pub waiting: usize,
+}
+
+/// The reply of `faro.api.dispatcher.targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetReply {
+    /// Targets added, replaced or switched.
+    pub changed: usize,
+    #[serde(default)]
+    pub targets: Vec<TargetView>,
+}
+
+/// The request of `faro.api.dispatcher.jobs`: list or switch job definitions (adding one is a
+/// submission on `faro.submit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum JobRequest {
+    List {
+        #[serde(default)]
+        queue: Option<QueueName>,
+        #[serde(default)]
+        target: Option<TargetId>,
+        /// Most jobs listed, ordered by id.
+        limit: u32,
+        /// One-shot jobs too, not only definitions (recurring and chained).
+        #[serde(default)]
+        all: bool,
+    },
+    /// `faro job enable|disable`.
+    SetEnabled { id: JobId, enabled: bool },
+}
+
+/// A job definition as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub queue: QueueName,
+    pub kind: String,
+    pub target: Option<TargetId>,
+    pub interval_ms: Option<u64>,
+    pub after: Option<JobId>,
+    pub enabled: bool,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+}
+
+/// The reply of `faro.api.dispatcher.jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReply {
+    pub changed: usize,
+    #[serde(default)]
+    pub jobs: Vec<JobView>,
+    /// Jobs matching the filter, listed or not.
+    pub total: u64,
 }
 
 /// The body of an API reply that failed.

@@ -1,4 +1,4 @@
-//! The README documents every `FARO_*` variable the code reads.
+//! The README documents every `FARO_*` variable the code reads, and its example files are valid.
 
 use std::path::{Path, PathBuf};
 
@@ -45,4 +45,13 @@ fn every_variable_the_code_reads_is_in_the_readme() {
         "only {found} variables found: the scan is broken"
     );
     assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+#[test]
+fn the_example_files_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let jobs = std::fs::read(root.join("examples/sim-batch.json")).unwrap();
+    faro_shared::jobfile::parse(&jobs).unwrap();
+    let targets = std::fs::read(root.join("examples/targets.json")).unwrap();
+    assert_eq!(faro_shared::targetfile::parse(&targets).unwrap().len(), 3);
 }

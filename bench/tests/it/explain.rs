@@ -18,15 +18,7 @@ async fn explain(system: &System, request: ExplainRequest) -> Vec<String> {
 }
 
 async fn one_id(system: &System, sql: &str) -> Uuid {
-    system
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
+    system.one(sql).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

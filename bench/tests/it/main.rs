@@ -6,6 +6,7 @@ mod bad_input;
 mod cancel;
 mod chains;
 mod deadlines;
+mod definitions;
 mod docs;
 mod explain;
 mod leader;

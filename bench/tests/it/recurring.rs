@@ -107,3 +107,56 @@ async fn recurring_jobs_fire_once_per_slot_and_skip_while_running() {
     drop(client);
     system.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_one_runs_a_kept_slot_as_soon_as_the_previous_run_ends() {
+    let system = System::start(Options::default()).await.unwrap();
+    let jobs = serde_json::json!({"jobs": [
+        {"id": "slow", "queue": "poll", "kind": "sim", "target": "olt-1", "interval": "200ms",
+         "overlap": "queue_one", "params": {"duration_ms": 450, "outcomes": {"succeeded": 1}}}
+    ]});
+    system
+        .submit(serde_json::to_vec(&jobs).unwrap(), "queue-one")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'succeeded'",
+            4,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let client = system.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT slot_at, started_at, finished_at FROM runs
+              WHERE job_id = 'slow' AND status = 'succeeded' ORDER BY slot_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ran: Vec<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for pair in ran.windows(2) {
+        let (previous, next) = (pair[0], pair[1]);
+        // Never two at once...
+        assert!(next.1 >= previous.2, "runs of one job overlapped: {ran:?}");
+        // ...and the next one's slot came while the previous ran: it was kept, not skipped
+        // (with `skip`, every run's slot comes after the previous run ended).
+        assert!(next.0 < previous.2, "slot {} was not kept: {ran:?}", next.0);
+    }
+    // Slots beyond the one kept are skipped and recorded.
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'skipped'",
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    drop(client);
+    system.stop().await.unwrap();
+}

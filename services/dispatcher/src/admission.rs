@@ -24,6 +24,8 @@ pub struct Limits {
     pub queue_defined: HashMap<QueueName, u32>,
     /// Queue limits from the hot configuration; they win, `None` lifts the limit.
     pub queue_set: HashMap<QueueName, Option<u32>>,
+    /// Targets switched off by an operator: their runs wait, none starts.
+    pub disabled: HashSet<TargetId>,
 }
 
 impl Limits {
@@ -45,7 +47,11 @@ impl Limits {
     }
 
     fn of_slot(&self, slot: &Slot) -> usize {
-        slot.as_ref().map_or(usize::MAX, |t| self.of(t) as usize)
+        match slot {
+            None => usize::MAX,
+            Some(target) if self.disabled.contains(target) => 0,
+            Some(target) => self.of(target) as usize,
+        }
     }
 
     fn queue_full(&self, queue: &QueueName, in_flight: usize) -> bool {
@@ -106,6 +112,8 @@ struct Queue {
 pub enum Wait {
     /// Maintenance mode holds every new start.
     Maintenance,
+    /// Its target is disabled.
+    TargetDisabled { target: TargetId },
     /// Its queue has `in_flight` runs of at most `limit`.
     Queue {
         queue: QueueName,
@@ -181,6 +189,15 @@ impl Admission {
             return Vec::new();
         }
         self.limits.per_target = limits;
+        self.fill_all()
+    }
+
+    /// The targets switched off; a target switched back on starts what fits at once.
+    pub fn set_disabled(&mut self, disabled: HashSet<TargetId>) -> Vec<RunMessage> {
+        if self.limits.disabled == disabled {
+            return Vec::new();
+        }
+        self.limits.disabled = disabled;
         self.fill_all()
     }
 
@@ -362,6 +379,11 @@ impl Admission {
             .find_map(|(slot, t)| t.waiting_ids.get(&run).map(|q| (slot, q)))?;
         if self.paused {
             return Some(Wait::Maintenance);
+        }
+        if let Some(target) = slot.as_ref().filter(|t| self.limits.disabled.contains(*t)) {
+            return Some(Wait::TargetDisabled {
+                target: target.clone(),
+            });
         }
         let in_flight = self.queue_load(queue);
         if let Some(limit) = self.limits.of_queue(queue) {
@@ -689,6 +711,29 @@ mod tests {
         assert_eq!(a.why_waiting(first[0].run_id), None);
         a.set_paused(true);
         assert_eq!(a.why_waiting(second.run_id), Some(Wait::Maintenance));
+    }
+
+    #[test]
+    fn a_disabled_target_starts_nothing_until_enabled() {
+        let mut a = Admission::new(limits(2));
+        let first = a.offer(vec![run(Some("olt"), 5)]);
+        assert_eq!(first.len(), 1);
+        assert!(a.set_disabled(HashSet::from([t("olt")])).is_empty());
+        let held = run(Some("olt"), 5);
+        assert!(
+            a.offer(vec![held.clone()]).is_empty(),
+            "started on a disabled target"
+        );
+        assert_eq!(
+            a.why_waiting(held.run_id),
+            Some(Wait::TargetDisabled { target: t("olt") })
+        );
+        // Its run in flight ends; still nothing starts. Other targets are not held.
+        assert!(a.release(first[0].run_id).is_empty());
+        assert_eq!(a.offer(vec![run(Some("other"), 5)]).len(), 1);
+        let resumed = a.set_disabled(HashSet::new());
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].run_id, held.run_id);
     }
 
     #[test]

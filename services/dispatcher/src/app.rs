@@ -13,11 +13,13 @@ use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
 use faro_shared::messages::RunMessage;
 use faro_shared::messages::{
-    ApiError, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, RunResult,
-    SubmissionQuery, WorkerCancel, WorkerCancelReply,
+    ApiError, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, JobReply,
+    JobRequest, RunResult, SubmissionQuery, TargetReply, TargetRequest, TargetView, WorkerCancel,
+    WorkerCancelReply,
 };
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
+use faro_shared::targetfile::Snmp;
 use faro_shared::{nats, pg, Namespace};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ use crate::admission::{Admission, Limits, SlotChange};
 use crate::chains::{Chains, Child};
 use crate::deadlines::Deadlines;
 use crate::leader::Election;
-use crate::scheduler::{JobDef, Scheduler};
+use crate::scheduler::{Fire, JobDef, Scheduler};
 use crate::slot_leases::SlotLeases;
 use crate::{explain, schedule};
 use faro_shared::domain::JobId;
@@ -38,6 +40,7 @@ use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
+use crate::catalog;
 use crate::config::Config;
 use crate::metrics as m;
 use crate::plan::plan_submission;
@@ -101,6 +104,8 @@ impl Cancelled {
 #[derive(Debug)]
 enum ScheduleEvent {
     Define(Vec<JobDef>),
+    /// Jobs no longer recurring: disabled, or redefined as chained or one-shot.
+    Remove(Vec<JobId>),
     Ended(Vec<(JobId, uuid::Uuid)>),
 }
 
@@ -296,6 +301,7 @@ async fn lead(
         per_target: store::target_limits(&pool).await?,
         queue_defined: store::queue_limits(&pool).await?,
         queue_set: HashMap::new(),
+        disabled: catalog::disabled_targets(&pool).await?,
     });
     // Hot settings in force before the first run is offered.
     for setting in store::settings(&pool).await? {
@@ -478,14 +484,23 @@ async fn handle_submission(
         Recorded::New => {
             let mut once = Vec::new();
             let mut recurring = Vec::new();
+            let mut not_recurring = Vec::new();
             let mut chains = d.chains.write().await;
             for run in runs {
+                // A job redefined from recurring to chained (or back) leaves its old role.
+                if run.is_definition() && run.interval.is_none() {
+                    not_recurring.push(run.message.job_id.clone());
+                }
+                if run.after.is_none() {
+                    chains.remove(&run.message.job_id);
+                }
                 let def = JobDef {
                     interval: run.interval.map(|i| i.get()).unwrap_or_default(),
                     template: run.message.clone(),
                     max_attempts: run.max_attempts,
                     retry_on: run.retry_on.clone(),
                     last_slot: None,
+                    overlap: run.overlap,
                 };
                 match (&run.interval, &run.after) {
                     (Some(_), _) => recurring.push(def),
@@ -500,6 +515,9 @@ async fn handle_submission(
                 }
             }
             drop(chains);
+            if !not_recurring.is_empty() {
+                let _ = d.schedule.send(ScheduleEvent::Remove(not_recurring));
+            }
             if !recurring.is_empty() {
                 let _ = d.schedule.send(ScheduleEvent::Define(recurring));
             }
@@ -684,36 +702,64 @@ async fn scheduler_loop(
                         scheduler.define(def, now);
                     }
                 }
+                Some(ScheduleEvent::Remove(jobs)) => {
+                    for job in jobs {
+                        tracing::info!(%job, "recurring job removed");
+                        scheduler.remove(&job);
+                    }
+                }
                 Some(ScheduleEvent::Ended(ended)) => {
-                    for (job, run) in ended {
-                        scheduler.ended(&job, run);
+                    let kept: Vec<_> = ended
+                        .into_iter()
+                        .filter_map(|(job, run)| scheduler.ended(&job, run))
+                        .collect();
+                    if !kept.is_empty() {
+                        fire_slots(&d, &mut scheduler, kept).await;
                     }
                 }
                 None => return Ok(()),
             },
             _ = tokio::time::sleep(sleep) => {
                 last_fire = tokio::time::Instant::now();
-                let fires = scheduler.fire(chrono::Utc::now());
-                if fires.is_empty() {
-                    continue;
+                let mut fires = scheduler.fire(chrono::Utc::now());
+                // A disabled target is not polled: its jobs' slots pass without a run.
+                {
+                    let admission = d.admission();
+                    let disabled = &admission.limits().disabled;
+                    if !disabled.is_empty() {
+                        fires.retain(|f| {
+                            !f.job.template.target.as_ref().is_some_and(|t| disabled.contains(t))
+                        });
+                    }
                 }
-                let skipped = fires.iter().filter(|f| f.overlaps.is_some()).count();
-                match store::record_slots(&d.pool, &fires).await {
-                    Ok(runs) => {
-                        metrics::counter!(m::SLOTS, "result" => "fired").increment(runs.len() as u64);
-                        metrics::counter!(m::SLOTS, "result" => "skipped").increment(skipped as u64);
-                        for run in &runs {
-                            scheduler.opened(run.job_id.clone(), run.run_id);
-                        }
-                        dispatch(&d, runs);
-                    }
-                    Err(error) => {
-                        // Those slots are missed; the next ones are planned.
-                        tracing::warn!(error = format!("{error:#}"), slots = fires.len(), "cannot record fired slots");
-                        metrics::counter!(m::SLOTS, "result" => "failed").increment(fires.len() as u64);
-                    }
+                if !fires.is_empty() {
+                    fire_slots(&d, &mut scheduler, fires).await;
                 }
             }
+        }
+    }
+}
+
+/// Records due slots (runs, or skips while the previous run goes on) and dispatches the runs.
+async fn fire_slots(d: &Dispatcher, scheduler: &mut Scheduler, fires: Vec<Fire>) {
+    let skipped = fires.iter().filter(|f| f.overlaps.is_some()).count();
+    match store::record_slots(&d.pool, &fires).await {
+        Ok(runs) => {
+            metrics::counter!(m::SLOTS, "result" => "fired").increment(runs.len() as u64);
+            metrics::counter!(m::SLOTS, "result" => "skipped").increment(skipped as u64);
+            for run in &runs {
+                scheduler.opened(run.job_id.clone(), run.run_id);
+            }
+            dispatch(d, runs);
+        }
+        Err(error) => {
+            // Those slots are missed; the next ones are planned.
+            tracing::warn!(
+                error = format!("{error:#}"),
+                slots = fires.len(),
+                "cannot record fired slots"
+            );
+            metrics::counter!(m::SLOTS, "result" => "failed").increment(fires.len() as u64);
         }
     }
 }
@@ -955,6 +1001,7 @@ async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     let _serialized = d.settings.lock().await;
     let stored = store::settings(&d.pool).await?;
     let targets = store::target_limits(&d.pool).await?;
+    let disabled = catalog::disabled_targets(&d.pool).await?;
     let queues = store::queue_limits(&d.pool).await?;
     let maintenance = stored.contains(&Setting::MaintenanceMode(true));
     apply_setting(d, &Setting::MaintenanceMode(maintenance));
@@ -984,6 +1031,7 @@ async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     let admitted = {
         let mut admission = d.admission();
         let mut admitted = admission.set_target_limits(targets);
+        admitted.extend(admission.set_disabled(disabled));
         admitted.extend(admission.set_queue_definitions(queues));
         admitted.extend(admission.set_queue_settings(queue_set));
         admitted
@@ -1195,6 +1243,120 @@ async fn explain(d: &Dispatcher, request: ExplainRequest) -> anyhow::Result<Expl
     Ok(ExplainReply { lines })
 }
 
+/// Defines, switches or lists targets; a change applies to admission and the schedule at once.
+async fn targets(d: &Dispatcher, request: TargetRequest) -> anyhow::Result<TargetReply> {
+    let changed = match request {
+        TargetRequest::Put { targets } => {
+            let changed = catalog::put_targets(&d.pool, &targets).await?;
+            tracing::info!(targets = changed, "targets defined");
+            changed
+        }
+        TargetRequest::SetEnabled { id, enabled } => {
+            if !catalog::set_target_enabled(&d.pool, &id, enabled).await? {
+                anyhow::bail!("no target {id}; `faro target list` shows them");
+            }
+            tracing::info!(target = %id, enabled, "target switched");
+            1
+        }
+        TargetRequest::List => {
+            let stored = catalog::targets(&d.pool).await?;
+            let admission = d.admission();
+            let targets = stored
+                .into_iter()
+                .map(|t| {
+                    let (in_flight, waiting) = admission.load(&t.id);
+                    let snmp = serde_json::from_value::<Snmp>(t.snmp)
+                        .map(|s| serde_json::to_value(s.redacted()).unwrap_or_default())
+                        .unwrap_or_else(|e| serde_json::json!({"unreadable": e.to_string()}));
+                    TargetView {
+                        limit: admission.limits().of(&t.id),
+                        id: t.id,
+                        name: t.name,
+                        address: t.address,
+                        snmp,
+                        max_concurrency: t.max_concurrency,
+                        enabled: t.enabled,
+                        in_flight,
+                        waiting,
+                    }
+                })
+                .collect();
+            return Ok(TargetReply {
+                changed: 0,
+                targets,
+            });
+        }
+    };
+    refresh_targets(d).await?;
+    Ok(TargetReply {
+        changed,
+        targets: Vec::new(),
+    })
+}
+
+/// Rereads the targets' limits and switches, and starts whatever now fits.
+async fn refresh_targets(d: &Dispatcher) -> anyhow::Result<()> {
+    let _serialized = d.settings.lock().await;
+    let limits = store::target_limits(&d.pool).await?;
+    let disabled = catalog::disabled_targets(&d.pool).await?;
+    let admitted = {
+        let mut admission = d.admission();
+        let mut admitted = admission.set_target_limits(limits);
+        admitted.extend(admission.set_disabled(disabled));
+        admitted
+    };
+    publish_admitted(d, admitted);
+    Ok(())
+}
+
+/// Lists or switches job definitions; a switched job joins or leaves the schedule and its
+/// chain at once.
+async fn jobs(d: &Dispatcher, request: JobRequest) -> anyhow::Result<JobReply> {
+    match request {
+        JobRequest::List {
+            queue,
+            target,
+            limit,
+            all,
+        } => {
+            let (jobs, total) =
+                catalog::jobs(&d.pool, queue.as_ref(), target.as_ref(), limit, all).await?;
+            Ok(JobReply {
+                changed: 0,
+                jobs,
+                total,
+            })
+        }
+        JobRequest::SetEnabled { id, enabled } => {
+            if !catalog::set_job_enabled(&d.pool, &id, enabled).await? {
+                anyhow::bail!("no job {id}; `faro job list` shows them");
+            }
+            tracing::info!(job = %id, enabled, "job switched");
+            let definition = if enabled {
+                store::definition(&d.pool, &id).await?
+            } else {
+                None
+            };
+            let mut chains = d.chains.write().await;
+            chains.remove(&id);
+            match definition {
+                Some((def, Some(parent), run_if)) => chains.define(parent, Child { def, run_if }),
+                Some((def, None, _)) if !def.interval.is_zero() => {
+                    let _ = d.schedule.send(ScheduleEvent::Define(vec![def]));
+                }
+                _ => {
+                    let _ = d.schedule.send(ScheduleEvent::Remove(vec![id]));
+                }
+            }
+            Ok(JobReply {
+                changed: 1,
+                jobs: Vec::new(),
+                total: 1,
+            })
+        }
+    }
+}
+
 /// Answers one API request by verb.
 async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     match verb {
@@ -1228,8 +1390,20 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
                 .context("expected {\"run\": \"<uuid>\"} or {\"job\": \"<job id>\"}")?;
             Ok(serde_json::to_vec(&explain(d, request).await?)?)
         }
+        "targets" => {
+            let request: TargetRequest = serde_json::from_slice(payload).context(
+                "expected {\"op\": \"put\", \"targets\": [..]}, {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..} or {\"op\": \"list\"}",
+            )?;
+            Ok(serde_json::to_vec(&targets(d, request).await?)?)
+        }
+        "jobs" => {
+            let request: JobRequest = serde_json::from_slice(payload).context(
+                "expected {\"op\": \"list\", \"limit\": N} or {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..}",
+            )?;
+            Ok(serde_json::to_vec(&jobs(d, request).await?)?)
+        }
         other => anyhow::bail!(
-            "unknown verb {other:?}; expected status, submission, config, cancel or explain"
+            "unknown verb {other:?}; expected status, submission, config, cancel, explain, targets or jobs"
         ),
     }
 }

@@ -124,6 +124,9 @@ pub fn run(facts: &RunFacts, live: &Live, now: DateTime<Utc>) -> Vec<String> {
             (Some(Wait::Maintenance), _) => {
                 "waiting: maintenance mode holds every new dispatch (faro config set maintenance_mode false)".to_owned()
             }
+            (Some(Wait::TargetDisabled { target }), _) => format!(
+                "waiting: target {target} is disabled (faro target enable {target})"
+            ),
             (Some(Wait::Queue { queue, limit, in_flight }), _) => format!(
                 "waiting: queue {queue} has {in_flight} runs in flight, its limit is {limit} (queue.{queue}.max_in_flight)"
             ),
@@ -305,6 +308,11 @@ mod tests {
             now,
         );
         assert!(lines.last().unwrap().contains("maintenance mode"));
+        let disabled = Wait::TargetDisabled {
+            target: faro_shared::domain::TargetId::parse("olt-9").unwrap(),
+        };
+        let lines = run(&facts(RunStatus::Dispatched), &waiting(disabled), now);
+        assert!(lines.last().unwrap().contains("target olt-9 is disabled"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use faro_shared::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
-use faro_shared::messages::{RunMessage, SimParams, Task};
+use faro_shared::messages::{Overlap, RunMessage, SimParams, Task};
 use uuid::Uuid;
 
 use crate::scheduler::JobDef;
@@ -32,5 +32,6 @@ pub fn def(job: &str, interval_ms: u64) -> JobDef {
         max_attempts: MaxAttempts::default(),
         retry_on: Retryable::DEFAULT.to_vec(),
         last_slot: None,
+        overlap: Overlap::Skip,
     }
 }

@@ -8,6 +8,7 @@
 pub mod admission;
 mod app;
 mod bus;
+pub mod catalog;
 pub mod chains;
 pub mod config;
 pub mod deadlines;

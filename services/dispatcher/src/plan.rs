@@ -4,7 +4,7 @@
 //! submission always plans the same shape and tests need no database.
 
 use faro_shared::domain::{JobId, MaxAttempts, Retryable};
-use faro_shared::messages::{Interval, RunIf, RunMessage, Submission};
+use faro_shared::messages::{Interval, Overlap, RunIf, RunMessage, Submission};
 use uuid::Uuid;
 
 /// A run about to be recorded and published.
@@ -20,6 +20,7 @@ pub struct NewRun {
     /// Set for a chained job: it runs after each run of this job, per `run_if`.
     pub after: Option<JobId>,
     pub run_if: RunIf,
+    pub overlap: Overlap,
 }
 
 impl NewRun {
@@ -47,6 +48,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                 interval: job.interval,
                 after: job.after.clone(),
                 run_if: job.run_if,
+                overlap: job.overlap,
                 message: RunMessage {
                     run_id,
                     attempt: 1,

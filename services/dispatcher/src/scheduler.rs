@@ -1,5 +1,5 @@
-//! The recurring jobs' timetable: which job fires next, and whether its slot runs or is
-//! skipped because the job's previous run is still going.
+//! The recurring jobs' timetable: which job fires next, and whether its slot runs, waits
+//! (`overlap: queue_one`) or is skipped because the job's previous run is still going.
 //!
 //! Sync and free of I/O: the dispatcher's scheduler task feeds it definitions, ended runs and
 //! the clock, and records what it returns. The slot arithmetic lives in `schedule`.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use faro_shared::domain::{JobId, MaxAttempts, Retryable};
-use faro_shared::messages::RunMessage;
+use faro_shared::messages::{Overlap, RunMessage};
 use uuid::Uuid;
 
 use crate::schedule::{self, Due};
@@ -25,6 +25,7 @@ pub struct JobDef {
     pub retry_on: Vec<Retryable>,
     /// The last slot fired, from PostgreSQL, when the job is loaded.
     pub last_slot: Option<DateTime<Utc>>,
+    pub overlap: Overlap,
 }
 
 impl JobDef {
@@ -46,6 +47,9 @@ pub struct Fire {
 struct Entry {
     def: JobDef,
     planned: DateTime<Utc>,
+    /// A slot that came while the previous run was going, kept to run when it ends
+    /// (`overlap: queue_one`).
+    queued: Option<DateTime<Utc>>,
 }
 
 /// Every enabled recurring job with its next planned slot.
@@ -68,8 +72,16 @@ impl Scheduler {
             Some(_) => schedule::slot_at_or_after(&id, def.interval, now),
             None => schedule::first_planned(&id, def.interval, def.last_slot, now),
         };
+        let queued = self.jobs.get(&id).and_then(|entry| entry.queued);
         self.timetable.push(Reverse((planned, id.clone())));
-        self.jobs.insert(id, Entry { def, planned });
+        self.jobs.insert(
+            id,
+            Entry {
+                def,
+                planned,
+                queued,
+            },
+        );
     }
 
     /// Stops scheduling a job.
@@ -82,11 +94,20 @@ impl Scheduler {
         self.open.insert(job, run);
     }
 
-    /// A run ended; if it was the job's open run, the next slot may run.
-    pub fn ended(&mut self, job: &JobId, run: Uuid) {
-        if self.open.get(job) == Some(&run) {
-            self.open.remove(job);
+    /// A run ended; if it was the job's open run, the next slot may run, and a slot queued
+    /// behind it (`overlap: queue_one`) is returned to fire now.
+    pub fn ended(&mut self, job: &JobId, run: Uuid) -> Option<Fire> {
+        if self.open.get(job) != Some(&run) {
+            return None;
         }
+        self.open.remove(job);
+        let entry = self.jobs.get_mut(job)?;
+        let slot = entry.queued.take()?;
+        Some(Fire {
+            job: entry.def.clone(),
+            slot,
+            overlaps: None,
+        })
     }
 
     /// When the earliest planned slot is due.
@@ -120,10 +141,19 @@ impl Scheduler {
             {
                 entry.planned = next;
                 self.timetable.push(Reverse((next, id.clone())));
+                let overlaps = self.open.get(&id).copied();
+                if overlaps.is_some()
+                    && entry.def.overlap == Overlap::QueueOne
+                    && entry.queued.is_none()
+                {
+                    // Kept for when the run going ends; later slots are skipped meanwhile.
+                    entry.queued = Some(slot);
+                    continue;
+                }
                 fires.push(Fire {
                     job: entry.def.clone(),
                     slot,
-                    overlaps: self.open.get(&id).copied(),
+                    overlaps,
                 });
             }
         }
@@ -188,6 +218,32 @@ mod tests {
         assert_eq!(second[0].overlaps, Some(run));
         s.ended(&JobId::parse("a").unwrap(), run);
         assert_eq!(s.fire(at(3000))[0].overlaps, None);
+    }
+
+    #[test]
+    fn queue_one_keeps_one_slot_for_when_the_run_ends() {
+        let mut s = Scheduler::default();
+        let mut job = def("a", 1000);
+        job.overlap = Overlap::QueueOne;
+        s.define(job, at(0));
+        let first = s.fire(at(1000));
+        assert_eq!(first.len(), 1);
+        let id = JobId::parse("a").unwrap();
+        let run = Uuid::new_v4();
+        s.opened(id.clone(), run);
+        // The next slot waits (nothing fired, nothing skipped), the one after is skipped.
+        assert!(s.fire(at(2000)).is_empty());
+        let third = s.fire(at(3000));
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].overlaps, Some(run));
+        // Another run ending changes nothing; the open run ending fires the kept slot.
+        assert_eq!(s.ended(&id, Uuid::new_v4()), None);
+        let kept = s.ended(&id, run).expect("the kept slot fires");
+        assert_eq!(kept.overlaps, None);
+        assert!(kept.slot > first[0].slot && kept.slot < third[0].slot);
+        assert_eq!(s.ended(&id, run), None, "kept once");
+        // Nothing open now: the next slot runs.
+        assert_eq!(s.fire(at(4000))[0].overlaps, None);
     }
 
     #[test]

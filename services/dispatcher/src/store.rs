@@ -11,7 +11,9 @@ use deadpool_postgres::Pool;
 use faro_shared::domain::{
     JobId, MaxAttempts, Outcome, Priority, QueueName, Retryable, RunStatus, TargetId,
 };
-use faro_shared::messages::{RunMessage, RunResult, StatusReply, SubmissionProgress, Task};
+use faro_shared::messages::{
+    Overlap, RunMessage, RunResult, StatusReply, SubmissionProgress, Task,
+};
 use uuid::Uuid;
 
 use crate::chains::{self, Chains, Child, RunIf};
@@ -79,6 +81,7 @@ pub async fn record_submission(
     let mut run_ifs = Vec::with_capacity(runs.len());
     let mut once = Vec::with_capacity(runs.len());
     let mut timeouts: Vec<Option<i64>> = Vec::with_capacity(runs.len());
+    let mut overlaps = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -95,6 +98,7 @@ pub async fn record_submission(
         run_ifs.push(run.run_if.as_str());
         once.push(!run.is_definition());
         timeouts.push(m.timeout_ms.and_then(|ms| i64::try_from(ms).ok()));
+        overlaps.push(run.overlap.as_str());
         intervals.push(
             run.interval
                 .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
@@ -116,20 +120,22 @@ pub async fn record_submission(
 
     tx.execute(
         "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on,
-                           interval_ms, after_job, run_if, timeout_ms)
+                           interval_ms, after_job, run_if, timeout_ms, overlap)
          SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
                 string_to_array(u.retry_on, ','), u.interval_ms, u.after_job, u.run_if,
-                u.timeout_ms
+                u.timeout_ms, u.overlap
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
-                       $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::int8[])
+                       $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::int8[],
+                       $13::text[])
              AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms,
-                  after_job, run_if, timeout_ms)
+                  after_job, run_if, timeout_ms, overlap)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
                 params = EXCLUDED.params, priority = EXCLUDED.priority,
                 max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
                 interval_ms = EXCLUDED.interval_ms, after_job = EXCLUDED.after_job,
-                run_if = EXCLUDED.run_if, timeout_ms = EXCLUDED.timeout_ms, enabled = true,
+                run_if = EXCLUDED.run_if, timeout_ms = EXCLUDED.timeout_ms,
+                overlap = EXCLUDED.overlap, enabled = true,
                 updated_at = now()",
         &[
             &job_ids,
@@ -144,6 +150,7 @@ pub async fn record_submission(
             &afters,
             &run_ifs,
             &timeouts,
+            &overlaps,
         ],
     )
     .await
@@ -281,7 +288,7 @@ fn message_from_row(
 /// Every enabled recurring job. A job whose stored definition cannot be read is skipped with
 /// a warning, never stopping the others.
 pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
-    Ok(definitions(pool, "interval_ms IS NOT NULL")
+    Ok(definitions(pool, "interval_ms IS NOT NULL", &[])
         .await?
         .into_iter()
         .map(|(def, _, _)| def)
@@ -291,29 +298,42 @@ pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
 /// Every enabled chained job, with the job it follows.
 pub async fn chained_jobs(pool: &Pool) -> anyhow::Result<Vec<(JobId, Child)>> {
     let mut chained = Vec::new();
-    for (def, after, run_if) in definitions(pool, "after_job IS NOT NULL").await? {
+    for (def, after, run_if) in definitions(pool, "after_job IS NOT NULL", &[]).await? {
         let Some(parent) = after else { continue };
         chained.push((parent, Child { def, run_if }));
     }
     Ok(chained)
 }
 
-/// Enabled job definitions matching `filter` (a fixed SQL condition), with their chain links.
+/// One enabled job's definition, with the job it follows, if it has one.
+pub async fn definition(
+    pool: &Pool,
+    job: &JobId,
+) -> anyhow::Result<Option<(JobDef, Option<JobId>, RunIf)>> {
+    Ok(definitions(pool, "id = $1", &[&job.as_str()])
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Enabled job definitions matching `filter` (a fixed SQL condition on `params`), with their
+/// chain links.
 async fn definitions(
     pool: &Pool,
     filter: &'static str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> anyhow::Result<Vec<(JobDef, Option<JobId>, RunIf)>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
             &format!(
                 "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
-                        interval_ms, after_job, run_if, timeout_ms,
+                        interval_ms, after_job, run_if, timeout_ms, overlap,
                         (SELECT max(slot_at) FROM runs WHERE runs.job_id = jobs.id
                                                          AND slot_at IS NOT NULL) AS last_slot_at
                    FROM jobs WHERE enabled AND {filter}"
             ),
-            &[],
+            params,
         )
         .await
         .context("cannot read job definitions")?;
@@ -333,6 +353,10 @@ async fn definitions(
                 .map_err(anyhow::Error::msg)?,
                 retry_on: retry_on_from(row.get("retry_on")),
                 last_slot: row.get("last_slot_at"),
+                overlap: match row.get::<_, String>("overlap").as_str() {
+                    "queue_one" => Overlap::QueueOne,
+                    _ => Overlap::Skip,
+                },
             };
             let after = row
                 .get::<_, Option<String>>("after_job")

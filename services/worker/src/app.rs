@@ -300,7 +300,10 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
         }
     };
     loop {
+        // Stopping wins over a free slot: a run given back at shutdown frees a slot, and
+        // pulling again would take that run back only to give it back again.
         let first = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             permit = worker.slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,

@@ -118,7 +118,8 @@ async fn runs_unfinished_at_the_end_of_grace_are_given_back() {
         .unwrap();
     let run: faro_shared::messages::RunMessage = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(run.run_id, runs[0].run_id);
-    assert_eq!(message.info().unwrap().delivered, 2);
+    let delivered = message.info().unwrap().delivered;
+    assert_eq!(delivered, 2, "given back once, then fetched here");
     let stream = h.js.get_stream(h.ns.results_stream()).await.unwrap();
     assert_eq!(
         stream.get_info().await.unwrap().state.messages,
