@@ -1,5 +1,7 @@
 //! faro-bench: the whole system in one process, on a private `nats-server` and a fresh
-//! database, for benchmarks (`src/main.rs`, `schedule`) and end-to-end tests (`tests/it`).
+//! database, for benchmarks (`src/main.rs`, `schedule`, `scale`) and end-to-end tests
+//! (`tests/it`).
 
+pub mod scale;
 pub mod schedule;
 pub mod system;

@@ -57,11 +57,28 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         targets: usize,
     },
+    /// A dispatcher starting over many recurring job definitions: time to the whole schedule
+    /// loaded and its first runs published, and its peak memory.
+    Scale {
+        /// Job definitions in PostgreSQL.
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Their interval, in seconds.
+        #[arg(long, default_value_t = 300)]
+        interval: u64,
+        /// Targets the jobs are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        targets: usize,
+    },
 }
 
 #[tokio::main]
 #[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
+    // The services' logs, when asked for (RUST_LOG=info), on standard error.
+    if std::env::var_os("RUST_LOG").is_some() {
+        faro_shared::telemetry::init("faro-bench", faro_shared::config::LogFormat::Text);
+    }
     match Cli::parse().command {
         Command::E2e {
             runs,
@@ -94,6 +111,21 @@ async fn main() -> anyhow::Result<()> {
                 targets: targets.max(1),
             };
             for line in faro_bench::schedule::run(&bench).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Scale {
+            jobs,
+            interval,
+            targets,
+        } => {
+            let bench = faro_bench::scale::ScaleBench {
+                jobs,
+                interval: Duration::from_secs(interval.max(1)),
+                targets,
+            };
+            for line in faro_bench::scale::run(&bench).await? {
                 println!("{line}");
             }
             Ok(())

@@ -183,18 +183,24 @@ impl System {
             tokio::spawn(async move {
                 use futures::StreamExt as _;
                 while let Some(Ok(entry)) = updates.next().await {
-                    let Some((target, run)) = faro_dispatcher::slot_leases::parse_key(&entry.key)
-                    else {
+                    let Some(target) = faro_dispatcher::slot_leases::parse_key(&entry.key) else {
                         continue;
                     };
-                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                    let held = s.held.entry(target.to_string()).or_default();
-                    if entry.operation == async_nats::jetstream::kv::Operation::Put {
-                        held.insert(run);
+                    let runs: std::collections::HashSet<uuid::Uuid> = if entry.operation
+                        == async_nats::jetstream::kv::Operation::Put
+                    {
+                        match serde_json::from_slice::<faro_dispatcher::slot_leases::TargetSlots>(
+                            &entry.value,
+                        ) {
+                            Ok(slots) => slots.runs.into_keys().collect(),
+                            Err(_) => continue,
+                        }
                     } else {
-                        held.remove(&run);
-                    }
-                    let now = held.len();
+                        Default::default()
+                    };
+                    let now = runs.len();
+                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                    s.held.insert(target.to_string(), runs);
                     let peak = s.peak.entry(target.to_string()).or_default();
                     *peak = (*peak).max(now);
                     drop(s);

@@ -71,7 +71,6 @@ async fn standby_takes_over_when_the_leader_dies() {
         .unwrap();
     let stale = faro_dispatcher::slot_leases::key(
         &faro_shared::domain::TargetId::parse("olt-gone").unwrap(),
-        uuid::Uuid::new_v4(),
     );
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_TTL, "3600");

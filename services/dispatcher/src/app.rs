@@ -30,7 +30,7 @@ use crate::admission::{Admission, Limits, SlotChange};
 use crate::chains::{Chains, Child};
 use crate::deadlines::Deadlines;
 use crate::leader::Election;
-use crate::scheduler::{Fire, JobDef, Scheduler};
+use crate::scheduler::{Fire, JobDef, Recurring, Scheduler};
 use crate::slot_leases::SlotLeases;
 use crate::{explain, schedule};
 use faro_shared::domain::JobId;
@@ -103,7 +103,7 @@ impl Cancelled {
 /// What the scheduler task learns from the other loops.
 #[derive(Debug)]
 enum ScheduleEvent {
-    Define(Vec<JobDef>),
+    Define(Vec<Recurring>),
     /// Jobs no longer recurring: disabled, or redefined as chained or one-shot.
     Remove(Vec<JobId>),
     Ended(Vec<(JobId, uuid::Uuid)>),
@@ -335,7 +335,9 @@ async fn lead(
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let (slots_tx, slots_rx) = mpsc::unbounded_channel();
     let slot_leases = SlotLeases {
-        js: js.clone(),
+        // A context of its own: its unconfirmed writes never take the ack permits that the
+        // publisher of runs needs.
+        js: nats::jetstream(client.clone()),
         store: leases,
         bucket: ns.leases_bucket(),
         holder: config.instance.clone(),
@@ -503,7 +505,7 @@ async fn handle_submission(
                     overlap: run.overlap,
                 };
                 match (&run.interval, &run.after) {
-                    (Some(_), _) => recurring.push(def),
+                    (Some(_), _) => recurring.push(def.recurring()),
                     (None, Some(parent)) => chains.define(
                         parent.clone(),
                         Child {
@@ -680,6 +682,7 @@ async fn scheduler_loop(
         scheduler.opened(job, run);
     }
     tracing::info!(jobs = scheduler.len(), "recurring jobs loaded");
+    metrics::gauge!(m::RECURRING_JOBS).set(scheduler.len() as f64);
     // Slots due within a few milliseconds of each other are fired together: one transaction
     // for many slots instead of one per slot when thousands of jobs share an interval.
     const COALESCE: Duration = Duration::from_millis(10);
@@ -694,50 +697,50 @@ async fn scheduler_loop(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            event = events.recv() => match event {
-                Some(ScheduleEvent::Define(defs)) => {
-                    let now = chrono::Utc::now();
-                    for def in defs {
-                        tracing::info!(job = %def.id(), interval_ms = def.interval.as_millis() as u64, "recurring job defined");
-                        scheduler.define(def, now);
-                    }
-                }
-                Some(ScheduleEvent::Remove(jobs)) => {
-                    for job in jobs {
-                        tracing::info!(%job, "recurring job removed");
-                        scheduler.remove(&job);
-                    }
-                }
-                Some(ScheduleEvent::Ended(ended)) => {
-                    let kept: Vec<_> = ended
-                        .into_iter()
-                        .filter_map(|(job, run)| scheduler.ended(&job, run))
-                        .collect();
-                    if !kept.is_empty() {
-                        fire_slots(&d, &mut scheduler, kept).await;
-                    }
-                }
-                None => return Ok(()),
-            },
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                apply_schedule_event(&d, &mut scheduler, event).await;
+            }
             _ = tokio::time::sleep(sleep) => {
                 last_fire = tokio::time::Instant::now();
-                let mut fires = scheduler.fire(chrono::Utc::now());
-                // A disabled target is not polled: its jobs' slots pass without a run.
-                {
-                    let admission = d.admission();
-                    let disabled = &admission.limits().disabled;
-                    if !disabled.is_empty() {
-                        fires.retain(|f| {
-                            !f.job.template.target.as_ref().is_some_and(|t| disabled.contains(t))
-                        });
-                    }
-                }
+                // A disabled target is not polled: recording leaves its jobs' slots out.
+                let fires = scheduler.fire(chrono::Utc::now());
                 if !fires.is_empty() {
                     fire_slots(&d, &mut scheduler, fires).await;
                 }
             }
         }
     }
+}
+
+/// A definition added or removed, or runs ended (which may fire a slot kept behind them).
+async fn apply_schedule_event(d: &Dispatcher, scheduler: &mut Scheduler, event: ScheduleEvent) {
+    match event {
+        ScheduleEvent::Define(defs) => {
+            let now = chrono::Utc::now();
+            for def in defs {
+                tracing::info!(job = %def.id, interval_ms = def.interval.as_millis() as u64, "recurring job defined");
+                scheduler.define(def, now);
+            }
+        }
+        ScheduleEvent::Remove(jobs) => {
+            for job in jobs {
+                tracing::info!(%job, "recurring job removed");
+                scheduler.remove(&job);
+            }
+        }
+        ScheduleEvent::Ended(ended) => {
+            let kept: Vec<_> = ended
+                .into_iter()
+                .filter_map(|(job, run)| scheduler.ended(&job, run))
+                .collect();
+            if !kept.is_empty() {
+                fire_slots(d, scheduler, kept).await;
+            }
+            return;
+        }
+    }
+    metrics::gauge!(m::RECURRING_JOBS).set(scheduler.len() as f64);
 }
 
 /// Records due slots (runs, or skips while the previous run goes on) and dispatches the runs.
@@ -1342,7 +1345,9 @@ async fn jobs(d: &Dispatcher, request: JobRequest) -> anyhow::Result<JobReply> {
             match definition {
                 Some((def, Some(parent), run_if)) => chains.define(parent, Child { def, run_if }),
                 Some((def, None, _)) if !def.interval.is_zero() => {
-                    let _ = d.schedule.send(ScheduleEvent::Define(vec![def]));
+                    let _ = d
+                        .schedule
+                        .send(ScheduleEvent::Define(vec![def.recurring()]));
                 }
                 _ => {
                     let _ = d.schedule.send(ScheduleEvent::Remove(vec![id]));

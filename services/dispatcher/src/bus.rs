@@ -1,4 +1,5 @@
-//! Publishing runs to their queues, pipelined: every publish is sent before any ack is awaited.
+//! Publishing runs to their queues, pipelined: a window of publishes is sent before their acks
+//! are awaited.
 
 use std::future::IntoFuture;
 
@@ -7,9 +8,26 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use faro_shared::messages::RunMessage;
 use faro_shared::Namespace;
 
+/// Publishes sent before their acks are awaited. Each unawaited ack holds one of the
+/// JetStream context's ack permits (10,000), and a publish waits for a free permit: a window as
+/// large as the context's permits would wait forever for acks nobody awaits.
+const WINDOW: usize = 1_000;
+
 /// Publishes `runs` with `Nats-Msg-Id` = run id and attempt, and waits until JetStream has
 /// stored every one. Returns how many the server had already (a republish).
 pub async fn publish_runs(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    runs: &[RunMessage],
+) -> anyhow::Result<usize> {
+    let mut duplicates = 0;
+    for window in runs.chunks(WINDOW) {
+        duplicates += publish_window(js, ns, window).await?;
+    }
+    Ok(duplicates)
+}
+
+async fn publish_window(
     js: &jetstream::Context,
     ns: &Namespace,
     runs: &[RunMessage],
@@ -55,5 +73,49 @@ pub async fn publish_event(
             }
         }
         Err(error) => tracing::warn!(%error, "cannot publish an event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faro_shared::domain::{JobId, Priority, QueueName};
+    use faro_shared::messages::{SimParams, Task};
+    use faro_shared::testing::TestBus;
+
+    /// More runs than the context has ack permits, in one call: all stored, none waits
+    /// forever for a permit that only an unawaited ack would give back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_larger_than_the_ack_permits_is_published() {
+        let bus = TestBus::start().await.unwrap();
+        let js = faro_shared::nats::jetstream(bus.client.clone());
+        let runs: Vec<RunMessage> = (0..12_000)
+            .map(|i| RunMessage {
+                run_id: uuid::Uuid::now_v7(),
+                attempt: 1,
+                job_id: JobId::parse(format!("j{i}")).unwrap(),
+                queue: QueueName::parse("q").unwrap(),
+                target: None,
+                priority: Priority::default(),
+                task: Task::Sim(SimParams::default()),
+                timeout_ms: None,
+            })
+            .collect();
+        let published = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            publish_runs(&js, &bus.ns, &runs),
+        )
+        .await
+        .expect("publishing stalled")
+        .unwrap();
+        assert_eq!(published, 0, "no duplicates");
+        let info = js
+            .get_stream(bus.ns.jobs_stream())
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap();
+        assert_eq!(info.state.messages, 12_000);
     }
 }

@@ -17,6 +17,7 @@ pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
 pub const LEADER: &str = "faro_dispatcher_leader";
 pub const LEADERSHIPS: &str = "faro_dispatcher_leaderships_total";
 pub const SLOT_LEASE_ERRORS: &str = "faro_dispatcher_slot_lease_errors_total";
+pub const RECURRING_JOBS: &str = "faro_dispatcher_recurring_jobs";
 
 pub fn describe() {
     describe_counter!(
@@ -58,6 +59,10 @@ pub fn describe() {
         "1 while this dispatcher holds the leader lease and schedules, 0 while it stands by."
     );
     describe_counter!(LEADERSHIPS, "Times this dispatcher took the leader lease.");
+    describe_gauge!(
+        RECURRING_JOBS,
+        "Recurring jobs in the schedule (set once the schedule is loaded, then on every change)."
+    );
     describe_counter!(
         SLOT_LEASE_ERRORS,
         "Slot lease writes to the leases bucket that failed (the key then lives until its TTL)."

@@ -3,6 +3,10 @@
 //!
 //! Sync and free of I/O: the dispatcher's scheduler task feeds it definitions, ended runs and
 //! the clock, and records what it returns. The slot arithmetic lives in `schedule`.
+//!
+//! It keeps only what timing needs (id, interval, overlap, next slot): a million jobs fit in
+//! a few hundred MiB. What a slot runs is read from the job's stored definition when the slot
+//! is recorded, so a definition changed in PostgreSQL applies from its next slot.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -16,6 +20,16 @@ use uuid::Uuid;
 use crate::schedule::{self, Due};
 
 /// A recurring job as the scheduler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    pub id: JobId,
+    pub interval: Duration,
+    pub overlap: Overlap,
+    /// The last slot fired, from PostgreSQL, when the job is loaded.
+    pub last_slot: Option<DateTime<Utc>>,
+}
+
+/// A job definition with the run it makes (chained jobs, and recurring ones as submitted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobDef {
     pub interval: Duration,
@@ -32,12 +46,22 @@ impl JobDef {
     pub fn id(&self) -> &JobId {
         &self.template.job_id
     }
+
+    /// What the scheduler keeps of it.
+    pub fn recurring(&self) -> Recurring {
+        Recurring {
+            id: self.id().clone(),
+            interval: self.interval,
+            overlap: self.overlap,
+            last_slot: self.last_slot,
+        }
+    }
 }
 
 /// One slot that is due.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
-    pub job: JobDef,
+    pub job: JobId,
     pub slot: DateTime<Utc>,
     /// The job's run still going: this slot is skipped and recorded as such.
     pub overlaps: Option<Uuid>,
@@ -45,7 +69,8 @@ pub struct Fire {
 
 #[derive(Debug)]
 struct Entry {
-    def: JobDef,
+    interval: Duration,
+    overlap: Overlap,
     planned: DateTime<Utc>,
     /// A slot that came while the previous run was going, kept to run when it ends
     /// (`overlap: queue_one`).
@@ -65,10 +90,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// Adds or replaces a job. A changed interval replans from now; an unchanged one keeps
     /// its planned slot.
-    pub fn define(&mut self, def: JobDef, now: DateTime<Utc>) {
-        let id = def.id().clone();
+    pub fn define(&mut self, def: Recurring, now: DateTime<Utc>) {
+        let id = def.id;
         let planned = match self.jobs.get(&id) {
-            Some(entry) if entry.def.interval == def.interval => entry.planned,
+            Some(entry) if entry.interval == def.interval => entry.planned,
             Some(_) => schedule::slot_at_or_after(&id, def.interval, now),
             None => schedule::first_planned(&id, def.interval, def.last_slot, now),
         };
@@ -77,7 +102,8 @@ impl Scheduler {
         self.jobs.insert(
             id,
             Entry {
-                def,
+                interval: def.interval,
+                overlap: def.overlap,
                 planned,
                 queued,
             },
@@ -104,7 +130,7 @@ impl Scheduler {
         let entry = self.jobs.get_mut(job)?;
         let slot = entry.queued.take()?;
         Some(Fire {
-            job: entry.def.clone(),
+            job: job.clone(),
             slot,
             overlaps: None,
         })
@@ -136,14 +162,13 @@ impl Scheduler {
             let Some(entry) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            if let Due::Fire { slot, next } =
-                schedule::due(&id, entry.def.interval, entry.planned, now)
+            if let Due::Fire { slot, next } = schedule::due(&id, entry.interval, entry.planned, now)
             {
                 entry.planned = next;
                 self.timetable.push(Reverse((next, id.clone())));
                 let overlaps = self.open.get(&id).copied();
                 if overlaps.is_some()
-                    && entry.def.overlap == Overlap::QueueOne
+                    && entry.overlap == Overlap::QueueOne
                     && entry.queued.is_none()
                 {
                     // Kept for when the run going ends; later slots are skipped meanwhile.
@@ -151,7 +176,7 @@ impl Scheduler {
                     continue;
                 }
                 fires.push(Fire {
-                    job: entry.def.clone(),
+                    job: id.clone(),
                     slot,
                     overlaps,
                 });
@@ -181,13 +206,13 @@ mod tests {
     #[test]
     fn each_job_fires_once_per_slot_in_time_order() {
         let mut s = Scheduler::default();
-        s.define(def("a", 1000), at(0));
-        s.define(def("b", 1000), at(0));
+        s.define(def("a", 1000).recurring(), at(0));
+        s.define(def("b", 1000).recurring(), at(0));
         let mut fired: Vec<(String, i64)> = Vec::new();
         for t in (0..5_000).step_by(50) {
             for f in s.fire(at(t)) {
                 assert!(f.slot <= at(t));
-                fired.push((f.job.id().to_string(), f.slot.timestamp_millis()));
+                fired.push((f.job.to_string(), f.slot.timestamp_millis()));
             }
         }
         for job in ["a", "b"] {
@@ -208,7 +233,7 @@ mod tests {
     #[test]
     fn an_open_run_makes_the_next_slot_a_skip() {
         let mut s = Scheduler::default();
-        s.define(def("a", 1000), at(0));
+        s.define(def("a", 1000).recurring(), at(0));
         let first = s.fire(at(1000));
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].overlaps, None);
@@ -225,7 +250,7 @@ mod tests {
         let mut s = Scheduler::default();
         let mut job = def("a", 1000);
         job.overlap = Overlap::QueueOne;
-        s.define(job, at(0));
+        s.define(job.recurring(), at(0));
         let first = s.fire(at(1000));
         assert_eq!(first.len(), 1);
         let id = JobId::parse("a").unwrap();
@@ -249,13 +274,13 @@ mod tests {
     #[test]
     fn redefining_and_removing_jobs() {
         let mut s = Scheduler::default();
-        s.define(def("a", 1000), at(0));
+        s.define(def("a", 1000).recurring(), at(0));
         let planned = s.next_wake().unwrap();
         // Same interval: the plan stands (a resubmitted file changes nothing).
-        s.define(def("a", 1000), at(500));
+        s.define(def("a", 1000).recurring(), at(500));
         assert_eq!(s.next_wake(), Some(planned));
         // New interval: replanned.
-        s.define(def("a", 60_000), at(500));
+        s.define(def("a", 60_000).recurring(), at(500));
         assert!(s.next_wake().unwrap() >= at(500));
         assert_eq!(s.fire(planned).len(), 0, "the old plan fired");
         s.remove(&JobId::parse("a").unwrap());
@@ -267,7 +292,7 @@ mod tests {
     fn a_long_pause_fires_each_job_once() {
         let mut s = Scheduler::default();
         for n in 0..10 {
-            s.define(def(&format!("j{n}"), 100), at(0));
+            s.define(def(&format!("j{n}"), 100).recurring(), at(0));
         }
         assert_eq!(s.fire(at(100_000)).len(), 10);
         assert!(s.fire(at(100_000)).is_empty());

@@ -1,14 +1,16 @@
-//! Target slots as leases in the `faro_leases` bucket: key `slot.<target>.<run>` exists while
-//! `run` holds a slot of `target`, and is purged the moment the run ends.
+//! Target slots as leases in the `faro_leases` bucket: key `slot.<target>` holds the runs
+//! that hold a slot of that target, each with the time its lease runs out, and is purged when
+//! the last one ends.
 //!
 //! The leader decides admission in memory (one writer, no round trip per decision) and writes
-//! every slot taken or freed here, in order, without waiting for each write. Each key carries
-//! a per-key TTL of the run's deadline plus grace, so the slots of a leader that dies expire by
-//! themselves on the NATS server; a new leader rewrites the slots still in flight (from
-//! PostgreSQL) and purges the ones nobody holds. Anyone can read who holds an OLT:
-//! `nats kv ls faro_leases`, or a watch on `slot.<target>.>`.
+//! the slots here as they change, without waiting for each write. Changes that come together
+//! are written together: one write per target touched, so under load the writes follow the
+//! targets, not the runs. Each key has a per-key TTL of its latest run's deadline plus grace,
+//! so the slots of a leader that dies expire by themselves on the NATS server; a new leader
+//! rewrites the slots still in flight (from PostgreSQL) and purges the others. Anyone can read
+//! who holds an OLT: `nats kv get faro_leases slot.<target>`, or a watch on `slot.>`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, context::PublishAckFuture, kv};
+use chrono::{DateTime, Utc};
 use faro_shared::domain::TargetId;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -30,27 +33,69 @@ use crate::metrics as m;
 pub const PREFIX: &str = "slot.";
 
 /// Writes not yet confirmed by the server, at most; the writer waits for confirmations beyond.
-const IN_FLIGHT: usize = 4096;
+/// Well under the JetStream context's 10,000 ack permits, which unconfirmed writes hold.
+const IN_FLIGHT: usize = 1024;
 
-/// The key of `run`'s slot of `target`.
-pub fn key(target: &TargetId, run: Uuid) -> String {
-    format!("{PREFIX}{target}.{run}")
+/// The key of `target`'s slots.
+pub fn key(target: &TargetId) -> String {
+    format!("{PREFIX}{target}")
 }
 
-/// The run holding a slot, from a key of the bucket; `None` for any other key.
-pub fn parse_key(key: &str) -> Option<(TargetId, Uuid)> {
-    let rest = key.strip_prefix(PREFIX)?;
-    let (target, run) = rest.rsplit_once('.')?;
-    Some((TargetId::parse(target).ok()?, run.parse().ok()?))
+/// The target of a slot key; `None` for any other key of the bucket.
+pub fn parse_key(key: &str) -> Option<TargetId> {
+    TargetId::parse(key.strip_prefix(PREFIX)?).ok()
 }
 
-/// The value of a slot lease.
+/// The value of a target's slot key: who holds its slots, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotLease {
+pub struct TargetSlots {
     pub target: TargetId,
-    pub run: Uuid,
-    /// The dispatcher instance that admitted it.
+    /// The dispatcher instance that admitted them.
     pub holder: String,
+    /// Each run holding a slot, with the end of its lease (its deadline plus grace).
+    pub runs: BTreeMap<Uuid, DateTime<Utc>>,
+}
+
+/// The runs holding each target's slots, with the end of each one's lease.
+type Held = HashMap<TargetId, BTreeMap<Uuid, DateTime<Utc>>>;
+
+/// Applies changes to the slots held; returns the targets whose slots changed. A run's lease
+/// ends its timeout (its own, else `default_timeout`) plus `grace` after `now`, as its
+/// deadline does.
+fn apply(
+    held: &mut Held,
+    changes: Vec<SlotChange>,
+    default_timeout: Duration,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> HashSet<TargetId> {
+    let mut dirty = HashSet::new();
+    for change in changes {
+        match change {
+            SlotChange::Held {
+                target,
+                run,
+                timeout_ms,
+            } => {
+                let timeout = timeout_ms.map_or(default_timeout, Duration::from_millis);
+                let until = now
+                    + chrono::Duration::from_std(timeout + grace)
+                        .unwrap_or_else(|_| chrono::Duration::days(1));
+                held.entry(target.clone()).or_default().insert(run, until);
+                dirty.insert(target);
+            }
+            SlotChange::Freed { target, run } => {
+                if let Some(runs) = held.get_mut(&target) {
+                    runs.remove(&run);
+                    if runs.is_empty() {
+                        held.remove(&target);
+                    }
+                }
+                dirty.insert(target);
+            }
+        }
+    }
+    dirty
 }
 
 /// Where the slot leases live and how long they last.
@@ -68,7 +113,8 @@ pub struct SlotLeases {
 
 impl SlotLeases {
     /// Writes `restored` (the slots in flight when this leader took over), purges every other
-    /// slot lease left in the bucket, then writes each change as it comes until `shutdown`.
+    /// target's slots left in the bucket, then writes the changes as they come until
+    /// `shutdown`.
     pub async fn run(
         self,
         restored: Vec<SlotChange>,
@@ -76,38 +122,25 @@ impl SlotLeases {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut pending = Pending::default();
-        let held: HashSet<(TargetId, Uuid)> = restored
-            .iter()
-            .filter_map(|change| match change {
-                SlotChange::Held { target, run, .. } => Some((target.clone(), *run)),
-                SlotChange::Freed { .. } => None,
-            })
-            .collect();
-        for change in restored {
-            let write = self.write(&change).await?;
-            pending.push(write).await;
+        let mut held: Held = HashMap::new();
+        let mut dirty = self.apply(&mut held, restored);
+        for orphan in self.orphans(&held).await? {
+            tracing::info!(target = %orphan, "purging slot leases that no run in flight holds");
+            dirty.insert(orphan);
         }
-        let orphans = self.orphans(&held).await?;
-        if !orphans.is_empty() {
-            tracing::info!(
-                slots = orphans.len(),
-                "purging slot leases that no run in flight holds"
-            );
-        }
-        for (target, run) in orphans {
-            let write = self.write(&SlotChange::Freed { target, run }).await?;
-            pending.push(write).await;
-        }
+        self.flush(&mut held, &mut dirty, &mut pending).await?;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 () = pending.confirm_oldest(), if !pending.is_empty() => {}
                 batch = changes.recv() => {
                     let Some(batch) = batch else { break };
-                    for change in batch {
-                        let write = self.write(&change).await?;
-                        pending.push(write).await;
+                    let mut dirty = self.apply(&mut held, batch);
+                    // Whatever else is queued goes in the same writes.
+                    while let Ok(more) = changes.try_recv() {
+                        dirty.extend(self.apply(&mut held, more));
                     }
+                    self.flush(&mut held, &mut dirty, &mut pending).await?;
                 }
             }
         }
@@ -118,37 +151,52 @@ impl SlotLeases {
         Ok(())
     }
 
-    /// Sends one change; the returned future is the server's confirmation.
-    async fn write(&self, change: &SlotChange) -> anyhow::Result<Write> {
+    fn apply(&self, held: &mut Held, changes: Vec<SlotChange>) -> HashSet<TargetId> {
+        apply(held, changes, self.default_timeout, self.grace, Utc::now())
+    }
+
+    /// Sends the slots of every dirty target: its runs, or a purge when none is left.
+    async fn flush(
+        &self,
+        held: &mut Held,
+        dirty: &mut HashSet<TargetId>,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
+        for target in dirty.drain() {
+            let write = self.write(&target, held.get(&target)).await?;
+            pending.push(write).await;
+        }
+        Ok(())
+    }
+
+    /// Sends one target's slots; the returned future is the server's confirmation.
+    async fn write(
+        &self,
+        target: &TargetId,
+        runs: Option<&BTreeMap<Uuid, DateTime<Utc>>>,
+    ) -> anyhow::Result<Write> {
         let mut headers = HeaderMap::new();
-        let (target, run, payload) = match change {
-            SlotChange::Held {
-                target,
-                run,
-                timeout_ms,
-            } => {
-                let timeout = timeout_ms.map_or(self.default_timeout, Duration::from_millis);
-                headers.insert(
-                    header::NATS_MESSAGE_TTL,
-                    ttl_secs(timeout + self.grace).to_string().as_str(),
-                );
-                let lease = SlotLease {
+        let payload = match runs {
+            Some(runs) if !runs.is_empty() => {
+                let last = runs.values().max().copied().unwrap_or_else(Utc::now);
+                let ttl = (last - Utc::now()).to_std().unwrap_or_default();
+                headers.insert(header::NATS_MESSAGE_TTL, ttl_secs(ttl).to_string().as_str());
+                serde_json::to_vec(&TargetSlots {
                     target: target.clone(),
-                    run: *run,
                     holder: self.holder.clone(),
-                };
-                (target, *run, serde_json::to_vec(&lease)?)
+                    runs: runs.clone(),
+                })?
             }
-            SlotChange::Freed { target, run } => {
-                // A purge drops the key's history; its marker expires a second later, so
-                // freed slots leave nothing behind.
+            _ => {
+                // A purge drops the key's history; its marker expires a second later, so a
+                // target with no slot held leaves nothing behind.
                 headers.insert("KV-Operation", "PURGE");
                 headers.insert(header::NATS_ROLLUP, "sub");
                 headers.insert(header::NATS_MESSAGE_TTL, "1");
-                (target, *run, Vec::new())
+                Vec::new()
             }
         };
-        let subject = format!("$KV.{}.{}", self.bucket, key(target, run));
+        let subject = format!("$KV.{}.{}", self.bucket, key(target));
         let ack: PublishAckFuture = self
             .js
             .publish_with_headers(subject, headers, payload.into())
@@ -159,11 +207,8 @@ impl SlotLeases {
         }))
     }
 
-    /// Slot leases in the bucket that none of `held` accounts for.
-    async fn orphans(
-        &self,
-        held: &HashSet<(TargetId, Uuid)>,
-    ) -> anyhow::Result<Vec<(TargetId, Uuid)>> {
+    /// Targets with slot leases in the bucket that no run in `held` accounts for.
+    async fn orphans(&self, held: &Held) -> anyhow::Result<Vec<TargetId>> {
         let mut keys = self
             .store
             .keys()
@@ -172,9 +217,9 @@ impl SlotLeases {
         let mut orphans = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.with_context(|| format!("cannot list the keys of {}", self.bucket))?;
-            if let Some(slot) = parse_key(&key) {
-                if !held.contains(&slot) {
-                    orphans.push(slot);
+            if let Some(target) = parse_key(&key) {
+                if !held.contains_key(&target) {
+                    orphans.push(target);
                 }
             }
         }
@@ -232,11 +277,65 @@ mod tests {
     #[test]
     fn keys_round_trip_and_other_keys_are_not_slots() {
         let target = TargetId::parse("olt-7_a").unwrap();
-        let run = Uuid::new_v4();
-        let k = key(&target, run);
-        assert_eq!(parse_key(&k), Some((target, run)));
+        assert_eq!(parse_key(&key(&target)), Some(target));
         assert_eq!(parse_key("dispatcher.leader"), None);
-        assert_eq!(parse_key("slot.olt.not-a-uuid"), None);
+        assert_eq!(parse_key("slot.not.a.target"), None);
+    }
+
+    #[test]
+    fn changes_coalesce_per_target_and_leases_end_at_the_deadline() {
+        let (a, b) = (TargetId::parse("a").unwrap(), TargetId::parse("b").unwrap());
+        let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = DateTime::UNIX_EPOCH;
+        let mut held = Held::new();
+        let minute = Duration::from_secs(60);
+        let dirty = apply(
+            &mut held,
+            vec![
+                SlotChange::Held {
+                    target: a.clone(),
+                    run: r1,
+                    timeout_ms: None,
+                },
+                SlotChange::Held {
+                    target: a.clone(),
+                    run: r2,
+                    timeout_ms: Some(1_000),
+                },
+                SlotChange::Held {
+                    target: b.clone(),
+                    run: r1,
+                    timeout_ms: None,
+                },
+                SlotChange::Freed {
+                    target: b.clone(),
+                    run: r1,
+                },
+            ],
+            minute,
+            Duration::from_secs(30),
+            now,
+        );
+        assert_eq!(dirty, HashSet::from([a.clone(), b.clone()]));
+        assert!(
+            !held.contains_key(&b),
+            "a target with no slot held is dropped"
+        );
+        assert_eq!(held[&a][&r1], now + chrono::Duration::seconds(90));
+        assert_eq!(held[&a][&r2], now + chrono::Duration::seconds(31));
+        // Freeing a run twice, or one never held, changes nothing but marks the target.
+        let dirty = apply(
+            &mut held,
+            vec![SlotChange::Freed {
+                target: a.clone(),
+                run: Uuid::new_v4(),
+            }],
+            minute,
+            Duration::ZERO,
+            now,
+        );
+        assert_eq!(dirty.len(), 1);
+        assert_eq!(held[&a].len(), 2);
     }
 
     #[test]

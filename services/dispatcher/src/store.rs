@@ -20,7 +20,7 @@ use crate::chains::{self, Chains, Child, RunIf};
 use crate::explain::{AttemptFact, JobFacts, RunFacts};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
-use crate::scheduler::{Fire, JobDef};
+use crate::scheduler::{Fire, JobDef, Recurring};
 use faro_shared::settings::Setting;
 
 /// What recording a submission found.
@@ -285,14 +285,50 @@ fn message_from_row(
     })
 }
 
-/// Every enabled recurring job. A job whose stored definition cannot be read is skipped with
-/// a warning, never stopping the others.
-pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<JobDef>> {
-    Ok(definitions(pool, "interval_ms IS NOT NULL", &[])
-        .await?
-        .into_iter()
-        .map(|(def, _, _)| def)
-        .collect())
+/// Every enabled recurring job, as the scheduler keeps it: read as a stream, so a million
+/// definitions never sit in memory twice. A row that cannot be read is skipped with a warning,
+/// never stopping the others.
+pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<Recurring>> {
+    use futures::TryStreamExt as _;
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query_raw(
+            "SELECT id, interval_ms, overlap,
+                    (SELECT max(slot_at) FROM runs WHERE runs.job_id = jobs.id
+                                                     AND slot_at IS NOT NULL)
+               FROM jobs WHERE enabled AND interval_ms IS NOT NULL",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .context("cannot read the recurring jobs")?;
+    futures::pin_mut!(rows);
+    let mut jobs = Vec::new();
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .context("cannot read the recurring jobs")?
+    {
+        let id: String = row.get(0);
+        match JobId::parse(id.clone()) {
+            Ok(job) => jobs.push(Recurring {
+                id: job,
+                interval: std::time::Duration::from_millis(
+                    u64::try_from(row.get::<_, i64>(1)).unwrap_or(1),
+                ),
+                overlap: overlap_from(row.get(2)),
+                last_slot: row.get(3),
+            }),
+            Err(error) => tracing::warn!(job = %id, %error, "recurring job skipped"),
+        }
+    }
+    Ok(jobs)
+}
+
+fn overlap_from(stored: &str) -> Overlap {
+    match stored {
+        "queue_one" => Overlap::QueueOne,
+        _ => Overlap::Skip,
+    }
 }
 
 /// Every enabled chained job, with the job it follows.
@@ -353,10 +389,7 @@ async fn definitions(
                 .map_err(anyhow::Error::msg)?,
                 retry_on: retry_on_from(row.get("retry_on")),
                 last_slot: row.get("last_slot_at"),
-                overlap: match row.get::<_, String>("overlap").as_str() {
-                    "queue_one" => Overlap::QueueOne,
-                    _ => Overlap::Skip,
-                },
+                overlap: overlap_from(row.get("overlap")),
             };
             let after = row
                 .get::<_, Option<String>>("after_job")
@@ -542,28 +575,62 @@ async fn insert_defined_runs(
 }
 
 /// Records fired slots in one transaction: a run (with its outbox row) for each slot that
-/// runs, a `skipped` run for each slot whose job is still going. A slot already recorded (by
-/// another dispatcher) is left alone. Returns the runs to dispatch.
+/// runs, a `skipped` run for each slot whose job is still going. What a slot runs comes from
+/// the job's stored definition; a job disabled, no longer recurring or on a disabled target
+/// records nothing. A slot already recorded (by another dispatcher) is left alone. Returns the
+/// runs to dispatch.
 pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
-    let mut runs = Vec::new();
-    let mut rows = DefinedRuns::with_capacity(fires.len());
+    let mut ids = Vec::with_capacity(fires.len());
+    let mut jobs = Vec::with_capacity(fires.len());
+    let mut slots = Vec::with_capacity(fires.len());
+    let mut skips: Vec<Option<String>> = Vec::with_capacity(fires.len());
     for fire in fires {
-        let mut run = fire.job.template.clone();
-        run.run_id = Uuid::now_v7();
-        run.attempt = 1;
-        let skip = fire
-            .overlaps
-            .map(|open| format!("skipped: previous run {open} still running"));
-        rows.push(&run, &fire.job, Some(fire.slot), None, skip.clone())?;
-        if skip.is_none() {
-            runs.push(run);
-        }
+        ids.push(Uuid::now_v7());
+        jobs.push(fire.job.as_str());
+        slots.push(fire.slot);
+        skips.push(
+            fire.overlaps
+                .map(|open| format!("skipped: previous run {open} still running")),
+        );
     }
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
-    let created = insert_defined_runs(&tx, &rows).await?;
+    let rows = tx
+        .query(
+            "WITH made AS (
+                 INSERT INTO runs (id, job_id, slot_at, status, error, queue, target, kind, params,
+                                   priority, max_attempts, retry_on, dispatched_at, recorded_at,
+                                   timeout_ms)
+                 SELECT u.id, j.id, u.slot,
+                        CASE WHEN u.skip IS NULL THEN 'dispatched' ELSE 'skipped' END, u.skip,
+                        j.queue, j.target, j.kind, j.params, j.priority, j.max_attempts,
+                        j.retry_on, CASE WHEN u.skip IS NULL THEN now() END,
+                        CASE WHEN u.skip IS NOT NULL THEN now() END, j.timeout_ms
+                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])
+                          AS u(id, job, slot, skip)
+                   JOIN jobs j ON j.id = u.job
+                  WHERE j.enabled AND j.interval_ms IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = j.target AND NOT t.enabled)
+                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
+                 RETURNING id, job_id, status, queue, target, kind, params, priority, timeout_ms
+             ), queued AS (
+                 INSERT INTO run_outbox (run_id) SELECT id FROM made WHERE status = 'dispatched'
+             )
+             SELECT id, job_id, queue, target, kind, params, priority, timeout_ms
+               FROM made WHERE status = 'dispatched'",
+            &[&ids, &jobs, &slots, &skips],
+        )
+        .await
+        .context("cannot record fired slots")?;
     tx.commit().await?;
-    runs.retain(|run| created.contains(&run.run_id));
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match message_from_row(row, row.get("id"), 1, row.get("job_id")) {
+            Ok(run) => runs.push(run),
+            // Recorded and in the outbox: a restart offers it again, or it is timed out.
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "a fired run is unreadable"),
+        }
+    }
     Ok(runs)
 }
 
