@@ -120,6 +120,25 @@ pub async fn run(bench: &ScheduleBench) -> anyhow::Result<Vec<String>> {
         .collect();
     let mut lines = lines;
     lines.push(format!("schedule_lag_max_ms_per_10s={}", worst.join(",")));
+    // Which side lags: slot to recorded (the scheduler), recorded to started (publishing,
+    // the queue and the workers).
+    let split = client
+        .query_one(
+            "SELECT (percentile_cont(0.99) WITHIN GROUP
+                        (ORDER BY EXTRACT(EPOCH FROM dispatched_at - slot_at)))::float8,
+                    (percentile_cont(0.99) WITHIN GROUP
+                        (ORDER BY EXTRACT(EPOCH FROM started_at - dispatched_at)))::float8
+               FROM runs WHERE slot_at >= $1 AND slot_at < $2",
+            &[&from, &until],
+        )
+        .await?;
+    for (index, name) in [(0, "record"), (1, "start")] {
+        let p99: Option<f64> = split.get(index);
+        lines.push(format!(
+            "schedule_{name}_lag_p99_ms={:.1}",
+            p99.unwrap_or(f64::NAN) * 1000.0
+        ));
+    }
     drop(client);
     system.stop().await?;
     Ok(lines)

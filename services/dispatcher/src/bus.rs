@@ -8,10 +8,10 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use faro_shared::messages::RunMessage;
 use faro_shared::Namespace;
 
-/// Publishes sent before their acks are awaited. Each unawaited ack holds one of the
-/// JetStream context's ack permits (10,000), and a publish waits for a free permit: a window as
-/// large as the context's permits would wait forever for acks nobody awaits.
-const WINDOW: usize = 1_000;
+/// Publishes whose acks are awaited at most at once: the oldest is awaited before one more
+/// is sent. Each unawaited ack holds one of the JetStream context's ack permits (10,000), and a
+/// publish waits for a free permit: with more unawaited acks than permits, it would wait forever.
+const WINDOW: usize = 2_000;
 
 /// Publishes `runs` with `Nats-Msg-Id` = run id and attempt, and waits until JetStream has
 /// stored every one. Returns how many the server had already (a republish).
@@ -20,20 +20,12 @@ pub async fn publish_runs(
     ns: &Namespace,
     runs: &[RunMessage],
 ) -> anyhow::Result<usize> {
+    let mut acks = std::collections::VecDeque::with_capacity(runs.len().min(WINDOW));
     let mut duplicates = 0;
-    for window in runs.chunks(WINDOW) {
-        duplicates += publish_window(js, ns, window).await?;
-    }
-    Ok(duplicates)
-}
-
-async fn publish_window(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    runs: &[RunMessage],
-) -> anyhow::Result<usize> {
-    let mut acks = Vec::with_capacity(runs.len());
     for run in runs {
+        if acks.len() >= WINDOW {
+            duplicates += stored(acks.pop_front()).await?;
+        }
         let payload = serde_json::to_vec(run)?;
         let ack = js
             .send_publish(
@@ -44,12 +36,21 @@ async fn publish_window(
             )
             .await
             .with_context(|| format!("cannot publish run {}", run.run_id))?;
-        acks.push(ack.into_future());
+        acks.push_back(ack.into_future());
     }
-    let acks = futures::future::try_join_all(acks)
-        .await
-        .context("JetStream did not store a run")?;
-    Ok(acks.iter().filter(|ack| ack.duplicate).count())
+    while let Some(ack) = acks.pop_front() {
+        duplicates += stored(Some(ack)).await?;
+    }
+    Ok(duplicates)
+}
+
+/// 1 when JetStream already had the message, 0 when it stored it now.
+async fn stored(
+    ack: Option<<jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture>,
+) -> anyhow::Result<usize> {
+    let Some(ack) = ack else { return Ok(0) };
+    let ack = ack.await.context("JetStream did not store a run")?;
+    Ok(usize::from(ack.duplicate))
 }
 
 /// Publishes an audit event on `faro.events.<source>`; a failure is logged, not fatal.

@@ -32,6 +32,9 @@ use crate::metrics as m;
 /// Key prefix of the slot leases in the bucket.
 pub const PREFIX: &str = "slot.";
 
+/// How long changes gather before they are written.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// Writes not yet confirmed by the server, at most; the writer waits for confirmations beyond.
 /// Well under the JetStream context's 10,000 ack permits, which unconfirmed writes hold.
 const IN_FLIGHT: usize = 1024;
@@ -136,7 +139,9 @@ impl SlotLeases {
                 batch = changes.recv() => {
                     let Some(batch) = batch else { break };
                     let mut dirty = self.apply(&mut held, batch);
-                    // Whatever else is queued goes in the same writes.
+                    // What changes in the next moments goes in the same writes: under load a
+                    // target is written a few dozen times a second, not once per run.
+                    tokio::time::sleep(COALESCE).await;
                     while let Ok(more) = changes.try_recv() {
                         dirty.extend(self.apply(&mut held, more));
                     }
