@@ -87,6 +87,17 @@ async fn targets_added_limited_disabled_and_enabled_without_restart() {
         0,
         "a disabled target's recurring job fired"
     );
+    let why = system
+        .ask(
+            "explain",
+            &faro_shared::messages::ExplainRequest::Job("poll-c".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        why.to_string().contains("its target olt-c is disabled"),
+        "{why}"
+    );
     let listed = targets(&system, &TargetRequest::List).await.targets;
     let b = listed.iter().find(|t| t.id.as_str() == "olt-b").unwrap();
     assert!(!b.enabled);

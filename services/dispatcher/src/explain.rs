@@ -176,7 +176,11 @@ pub struct JobFacts {
     pub interval_ms: Option<i64>,
     pub after: Option<String>,
     pub run_if: String,
+    /// For a recurring job: `skip` or `queue_one`.
+    pub overlap: String,
     pub enabled: bool,
+    /// `Some(false)` when its target is defined and disabled.
+    pub target_enabled: Option<bool>,
     pub max_attempts: u32,
     pub last_run_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
@@ -208,11 +212,20 @@ pub fn job(facts: &JobFacts, next_slot: Option<DateTime<Utc>>) -> Vec<String> {
     )];
     match (facts.interval_ms, &facts.after) {
         (Some(ms), _) => lines.push(format!(
-            "recurring every {ms} ms{}",
-            match (facts.enabled, next_slot) {
-                (true, Some(next)) => format!("; next slot {}", at(next)),
-                (false, _) => "; disabled, no slot fires".to_owned(),
+            "recurring every {ms} ms{}{}",
+            match (facts.enabled, facts.target_enabled, next_slot) {
+                (false, _, _) => "; disabled, no slot fires".to_owned(),
+                (true, Some(false), _) => format!(
+                    "; its target {} is disabled: slots pass without runs",
+                    facts.target.as_deref().unwrap_or("?")
+                ),
+                (true, _, Some(next)) => format!("; next slot {}", at(next)),
                 _ => String::new(),
+            },
+            if facts.overlap == "queue_one" {
+                "; a slot that comes while a run goes on waits for it (overlap: queue_one)"
+            } else {
+                "; a slot that comes while a run goes on is skipped (overlap: skip)"
             }
         )),
         (None, Some(parent)) => lines.push(format!(
@@ -369,7 +382,9 @@ mod tests {
             interval_ms: None,
             after: Some("disc-olt-1".to_owned()),
             run_if: "success".to_owned(),
+            overlap: "skip".to_owned(),
             enabled: true,
+            target_enabled: None,
             max_attempts: 1,
             last_run_at: Some(DateTime::UNIX_EPOCH),
             last_success_at: None,
@@ -389,5 +404,20 @@ mod tests {
         assert!(lines
             .iter()
             .any(|l| l.contains("failed") && l.contains("boom")));
+
+        // Recurring, on a disabled target, keeping one slot.
+        let recurring = JobFacts {
+            interval_ms: Some(30_000),
+            after: None,
+            overlap: "queue_one".to_owned(),
+            target_enabled: Some(false),
+            ..f
+        };
+        let lines = job(&recurring, Some(DateTime::UNIX_EPOCH));
+        assert!(
+            lines[1].contains("its target olt-1 is disabled") && lines[1].contains("queue_one"),
+            "{}",
+            lines[1]
+        );
     }
 }

@@ -1143,7 +1143,8 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
     let Some(row) = client
         .query_opt(
             "SELECT j.id, j.kind, j.queue, j.target, j.interval_ms, j.after_job, j.run_if,
-                    j.enabled, j.max_attempts,
+                    j.enabled, j.max_attempts, j.overlap,
+                    (SELECT enabled FROM targets WHERE id = j.target) AS target_enabled,
                     (SELECT max(created_at) FROM runs WHERE job_id = j.id AND status <> 'skipped'),
                     (SELECT max(finished_at) FROM runs WHERE job_id = j.id AND status = 'succeeded'),
                     (SELECT max(finished_at) FROM runs WHERE job_id = j.id
@@ -1187,9 +1188,11 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
         run_if: row.get(6),
         enabled: row.get(7),
         max_attempts: u32::try_from(row.get::<_, i32>(8)).unwrap_or(1),
-        last_run_at: row.get(9),
-        last_success_at: row.get(10),
-        last_failure_at: row.get(11),
+        overlap: row.get(9),
+        target_enabled: row.get(10),
+        last_run_at: row.get(11),
+        last_success_at: row.get(12),
+        last_failure_at: row.get(13),
         recent,
         children,
     }))
