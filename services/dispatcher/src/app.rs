@@ -1290,26 +1290,12 @@ async fn targets(d: &Dispatcher, request: TargetRequest) -> anyhow::Result<Targe
             });
         }
     };
-    refresh_targets(d).await?;
+    // The same reread as every few seconds, now: limits and switches apply at once.
+    reload_settings(d).await?;
     Ok(TargetReply {
         changed,
         targets: Vec::new(),
     })
-}
-
-/// Rereads the targets' limits and switches, and starts whatever now fits.
-async fn refresh_targets(d: &Dispatcher) -> anyhow::Result<()> {
-    let _serialized = d.settings.lock().await;
-    let limits = store::target_limits(&d.pool).await?;
-    let disabled = catalog::disabled_targets(&d.pool).await?;
-    let admitted = {
-        let mut admission = d.admission();
-        let mut admitted = admission.set_target_limits(limits);
-        admitted.extend(admission.set_disabled(disabled));
-        admitted
-    };
-    publish_admitted(d, admitted);
-    Ok(())
 }
 
 /// Lists or switches job definitions; a switched job joins or leaves the schedule and its
