@@ -13,6 +13,7 @@ use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
 use crate::messages::{Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task};
+use crate::snmp::{SnmpGetParams, SnmpWalkParams};
 
 /// Most jobs one submission may hold.
 pub const MAX_JOBS: usize = 1_000_000;
@@ -177,11 +178,15 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let task = match kind {
         Kind::Sim => Task::Sim(params_of::<SimParams>(index, params)?),
+        Kind::SnmpGet => Task::SnmpGet(params_of::<SnmpGetParams>(index, params)?),
+        Kind::SnmpWalk => Task::SnmpWalk(params_of::<SnmpWalkParams>(index, params)?),
         other => {
             return Err(JobFileError::in_job(
                 index,
                 "kind",
-                format!("kind {other} is not executable by this version of faro; accepted: sim"),
+                format!(
+                    "kind {other} is not executable by this version of faro; accepted: sim, snmp.get, snmp.walk"
+                ),
             ))
         }
     };
@@ -406,7 +411,9 @@ mod tests {
         assert_eq!(job.id.as_ref().unwrap().as_str(), "j-2");
         assert_eq!(job.target.as_ref().unwrap().as_str(), "olt-1");
         assert_eq!(job.priority, Priority::MOST_URGENT);
-        let Task::Sim(params) = &job.task;
+        let Task::Sim(params) = &job.task else {
+            panic!("a sim job")
+        };
         assert_eq!(params.seed, Some(7));
     }
 
@@ -441,8 +448,27 @@ mod tests {
             "{e}"
         );
 
-        let e = err(r#"[{"queue": "q", "kind": "snmp.get"}]"#);
+        let e = err(r#"[{"queue": "q", "kind": "exec"}]"#);
         assert_eq!(e.field.as_deref(), Some("kind"));
+
+        let e = err(r#"[{"queue": "q", "kind": "snmp.get", "target": "olt-1"}]"#);
+        assert_eq!(e.field.as_deref(), Some("params"));
+        assert!(e.problem.contains("oids"), "{e}");
+        let e = err(
+            r#"[{"queue": "q", "kind": "snmp.walk", "target": "olt-1", "params": {"oids": ["1.3.6.1", "ifTable"]}}]"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("params.oids[1]"));
+        assert!(e.problem.contains("not numeric"), "{e}");
+        let e = err(r#"[{"queue": "q", "kind": "snmp.walk", "params": {"oids": ["1.3.6.1"]}}]"#);
+        assert_eq!(e.field.as_deref(), Some("target"));
+        let ok = parse(
+            br#"[{"queue": "q", "kind": "snmp.walk", "target": "olt-1", "params": {"oids": [".1.3.6.1.2.1.1"], "max_repetitions": 50}}]"#,
+        )
+        .unwrap();
+        let Task::SnmpWalk(walk) = &ok.jobs[0].task else {
+            panic!("a walk")
+        };
+        assert_eq!(walk.max_repetitions.get(), 50);
 
         let e = err(r#"[{"queue": "q", "kind": "sim", "colour": 1}]"#);
         assert!(e.problem.contains("colour"), "{e}");

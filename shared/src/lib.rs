@@ -1,7 +1,7 @@
 //! faro-shared: everything that crosses a service boundary.
 //!
 //! Message types and their subjects (`messages`, `names`), validated names (`domain`), the JSON
-//! job format (`jobfile`), targets as operators write them (`targetfile`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
+//! job format (`jobfile`), targets as operators write them (`targetfile`), SNMP params and values (`snmp`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
 //! `/metrics` and `/health` (`http`), NATS and PostgreSQL setup (`nats`, `pg`), expiring KV leases (`lease`),
 //! shutdown (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
 //! Decisions belong to the services, not here.
@@ -17,6 +17,7 @@ pub mod nats;
 pub mod pg;
 pub mod settings;
 pub mod shutdown;
+pub mod snmp;
 pub mod targetfile;
 pub mod telemetry;
 #[cfg(feature = "test-util")]

@@ -14,6 +14,7 @@ use crate::domain::{
     JobId, MaxAttempts, Outcome, PoolName, Priority, QueueName, Retryable, TargetId, WorkerId,
 };
 use crate::names::Namespace;
+use crate::snmp::{Device, SnmpGetParams, SnmpSummary, SnmpWalkParams};
 
 /// What executes a run on a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -73,12 +74,18 @@ impl fmt::Display for Kind {
 pub enum Task {
     #[serde(rename = "sim")]
     Sim(SimParams),
+    #[serde(rename = "snmp.get")]
+    SnmpGet(SnmpGetParams),
+    #[serde(rename = "snmp.walk")]
+    SnmpWalk(SnmpWalkParams),
 }
 
 impl Task {
     pub fn kind(&self) -> Kind {
         match self {
             Task::Sim(_) => Kind::Sim,
+            Task::SnmpGet(_) => Kind::SnmpGet,
+            Task::SnmpWalk(_) => Kind::SnmpWalk,
         }
     }
 }
@@ -364,6 +371,10 @@ pub struct RunMessage {
     /// How long the run may take; past it (and a grace) the dispatcher records it timed out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The target's address and credentials, attached by the dispatcher when it publishes a
+    /// run of a kind that acts on a device (`None` when the target is not defined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
 }
 
 impl RunMessage {
@@ -381,7 +392,11 @@ impl RunMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunOutput {
-    Sim { duration_ms: u64 },
+    Sim {
+        duration_ms: u64,
+    },
+    /// The values went in `ValuesChunk`s; this counts them.
+    Snmp(SnmpSummary),
 }
 
 /// The outcome of one attempt, on `faro.results.<queue>.<target>`.
@@ -690,6 +705,7 @@ mod tests {
             priority: Priority::default(),
             task: Task::Sim(SimParams::default()),
             timeout_ms: None,
+            device: None,
         };
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["kind"], "sim");

@@ -60,6 +60,11 @@ impl Namespace {
         format!("{}.results.{queue}.{target}", self.0)
     }
 
+    /// Values polled by a run of `queue` against `target`, sent before its result.
+    pub fn values_subject(&self, queue: &QueueName, target: &TargetId) -> String {
+        format!("{}.values.{queue}.{target}", self.0)
+    }
+
     /// The latest demand snapshot of a queue.
     pub fn demand_subject(&self, queue: &QueueName) -> String {
         format!("{}.demand.{queue}", self.0)
@@ -111,6 +116,10 @@ impl Namespace {
 
     pub fn results_wildcard(&self) -> String {
         self.wildcard("results")
+    }
+
+    pub fn values_wildcard(&self) -> String {
+        self.wildcard("values")
     }
 
     pub fn demand_wildcard(&self) -> String {

@@ -134,7 +134,9 @@ pub async fn ensure_topology(
         ),
         work_queue(
             ns.results_stream(),
-            vec![ns.results_wildcard()],
+            // Values chunks share the results stream: a run's chunks are stored before its
+            // result, and one consumer reads both in that order.
+            vec![ns.results_wildcard(), ns.values_wildcard()],
             settings.duplicate_window,
         ),
         stream::Config {
@@ -228,7 +230,7 @@ pub async fn ensure_service_consumer(
     js: &jetstream::Context,
     stream_name: &str,
     durable: &str,
-    filter: String,
+    filters: Vec<String>,
 ) -> anyhow::Result<consumer::PullConsumer> {
     let stream = js
         .get_stream(stream_name)
@@ -236,15 +238,16 @@ pub async fn ensure_service_consumer(
         .with_context(|| format!("cannot open stream {stream_name}"))?;
     let config = consumer::pull::Config {
         durable_name: Some(durable.to_owned()),
-        filter_subject: filter,
+        filter_subjects: filters,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: SERVICE_ACK_WAIT,
         max_ack_pending: 50_000,
         max_batch: 10_000,
         ..Default::default()
     };
+    // Create or update: a consumer declared by an older version gets the new filters.
     stream
-        .get_or_create_consumer(durable, config)
+        .create_consumer(config)
         .await
         .with_context(|| format!("cannot declare consumer {durable} on {stream_name}"))
 }

@@ -387,3 +387,217 @@ mod tests {
         assert!(parse_version("").is_empty());
     }
 }
+
+/// A private snmpsim agent on a free loopback UDP port, serving one `.snmprec` file as
+/// community `public`; killed on drop. The binary is `FARO_SNMPSIM` or Debian's `snmpsimd`.
+#[derive(Debug)]
+pub struct Snmpsim {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Snmpsim {
+    /// Starts the agent and waits until it listens (it indexes the file first).
+    pub fn start(snmprec: &std::path::Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+        let binary = std::env::var_os("FARO_SNMPSIM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("snmpsimd"));
+        // snmpsim drops root for `nobody`, who must read the data and write the index.
+        let dir = tempfile::tempdir().context("cannot make an snmpsim dir")?;
+        let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+        std::fs::create_dir_all(&data)?;
+        std::fs::create_dir_all(&cache)?;
+        std::fs::copy(snmprec, data.join("public.snmprec"))
+            .with_context(|| format!("cannot read {}", snmprec.display()))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777))?;
+        let port = free_udp_port()?;
+        let mut command = Command::new(&binary);
+        command
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--cache-dir={}", cache.display()))
+            .arg(format!("--agent-udpv4-endpoint=127.0.0.1:{port}"))
+            .arg("--logging-method=stderr");
+        if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            command.args(["--process-user=nobody", "--process-group=nogroup"]);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot run {}: install snmpsim (apt-get install -y snmpsim) or set FARO_SNMPSIM",
+                    binary.display()
+                )
+            })?;
+        let stderr = child.stderr.take().context("snmpsim has no stderr")?;
+        wait_for_line(
+            &mut child,
+            stderr,
+            "Listening at",
+            Duration::from_secs(60),
+            "snmpsim",
+        )?;
+        Ok(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Snmpsim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private net-snmp `snmpd` on a free loopback UDP port, configured by the given
+/// `snmpd.conf` lines (users, views, `sysName`); killed on drop.
+#[derive(Debug)]
+pub struct Snmpd {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Snmpd {
+    pub fn start(conf: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("cannot make an snmpd dir")?;
+        let port = free_udp_port()?;
+        let conf_file = dir.path().join("snmpd.conf");
+        std::fs::write(
+            &conf_file,
+            format!("agentAddress udp:127.0.0.1:{port}\n{conf}\n"),
+        )?;
+        let mut child = Command::new("snmpd")
+            // foreground, log to stdout, only this config, no MIB files (numeric OIDs only)
+            .args(["-f", "-Lo", "-C", "-M", "/nonexistent", "-c"])
+            .arg(&conf_file)
+            .env("SNMP_PERSISTENT_DIR", dir.path())
+            .env("MIBS", "")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run snmpd: install it (apt-get install -y snmpd)")?;
+        let stdout = child.stdout.take().context("snmpd has no stdout")?;
+        wait_for_line(
+            &mut child,
+            stdout,
+            "NET-SNMP version",
+            Duration::from_secs(30),
+            "snmpd",
+        )?;
+        Ok(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Snmpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `child` writes a line containing `marker` on `log`, which is then read to its
+/// end in a thread (an agent never blocks on a full pipe). A child that exits or stays silent
+/// is killed and its first lines are in the error.
+fn wait_for_line(
+    child: &mut Child,
+    log: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    limit: Duration,
+    name: &str,
+) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = ready_tx.send(Ok(()));
+            }
+            if tail.len() < 40 {
+                tail.push(line);
+            }
+        }
+        let _ = ready_tx.send(Err(tail.join("\n")));
+    });
+    match ready_rx.recv_timeout(limit) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(log)) => {
+            let _ = child.kill();
+            bail!("{name} exited at start:\n{log}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("{name} did not start within {limit:?}")
+        }
+    }
+}
+
+/// A UDP port free on loopback now.
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .context("cannot find a free UDP port")?
+        .port())
+}
+
+/// One line of an `.snmprec` file: OID, snmpsim tag, value as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnmprecLine {
+    pub oid: String,
+    pub tag: String,
+    pub value: String,
+}
+
+/// Reads an `.snmprec` file.
+pub fn read_snmprec(path: &std::path::Path) -> anyhow::Result<Vec<SnmprecLine>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut parts = line.splitn(3, '|');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(oid), Some(tag), Some(value)) => Ok(SnmprecLine {
+                    oid: oid.to_owned(),
+                    tag: tag.to_owned(),
+                    value: value.to_owned(),
+                }),
+                _ => bail!("{}: line {line:?} is not OID|TAG|VALUE", path.display()),
+            }
+        })
+        .collect()
+}
+
+/// The project's simulated OLT data (`sim/olts/<name>.snmprec`).
+pub fn olt_snmprec(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sim/olts")
+        .join(format!("{name}.snmprec"))
+}

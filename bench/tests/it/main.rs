@@ -15,3 +15,4 @@ mod maintenance;
 mod pipeline;
 mod recurring;
 mod retries;
+mod snmp;

@@ -33,10 +33,11 @@ use crate::leader::Election;
 use crate::scheduler::{Fire, JobDef, Recurring, Scheduler};
 use crate::slot_leases::SlotLeases;
 use crate::{explain, schedule};
-use faro_shared::domain::JobId;
+use faro_shared::domain::{JobId, TargetId};
 use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::jobfile::JobFileError;
 use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
+use faro_shared::snmp::{Device, ValuesChunk};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus;
@@ -45,6 +46,7 @@ use crate::config::Config;
 use crate::metrics as m;
 use crate::plan::plan_submission;
 use crate::store::{self, Recorded};
+use crate::values;
 
 /// Durable consumer name of the dispatcher on the submit and results streams.
 const DURABLE: &str = "dispatcher";
@@ -76,6 +78,8 @@ struct Dispatcher {
     /// Held from reading the settings to applying them, and from storing a changed setting to
     /// applying it: a reload that read before a change never applies after it.
     settings: tokio::sync::Mutex<()>,
+    /// Address and credentials of each target, attached to the SNMP runs published.
+    devices: std::sync::RwLock<Arc<HashMap<TargetId, Device>>>,
 }
 
 /// The most recent cancelled runs, bounded.
@@ -279,12 +283,20 @@ async fn lead(
         config.common.namespace.clone(),
     );
     let consumers = async {
-        let submissions =
-            nats::ensure_service_consumer(js, &ns.submit_stream(), DURABLE, ns.submit_subject())
-                .await?;
-        let results =
-            nats::ensure_service_consumer(js, &ns.results_stream(), DURABLE, ns.results_wildcard())
-                .await?;
+        let submissions = nats::ensure_service_consumer(
+            js,
+            &ns.submit_stream(),
+            DURABLE,
+            vec![ns.submit_subject()],
+        )
+        .await?;
+        let results = nats::ensure_service_consumer(
+            js,
+            &ns.results_stream(),
+            DURABLE,
+            vec![ns.results_wildcard(), ns.values_wildcard()],
+        )
+        .await?;
         let leases = js
             .get_key_value(ns.leases_bucket())
             .await
@@ -360,6 +372,7 @@ async fn lead(
         deadlines_changed: Notify::new(),
         cancelled: Mutex::new(Cancelled::default()),
         settings: tokio::sync::Mutex::new(()),
+        devices: std::sync::RwLock::default(),
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
@@ -646,7 +659,15 @@ async fn publish_and_mark(
     d: &Dispatcher,
     runs: &[faro_shared::messages::RunMessage],
 ) -> anyhow::Result<()> {
-    bus::publish_runs(&d.js, &d.ns, runs).await?;
+    let devices = d
+        .devices
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match bus::with_devices(runs, &devices) {
+        Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
+        None => bus::publish_runs(&d.js, &d.ns, runs).await?,
+    };
     let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
     store::mark_published(&d.pool, &published).await?;
     for run in runs {
@@ -839,15 +860,21 @@ async fn results_loop(
     }
 }
 
+/// Records a batch from the results stream: values chunks first (a run's chunks are stored
+/// before its result), then results.
 async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
+    let values_prefix = format!("{}.values.", d.ns.as_str());
     let mut results = Vec::with_capacity(messages.len());
+    let mut chunks = Vec::new();
     let mut accepted = Vec::with_capacity(messages.len());
     for message in messages {
-        match serde_json::from_slice::<RunResult>(&message.payload) {
-            Ok(result) => {
-                results.push(result);
-                accepted.push(message);
-            }
+        let decoded = if message.subject.starts_with(values_prefix.as_str()) {
+            serde_json::from_slice::<ValuesChunk>(&message.payload).map(|c| chunks.push(c))
+        } else {
+            serde_json::from_slice::<RunResult>(&message.payload).map(|r| results.push(r))
+        };
+        match decoded {
+            Ok(()) => accepted.push(message),
             Err(error) => {
                 tracing::warn!(subject = %message.subject, %error, "malformed result refused");
                 metrics::counter!(m::BAD_MESSAGES, "stream" => "results").increment(1);
@@ -857,15 +884,25 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
             }
         }
     }
-    if results.is_empty() {
+    if accepted.is_empty() {
         return;
     }
-    let ack = match apply_results(d, &results).await {
+    let recorded = async {
+        let values = values::record(&d.pool, &chunks).await?;
+        metrics::counter!(m::VALUES, "result" => "recorded").increment(values.values as u64);
+        metrics::counter!(m::VALUES, "result" => "late").increment(values.late as u64);
+        if !results.is_empty() {
+            apply_results(d, &results).await?;
+        }
+        anyhow::Ok(())
+    };
+    let ack = match recorded.await {
         Ok(()) => AckKind::Ack,
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),
                 results = results.len(),
+                chunks = chunks.len(),
                 "cannot record results; they will be redelivered"
             );
             AckKind::Nak(Some(Duration::from_secs(1)))
@@ -1005,7 +1042,11 @@ async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     let stored = store::settings(&d.pool).await?;
     let targets = store::target_limits(&d.pool).await?;
     let disabled = catalog::disabled_targets(&d.pool).await?;
+    let devices = catalog::devices(&d.pool).await?;
     let queues = store::queue_limits(&d.pool).await?;
+    *d.devices
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(devices);
     let maintenance = stored.contains(&Setting::MaintenanceMode(true));
     apply_setting(d, &Setting::MaintenanceMode(maintenance));
     let limit = stored

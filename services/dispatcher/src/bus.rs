@@ -1,11 +1,14 @@
 //! Publishing runs to their queues, pipelined: a window of publishes is sent before their acks
 //! are awaited.
 
+use std::collections::HashMap;
 use std::future::IntoFuture;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
+use faro_shared::domain::TargetId;
 use faro_shared::messages::RunMessage;
+use faro_shared::snmp::Device;
 use faro_shared::Namespace;
 
 /// Publishes whose acks are awaited at most at once: the oldest is awaited before one more
@@ -42,6 +45,28 @@ pub async fn publish_runs(
         duplicates += stored(Some(ack)).await?;
     }
     Ok(duplicates)
+}
+
+/// Pure: `runs` with their target's device attached to those that act on a device, or
+/// `None` when none does (the common case of simulations: nothing is copied).
+pub fn with_devices(
+    runs: &[RunMessage],
+    devices: &HashMap<TargetId, Device>,
+) -> Option<Vec<RunMessage>> {
+    if !runs.iter().any(|run| run.task.kind().needs_target()) {
+        return None;
+    }
+    Some(
+        runs.iter()
+            .map(|run| {
+                let mut run = run.clone();
+                if run.task.kind().needs_target() {
+                    run.device = run.target.as_ref().and_then(|t| devices.get(t)).cloned();
+                }
+                run
+            })
+            .collect(),
+    )
 }
 
 /// 1 when JetStream already had the message, 0 when it stored it now.
@@ -100,6 +125,7 @@ mod tests {
                 priority: Priority::default(),
                 task: Task::Sim(SimParams::default()),
                 timeout_ms: None,
+                device: None,
             })
             .collect();
         let published = tokio::time::timeout(

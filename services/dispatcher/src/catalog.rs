@@ -2,13 +2,53 @@
 //! PostgreSQL. The dispatcher applies a change the moment it stores it; the settings loop
 //! rereads them every few seconds, so a change made by SQL takes effect too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use faro_shared::domain::{JobId, QueueName, TargetId};
 use faro_shared::messages::JobView;
+use faro_shared::snmp::Device;
 use faro_shared::targetfile::TargetSpec;
+
+/// How to reach each target that has an address: attached to the SNMP runs it publishes. A
+/// row whose credentials cannot be read is left out with a warning (its runs then fail with
+/// "no address"), never stopping the others.
+pub async fn devices(pool: &Pool) -> anyhow::Result<HashMap<TargetId, Device>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT id, address, snmp FROM targets WHERE address IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("cannot read the targets' addresses")?;
+    let mut devices = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get(0);
+        let device = TargetId::parse(id.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|target| {
+                let snmp = serde_json::from_value(row.get(2)).map_err(|e| e.to_string())?;
+                Ok((target, snmp))
+            });
+        match device {
+            Ok((target, snmp)) => {
+                devices.insert(
+                    target,
+                    Device {
+                        address: row.get(1),
+                        snmp,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::warn!(target = %id, %error, "target's SNMP settings unreadable; left out")
+            }
+        }
+    }
+    Ok(devices)
+}
 
 /// Adds the targets, or replaces those with the same id; returns how many were written.
 pub async fn put_targets(pool: &Pool, targets: &[TargetSpec]) -> anyhow::Result<usize> {

@@ -19,6 +19,7 @@ pub fn run(job: &str, target: Option<&str>, priority: u8) -> RunMessage {
         priority: Priority::new(priority).expect("valid priority"),
         task: Task::Sim(SimParams::default()),
         timeout_ms: None,
+        device: None,
     }
 }
 

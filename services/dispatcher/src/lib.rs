@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod slot_leases;
 pub mod store;
+pub mod values;
 
 pub use app::run;
 pub use config::Config;

@@ -18,8 +18,13 @@ pub const LEADER: &str = "faro_dispatcher_leader";
 pub const LEADERSHIPS: &str = "faro_dispatcher_leaderships_total";
 pub const SLOT_LEASE_ERRORS: &str = "faro_dispatcher_slot_lease_errors_total";
 pub const RECURRING_JOBS: &str = "faro_dispatcher_recurring_jobs";
+pub const VALUES: &str = "faro_dispatcher_values_total";
 
 pub fn describe() {
+    describe_counter!(
+        VALUES,
+        "Polled values received, by result (recorded: the latest per target and OID; late: of an attempt no longer current, dropped)."
+    );
     describe_counter!(
         SUBMISSIONS,
         "Submissions received, by outcome (accepted, duplicate, rejected)."

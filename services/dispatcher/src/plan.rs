@@ -60,6 +60,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                     timeout_ms: job
                         .timeout
                         .map(|t| u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX)),
+                    device: None,
                 },
             }
         })

@@ -96,6 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
             cancels: Arc::new(Cancels::default()),
+            snmp: Arc::new(crate::snmp::Poller::default()),
         },
         started_at: Utc::now(),
         js,

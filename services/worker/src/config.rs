@@ -18,7 +18,7 @@ pub struct Config {
     pub pool: PoolName,
     /// Runs executed at once (`FARO_WORKER_CAPACITY`, default 10).
     pub capacity: u32,
-    /// Kinds this worker executes.
+    /// Kinds this worker executes: sim, snmp.get and snmp.walk.
     pub kinds: Vec<Kind>,
     /// `FARO_HEARTBEAT_INTERVAL`, default 5 s.
     pub heartbeat_interval: Duration,
@@ -60,7 +60,7 @@ impl Config {
                 "a pool name of A-Z a-z 0-9 _ -",
             )?,
             capacity,
-            kinds: vec![Kind::Sim],
+            kinds: vec![Kind::Sim, Kind::SnmpGet, Kind::SnmpWalk],
             heartbeat_interval: env.duration("FARO_HEARTBEAT_INTERVAL", Duration::from_secs(5))?,
             fetch_expiry: env.duration("FARO_WORKER_FETCH_EXPIRY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,

@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 use crate::cancel::Cancels;
 use crate::metrics as m;
 use crate::sim;
+use crate::snmp::{Chunks, Poller};
 
 /// What a worker needs to execute runs.
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub struct Executor {
     pub abort: CancellationToken,
     /// Attempts an operator cancelled.
     pub cancels: Arc<Cancels>,
+    pub snmp: Arc<Poller>,
 }
 
 impl Executor {
@@ -132,7 +134,7 @@ impl Executor {
         run: &RunMessage,
         message: &jetstream::Message,
     ) -> (Outcome, Option<RunOutput>, Option<String>) {
-        let work = execute(run);
+        let work = self.execute(run);
         tokio::pin!(work);
         let mut progress = tokio::time::interval(RUN_ACK_WAIT / 3);
         progress.tick().await;
@@ -154,27 +156,70 @@ fn cancelled(why: &str) -> (Outcome, Option<RunOutput>, Option<String>) {
     (Outcome::Cancelled, None, Some(why.to_owned()))
 }
 
-async fn execute(run: &RunMessage) -> (Outcome, Option<RunOutput>, Option<String>) {
-    match &run.task {
-        Task::Sim(params) => {
-            let entropy = u64::from_le_bytes(
-                uuid::Uuid::new_v4().as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            );
-            let plan = sim::plan(params, &run.job_id, run.attempt, entropy);
-            if !plan.duration.is_zero() {
-                tokio::time::sleep(plan.duration).await;
-            }
-            let error = match plan.outcome {
-                Outcome::Succeeded => None,
-                Outcome::Failed => Some("simulated failure".to_owned()),
-                Outcome::Interrupted => Some("simulated interruption".to_owned()),
-                Outcome::TimedOut => Some("simulated timeout".to_owned()),
-                Outcome::Cancelled => Some("simulated cancel".to_owned()),
-            };
-            let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
-            (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)
+type Executed = (Outcome, Option<RunOutput>, Option<String>);
+
+impl Executor {
+    async fn execute(&self, run: &RunMessage) -> Executed {
+        match &run.task {
+            Task::Sim(params) => simulate(run, params).await,
+            Task::SnmpGet(_) | Task::SnmpWalk(_) => self.poll(run).await,
         }
     }
+
+    /// An SNMP run: its values go out in chunks, its result counts them.
+    async fn poll(&self, run: &RunMessage) -> Executed {
+        let kind = run.task.kind();
+        let Some(target) = run.target.clone() else {
+            return failed(format!("a {kind} run needs a target"));
+        };
+        let Some(device) = &run.device else {
+            return failed(format!(
+                "target {target} has no address: define it with `faro target add {target} ADDRESS`"
+            ));
+        };
+        let mut chunks = Chunks::new(self.js.clone(), &self.ns, run, target);
+        let polled = match &run.task {
+            Task::SnmpGet(params) => self.snmp.get(device, params, &mut chunks).await,
+            Task::SnmpWalk(params) => self.snmp.walk(device, params, &mut chunks).await,
+            Task::Sim(_) => unreachable!("a sim run is not polled"),
+        };
+        // Values polled before a failure are still sent: they are real.
+        let sent = chunks.finish().await;
+        match (polled, sent) {
+            (Ok(()), Ok(summary)) => (Outcome::Succeeded, Some(RunOutput::Snmp(summary)), None),
+            (Err(error), Ok(summary)) => (
+                error.outcome,
+                Some(RunOutput::Snmp(summary)),
+                Some(error.message),
+            ),
+            (Ok(()), Err(error)) | (Err(_), Err(error)) => {
+                (error.outcome, None, Some(error.message))
+            }
+        }
+    }
+}
+
+fn failed(message: String) -> Executed {
+    (Outcome::Failed, None, Some(message))
+}
+
+async fn simulate(run: &RunMessage, params: &faro_shared::messages::SimParams) -> Executed {
+    let entropy = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    let plan = sim::plan(params, &run.job_id, run.attempt, entropy);
+    if !plan.duration.is_zero() {
+        tokio::time::sleep(plan.duration).await;
+    }
+    let error = match plan.outcome {
+        Outcome::Succeeded => None,
+        Outcome::Failed => Some("simulated failure".to_owned()),
+        Outcome::Interrupted => Some("simulated interruption".to_owned()),
+        Outcome::TimedOut => Some("simulated timeout".to_owned()),
+        Outcome::Cancelled => Some("simulated cancel".to_owned()),
+    };
+    let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
+    (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)
 }

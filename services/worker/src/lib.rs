@@ -4,7 +4,10 @@
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
 //! run), `cancel` (cancels asked for by the dispatcher),
-//! `sim` (pure: the simulated kind's draw), `metrics`.
+//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `metrics`.
+
+// async-snmp's futures nest deeply inside a run's future.
+#![recursion_limit = "256"]
 
 mod app;
 mod cancel;
@@ -12,6 +15,7 @@ pub mod config;
 mod execute;
 mod metrics;
 pub mod sim;
+pub mod snmp;
 
 pub use app::run;
 pub use config::Config;

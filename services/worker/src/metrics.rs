@@ -7,6 +7,9 @@ pub const RUNS_IN_PROGRESS: &str = "faro_worker_runs_in_progress";
 pub const RUN_SECONDS: &str = "faro_worker_run_duration_seconds";
 pub const BAD_MESSAGES: &str = "faro_worker_bad_messages_total";
 pub const HEARTBEATS: &str = "faro_worker_heartbeats_total";
+pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
+pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
+pub const SNMP_VALUES: &str = "faro_worker_snmp_values_total";
 
 pub fn describe() {
     describe_counter!(RUNS, "Runs executed, by queue, kind and outcome.");
@@ -18,4 +21,13 @@ pub fn describe() {
     );
     describe_counter!(BAD_MESSAGES, "Run messages refused as malformed.");
     describe_counter!(HEARTBEATS, "Heartbeats written, by result (ok, failed).");
+    describe_counter!(
+        SNMP_REQUESTS,
+        "SNMP operations started, by op (get: one GET of a job's OIDs; walk: one GETBULK walk of one OID)."
+    );
+    describe_counter!(
+        SNMP_TIMEOUTS,
+        "SNMP operations that got no answer after their retries."
+    );
+    describe_counter!(SNMP_VALUES, "SNMP values polled and sent on.");
 }

@@ -96,6 +96,7 @@ impl Harness {
                     seed: Some(1),
                 }),
                 timeout_ms: None,
+                device: None,
             };
             self.js
                 .publish(

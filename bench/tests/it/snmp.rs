@@ -1,0 +1,289 @@
+//! SNMP runs end to end: the simulated OLTs of `sim/olts` served by real snmpsim agents on
+//! loopback, walked and read by the worker, recorded by the dispatcher in `target_values`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use faro_bench::system::{Options, System};
+use faro_shared::messages::{TargetReply, TargetRequest};
+use faro_shared::snmp::SnmpValue;
+use faro_shared::targetfile;
+use faro_shared::testing::{olt_snmprec, read_snmprec, Snmpd, Snmpsim};
+
+const HUAWEI: &str = "1.3.6.1.4.1.2011.6.128.1.1.2";
+const HUAWEI_COLUMNS: [&str; 7] = [
+    "43.1.3", "43.1.9", "45.1.4", "46.1.15", "46.1.20", "51.1.4", "51.1.6",
+];
+const ZTE: &str = "1.3.6.1.4.1.3902.1012.3";
+const ZTE_COLUMNS: [&str; 4] = ["28.1.1.2", "28.1.1.3", "28.1.1.5", "28.2.1.4"];
+
+async fn define_targets(system: &System, targets: serde_json::Value) {
+    let defined = targetfile::parse(targets.to_string().as_bytes()).unwrap();
+    let reply = system
+        .ask("targets", &TargetRequest::Put { targets: defined })
+        .await
+        .unwrap();
+    let reply: TargetReply = serde_json::from_value(reply).unwrap();
+    assert!(reply.changed > 0);
+}
+
+/// What `target_values` should hold for a `.snmprec` line: (type, value as text).
+fn expected(tag: &str, value: &str) -> (String, String) {
+    match tag {
+        "2" => ("integer".into(), value.into()),
+        "4" => ("string".into(), value.into()),
+        // Binary bytes are hex unless they happen to read as text (see SnmpValue::octets).
+        "4x" => {
+            let bytes: Vec<u8> = (0..value.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&value[i..i + 2], 16).unwrap())
+                .collect();
+            let value = SnmpValue::octets(&bytes);
+            (value.type_name().into(), value.text())
+        }
+        "6" => ("oid".into(), value.into()),
+        "67" => ("timeticks".into(), value.into()),
+        other => panic!("tag {other} not used by the simulated OLTs"),
+    }
+}
+
+/// The `.snmprec` values under `root`'s columns: OID -> (type, value).
+fn table(name: &str, root: &str, columns: &[&str]) -> BTreeMap<String, (String, String)> {
+    let prefixes: Vec<String> = columns.iter().map(|c| format!("{root}.{c}.")).collect();
+    read_snmprec(&olt_snmprec(name))
+        .unwrap()
+        .into_iter()
+        .filter(|line| prefixes.iter().any(|p| line.oid.starts_with(p.as_str())))
+        .map(|line| (line.oid, expected(&line.tag, &line.value)))
+        .collect()
+}
+
+async fn stored(system: &System, target: &str) -> BTreeMap<String, (String, String)> {
+    let client = system.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT oid, type, value FROM target_values WHERE target = $1 AND oid NOT LIKE '1.3.6.1.2.1.1.%'",
+            &[&target],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_of_both_olts_match_their_snmprec_data_value_for_value() {
+    let huawei = Snmpsim::start(&olt_snmprec("huawei-ma5800")).unwrap();
+    let zte = Snmpsim::start(&olt_snmprec("zte-c300")).unwrap();
+    let system = System::start(Options::default()).await.unwrap();
+    define_targets(
+        &system,
+        serde_json::json!([
+            {"id": "olt-huawei", "address": huawei.address()},
+            {"id": "olt-zte", "address": zte.address(),
+             "snmp": {"version": "2c", "community": "public"}},
+        ]),
+    )
+    .await;
+    let walk = |target: &str, root: &str, columns: &[&str], repetitions: u32| {
+        serde_json::json!({
+            "queue": "discovery", "kind": "snmp.walk", "target": target, "max_attempts": 1,
+            "params": {
+                "oids": columns.iter().map(|c| format!("{root}.{c}")).collect::<Vec<_>>(),
+                "max_repetitions": repetitions,
+            }
+        })
+    };
+    let get = serde_json::json!({
+        "queue": "get", "kind": "snmp.get", "target": "olt-huawei", "max_attempts": 1,
+        "params": {"oids": ["1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.99.0"]}
+    });
+    system
+        .submit_jobs(
+            &[
+                walk("olt-huawei", HUAWEI, &HUAWEI_COLUMNS, 40),
+                walk("olt-zte", ZTE, &ZTE_COLUMNS, 25),
+                get,
+            ],
+            "snmp-walks",
+        )
+        .await
+        .unwrap();
+    system
+        .wait_terminal(3, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = system
+        .pairs("SELECT kind || ' ' || target, status || ' ' || coalesce(error, '') FROM runs ORDER BY 1")
+        .await
+        .unwrap();
+    for (run, outcome) in &outcomes {
+        assert_eq!(outcome.trim(), "succeeded", "{run}: {outcome}");
+    }
+
+    let want = table("huawei-ma5800", HUAWEI, &HUAWEI_COLUMNS);
+    assert_eq!(want.len(), 7 * 1024, "the MA5800 has 1,024 ONTs");
+    let got = stored(&system, "olt-huawei").await;
+    assert_eq!(got.len(), want.len(), "every MA5800 value recorded once");
+    assert_eq!(got, want, "MA5800 values differ from the .snmprec data");
+    let want = table("zte-c300", ZTE, &ZTE_COLUMNS);
+    assert_eq!(stored(&system, "olt-zte").await, want, "C300 values differ");
+
+    // The get: typed values, and an object the agent does not have.
+    let sys: Vec<(String, String)> = system
+        .pairs(
+            "SELECT oid, type || '=' || value FROM target_values
+             WHERE target = 'olt-huawei' AND oid LIKE '1.3.6.1.2.1.1.%' ORDER BY oid",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sys,
+        [
+            ("1.3.6.1.2.1.1.3.0".into(), "timeticks=123456789".into()),
+            ("1.3.6.1.2.1.1.5.0".into(), "string=olt-huawei-sim".into()),
+            ("1.3.6.1.2.1.1.99.0".into(), "no_such_instance=".into()),
+        ]
+    );
+    // The walk's result counts what it sent.
+    let values: i64 = system
+        .one("SELECT (output->>'values')::bigint FROM runs WHERE target = 'olt-huawei' AND kind = 'snmp.walk'")
+        .await
+        .unwrap();
+    assert_eq!(values, 7 * 1024);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_times_out_and_an_undefined_target_fails_with_its_cause() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let system = System::start(Options::default()).await.unwrap();
+    define_targets(
+        &system,
+        serde_json::json!([{"id": "olt-silent", "address": silent.local_addr().unwrap().to_string()}]),
+    )
+    .await;
+    let get = |target: &str| {
+        serde_json::json!({
+            "queue": "get", "kind": "snmp.get", "target": target, "max_attempts": 1,
+            "params": {"oids": ["1.3.6.1.2.1.1.5.0"], "timeout_ms": 200, "retries": 1}
+        })
+    };
+    system
+        .submit_jobs(&[get("olt-silent"), get("olt-nowhere")], "snmp-failures")
+        .await
+        .unwrap();
+    system
+        .wait_terminal(2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = system
+        .pairs("SELECT target, status || ': ' || coalesce(error, '') FROM runs ORDER BY target")
+        .await
+        .unwrap();
+    assert!(
+        outcomes[0]
+            .1
+            .starts_with("failed: target olt-nowhere has no address"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[1]
+            .1
+            .starts_with("timed_out: no SNMP answer from 127.0.0.1:"),
+        "{outcomes:?}"
+    );
+    system.stop().await.unwrap();
+}
+
+/// The committed `.snmprec` files are exactly what `scripts/gen-snmprec` writes.
+#[test]
+fn the_simulated_olt_files_are_the_generators_output() {
+    let out = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new("python3")
+        .arg(root.join("scripts/gen-snmprec"))
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for name in ["huawei-ma5800", "zte-c300"] {
+        let file = format!("{name}.snmprec");
+        let written = std::fs::read(out.path().join(&file)).unwrap();
+        let committed = std::fs::read(root.join("sim/olts").join(&file)).unwrap();
+        assert!(
+            written == committed,
+            "sim/olts/{file} differs from scripts/gen-snmprec's output: run scripts/gen-snmprec"
+        );
+    }
+    let huawei = read_snmprec(&olt_snmprec("huawei-ma5800")).unwrap();
+    let onts = huawei
+        .iter()
+        .filter(|l| l.oid.starts_with(&format!("{HUAWEI}.43.1.3.")))
+        .count();
+    assert_eq!(onts, 1024);
+}
+
+/// SNMPv3 with authentication and privacy against net-snmp's snmpd: the right credentials
+/// read the value; a wrong password or an unknown user fail with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snmp_v3_reads_with_the_right_credentials_and_names_wrong_ones() {
+    let agent = Snmpd::start(
+        "createUser faro SHA \"authpass123\" AES \"privpass123\"\nrouser faro priv\nsysName faro-snmpd",
+    )
+    .unwrap();
+    let system = System::start(Options::default()).await.unwrap();
+    let v3 = |user: &str, auth: &str| {
+        serde_json::json!({"version": "3", "user": user,
+            "auth": {"protocol": "sha", "password": auth},
+            "privacy": {"protocol": "aes", "password": "privpass123"}})
+    };
+    define_targets(
+        &system,
+        serde_json::json!([
+            {"id": "olt-v3", "address": agent.address(), "snmp": v3("faro", "authpass123")},
+            {"id": "olt-badpass", "address": agent.address(), "snmp": v3("faro", "wrongpass1")},
+            {"id": "olt-baduser", "address": agent.address(), "snmp": v3("nobody", "authpass123")},
+        ]),
+    )
+    .await;
+    let get = |target: &str| {
+        serde_json::json!({
+            "queue": "get", "kind": "snmp.get", "target": target, "max_attempts": 1,
+            "params": {"oids": ["1.3.6.1.2.1.1.5.0"], "timeout_ms": 1000, "retries": 0}
+        })
+    };
+    system
+        .submit_jobs(
+            &[get("olt-v3"), get("olt-badpass"), get("olt-baduser")],
+            "snmp-v3",
+        )
+        .await
+        .unwrap();
+    system
+        .wait_terminal(3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let outcomes: BTreeMap<String, String> = system
+        .pairs("SELECT target, status || ': ' || coalesce(error, '') FROM runs")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(outcomes["olt-v3"], "succeeded: ", "{outcomes:?}");
+    for bad in ["olt-badpass", "olt-baduser"] {
+        assert!(
+            outcomes[bad].starts_with("failed: SNMP authentication with 127.0.0.1:"),
+            "{bad}: {outcomes:?}"
+        );
+    }
+    let name: String = system
+        .one(
+            "SELECT value FROM target_values WHERE target = 'olt-v3' AND oid = '1.3.6.1.2.1.1.5.0'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(name, "faro-snmpd");
+    system.stop().await.unwrap();
+}
