@@ -4,4 +4,5 @@
 
 pub mod scale;
 pub mod schedule;
+pub mod snmp;
 pub mod system;

@@ -2,6 +2,8 @@
 //!
 //! `faro-bench e2e --runs 100000`: zero-duration `sim` runs pushed through the whole system
 //! (dispatcher, NATS, workers, PostgreSQL), from submission to terminal status recorded.
+//! `faro-bench schedule`, `faro-bench scale` and `faro-bench snmp --walks 10`: see each
+//! module.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,20 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         targets: usize,
     },
+    /// The simulated MA5800's ONU columns walked through a worker process, against net-snmp's
+    /// snmpbulkwalk on the same snmpsim agent: values per second, worker CPU per value.
+    Snmp {
+        /// Walks of the 7 ONU columns (7,168 values) through faro.
+        #[arg(long, default_value_t = 10)]
+        walks: usize,
+        /// Values per GETBULK, on both sides.
+        #[arg(long, default_value_t = 25)]
+        max_repetitions: u32,
+    },
+    /// A worker service in this process, configured by FARO_* variables (used by `snmp` to
+    /// measure a worker's own CPU).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[tokio::main]
@@ -80,6 +96,24 @@ async fn main() -> anyhow::Result<()> {
         faro_shared::telemetry::init("faro-bench", faro_shared::config::LogFormat::Text);
     }
     match Cli::parse().command {
+        Command::Worker => {
+            let env = faro_shared::Env::from_process();
+            let config = faro_worker::Config::from_env(&env).context("invalid configuration")?;
+            faro_worker::run(config, faro_shared::shutdown::on_signal()).await
+        }
+        Command::Snmp {
+            walks,
+            max_repetitions,
+        } => {
+            let bench = faro_bench::snmp::SnmpBench {
+                walks: walks.max(2),
+                max_repetitions: max_repetitions.max(1),
+            };
+            for line in faro_bench::snmp::run(&bench).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::E2e {
             runs,
             batch,

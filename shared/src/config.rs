@@ -53,6 +53,14 @@ impl Env {
         self
     }
 
+    /// The `FARO_*` variables set, to hand to a child process.
+    pub fn faro_vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| k.split_once('_').is_some_and(|(head, _)| head == "FARO"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The value of `var`, `None` when unset or empty.
     pub fn optional(&self, var: &str) -> Option<&str> {
         self.vars

@@ -400,6 +400,11 @@ pub struct Snmpsim {
 impl Snmpsim {
     /// Starts the agent and waits until it listens (it indexes the file first).
     pub fn start(snmprec: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_on(snmprec, free_udp_port()?)
+    }
+
+    /// The same on a given port (an agent coming back where one was silent).
+    pub fn start_on(snmprec: &std::path::Path, port: u16) -> anyhow::Result<Self> {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
         let binary = std::env::var_os("FARO_SNMPSIM")
@@ -415,7 +420,6 @@ impl Snmpsim {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))?;
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777))?;
-        let port = free_udp_port()?;
         let mut command = Command::new(&binary);
         command
             .arg(format!("--data-dir={}", data.display()))

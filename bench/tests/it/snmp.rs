@@ -287,3 +287,103 @@ async fn snmp_v3_reads_with_the_right_credentials_and_names_wrong_ones() {
     assert_eq!(name, "faro-snmpd");
     system.stop().await.unwrap();
 }
+
+/// An agent that stops answering becomes unreachable after its timeouts: its runs fail at
+/// once instead of holding slots for full timeouts. When it answers again, a probe finds it
+/// and its runs succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_agent_fails_fast_and_recovers_on_the_first_answer() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let system = System::start(Options {
+        workers: 1,
+        env: [
+            ("FARO_SNMP_UNREACHABLE_AFTER", "2"),
+            ("FARO_SNMP_UNREACHABLE_DELAY", "2s"),
+            ("FARO_RETRY_BASE_DELAY", "200ms"),
+            ("FARO_RETRY_MAX_DELAY", "400ms"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    define_targets(
+        &system,
+        serde_json::json!([{"id": "olt-flaky", "address": format!("127.0.0.1:{port}")}]),
+    )
+    .await;
+    let get = |id: &str, attempts: u32| {
+        serde_json::json!({
+            "id": id, "queue": "get", "kind": "snmp.get", "target": "olt-flaky",
+            "max_attempts": attempts, "retry_on": ["failed", "timed_out"],
+            "params": {"oids": ["1.3.6.1.2.1.1.5.0"], "timeout_ms": 300, "retries": 0}
+        })
+    };
+    system
+        .submit_jobs(&[get("silence-1", 1), get("silence-2", 1)], "silence")
+        .await
+        .unwrap();
+    system
+        .wait_terminal(2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    system
+        .submit_jobs(
+            &[get("fast-1", 1), get("fast-2", 1), get("fast-3", 1)],
+            "fail-fast",
+        )
+        .await
+        .unwrap();
+    system
+        .wait_terminal(5, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let fast: Vec<(String, f64)> = system
+        .pairs(
+            "SELECT status || ': ' || coalesce(error, ''),
+                    extract(epoch FROM finished_at - started_at)::float8
+             FROM runs WHERE job_id LIKE 'fast-%'",
+        )
+        .await
+        .unwrap();
+    let failed_fast = fast
+        .iter()
+        .filter(|(e, secs)| e.starts_with("failed: target_unreachable: 127.0.0.1:") && *secs < 0.25)
+        .count();
+    assert!(failed_fast >= 2, "{fast:?}");
+
+    // The agent answers again: a probe finds it, then runs succeed at their first attempt.
+    drop(silent);
+    let agent = Snmpsim::start_on(&olt_snmprec("zte-c300"), port).unwrap();
+    system
+        .submit_jobs(&[get("recovery", 20)], "recovery")
+        .await
+        .unwrap();
+    system
+        .wait_terminal(6, Duration::from_secs(60))
+        .await
+        .unwrap();
+    system
+        .submit_jobs(&[get("after", 1)], "after")
+        .await
+        .unwrap();
+    system
+        .wait_terminal(7, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ended: Vec<(String, String)> = system
+        .pairs("SELECT job_id, status FROM runs WHERE job_id IN ('recovery', 'after') ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        ended,
+        [
+            ("after".to_owned(), "succeeded".to_owned()),
+            ("recovery".to_owned(), "succeeded".to_owned())
+        ]
+    );
+    drop(agent);
+    system.stop().await.unwrap();
+}

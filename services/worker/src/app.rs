@@ -96,7 +96,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
             cancels: Arc::new(Cancels::default()),
-            snmp: Arc::new(crate::snmp::Poller::default()),
+            snmp: Arc::new(crate::snmp::Poller::new(
+                config.unreachable_after,
+                config.unreachable_delay,
+            )),
         },
         started_at: Utc::now(),
         js,

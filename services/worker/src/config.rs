@@ -26,6 +26,12 @@ pub struct Config {
     pub fetch_expiry: Duration,
     /// How long in-flight runs may take to finish at shutdown (`FARO_SHUTDOWN_GRACE`, 30 s).
     pub shutdown_grace: Duration,
+    /// SNMP requests in a row without an answer (retries included) after which an agent is
+    /// unreachable and its runs fail at once (`FARO_SNMP_UNREACHABLE_AFTER`, default 3).
+    pub unreachable_after: u32,
+    /// While an agent is unreachable, one run polls it every this long
+    /// (`FARO_SNMP_UNREACHABLE_DELAY`, default 30 s).
+    pub unreachable_delay: Duration,
 }
 
 impl Config {
@@ -64,8 +70,24 @@ impl Config {
             heartbeat_interval: env.duration("FARO_HEARTBEAT_INTERVAL", Duration::from_secs(5))?,
             fetch_expiry: env.duration("FARO_WORKER_FETCH_EXPIRY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+            unreachable_after: unreachable_after(env)?,
+            unreachable_delay: env
+                .duration("FARO_SNMP_UNREACHABLE_DELAY", Duration::from_secs(30))?,
         })
     }
+}
+
+fn unreachable_after(env: &Env) -> Result<u32, ConfigError> {
+    const EXPECTED: &str = "a whole number of timeouts from 1 to 100";
+    let after: u32 = env.parse("FARO_SNMP_UNREACHABLE_AFTER", 3, EXPECTED)?;
+    if !(1..=100).contains(&after) {
+        return Err(ConfigError {
+            var: "FARO_SNMP_UNREACHABLE_AFTER".to_owned(),
+            value: after.to_string(),
+            expected: EXPECTED.to_owned(),
+        });
+    }
+    Ok(after)
 }
 
 /// `<host>-<random>`: unique even with several workers per host (`docker compose --scale`).

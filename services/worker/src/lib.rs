@@ -4,7 +4,7 @@
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
 //! run), `cancel` (cancels asked for by the dispatcher),
-//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `metrics`.
+//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `reach` (pure: which agents answer), `metrics`.
 
 // async-snmp's futures nest deeply inside a run's future.
 #![recursion_limit = "256"]
@@ -14,6 +14,7 @@ mod cancel;
 pub mod config;
 mod execute;
 mod metrics;
+pub mod reach;
 pub mod sim;
 pub mod snmp;
 

@@ -10,6 +10,7 @@ pub const HEARTBEATS: &str = "faro_worker_heartbeats_total";
 pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
 pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
 pub const SNMP_VALUES: &str = "faro_worker_snmp_values_total";
+pub const SNMP_UNREACHABLE: &str = "faro_worker_snmp_unreachable_targets";
 
 pub fn describe() {
     describe_counter!(RUNS, "Runs executed, by queue, kind and outcome.");
@@ -30,4 +31,8 @@ pub fn describe() {
         "SNMP operations that got no answer after their retries."
     );
     describe_counter!(SNMP_VALUES, "SNMP values polled and sent on.");
+    describe_gauge!(
+        SNMP_UNREACHABLE,
+        "SNMP agents this worker holds unreachable (their runs fail at once until a probe is answered)."
+    );
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
@@ -27,6 +27,7 @@ use faro_shared::Namespace;
 use tokio::sync::OnceCell;
 
 use crate::metrics as m;
+use crate::reach::{Change, Gate, Reachability};
 
 /// Values per chunk at most.
 const CHUNK_VALUES: usize = 2_000;
@@ -58,12 +59,12 @@ struct ClientKey {
     retries: SnmpRetries,
 }
 
-/// The worker's SNMP side: one socket, clients per device.
-#[derive(Default)]
+/// The worker's SNMP side: one socket, clients per device, which agents answer.
 pub struct Poller {
     transport: OnceCell<UdpTransport>,
     clients: Mutex<HashMap<ClientKey, Client<UdpHandle>>>,
     engines: Arc<EngineCache>,
+    reach: Mutex<Reachability>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -72,7 +73,88 @@ impl std::fmt::Debug for Poller {
     }
 }
 
+/// One run's pass through the unreachable gate; a probe that ends without an answer or a
+/// timeout (the run was cancelled) lets the next run probe.
+struct Pass<'a> {
+    poller: &'a Poller,
+    address: &'a str,
+    probe: bool,
+    settled: bool,
+}
+
+impl Pass<'_> {
+    fn settle(mut self, polled: &Result<(), PollError>) {
+        self.settled = true;
+        let mut reach = self.poller.reach();
+        let change = match polled {
+            Err(error) if error.outcome == Outcome::TimedOut => {
+                reach.timed_out(self.address, Instant::now())
+            }
+            _ => reach.answered(self.address),
+        };
+        metrics::gauge!(m::SNMP_UNREACHABLE).set(reach.unreachable() as f64);
+        match change {
+            Some(Change::BecameUnreachable) => tracing::warn!(
+                address = self.address,
+                "SNMP agent unreachable: its runs fail at once until it answers a probe"
+            ),
+            Some(Change::BecameReachable) => {
+                tracing::info!(address = self.address, "SNMP agent answers again")
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.poller.reach().probe_abandoned(self.address);
+        }
+    }
+}
+
 impl Poller {
+    /// `unreachable_after` timeouts in a row make an agent unreachable; while it is, one run
+    /// every `probe_every` polls it.
+    pub fn new(unreachable_after: u32, probe_every: Duration) -> Self {
+        Self {
+            transport: OnceCell::new(),
+            clients: Mutex::default(),
+            engines: Arc::default(),
+            reach: Mutex::new(Reachability::new(unreachable_after, probe_every)),
+        }
+    }
+
+    fn reach(&self) -> std::sync::MutexGuard<'_, Reachability> {
+        self.reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lets a run of `device` poll, or fails it at once when its agent is unreachable.
+    fn pass<'a>(&'a self, device: &'a Device) -> Result<Pass<'a>, PollError> {
+        let gate = self.reach().admit(&device.address, Instant::now());
+        match gate {
+            Gate::Go | Gate::Probe => Ok(Pass {
+                poller: self,
+                address: &device.address,
+                probe: gate == Gate::Probe,
+                settled: false,
+            }),
+            Gate::Unreachable {
+                timeouts,
+                for_how_long,
+                next_probe,
+            } => Err(PollError::failed(format!(
+                "target_unreachable: {} did not answer its last {timeouts} requests (for {} s); its runs fail at once until it answers a probe, the next in {} s",
+                device.address,
+                for_how_long.as_secs(),
+                next_probe.as_secs()
+            ))),
+        }
+    }
+
     /// The shared socket: dual-stack where the host has IPv6, IPv4 otherwise.
     async fn transport(&self) -> Result<&UdpTransport, PollError> {
         self.transport
@@ -136,8 +218,11 @@ impl Poller {
         params: &SnmpGetParams,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
+        let pass = self.pass(device)?;
         let got = self.get_values(device, params, chunks).await;
-        self.explained(device, got).await
+        let got = self.explained(device, got).await;
+        pass.settle(&got);
+        got
     }
 
     /// Walks every OID of the job with GETBULK, sending values on as they come.
@@ -147,8 +232,11 @@ impl Poller {
         params: &SnmpWalkParams,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
+        let pass = self.pass(device)?;
         let walked = self.walk_values(device, params, chunks).await;
-        self.explained(device, walked).await
+        let walked = self.explained(device, walked).await;
+        pass.settle(&walked);
+        walked
     }
 
     /// An SNMPv3 agent drops a request it cannot authenticate, or answers with a Report that
