@@ -20,9 +20,10 @@ const SERVICES: [&str; 4] = [
     "faro-demand-collector",
 ];
 
-/// A NATS port and a base for the metrics ports (base+1 .. base+12), all free, below the
-/// ephemeral range that every other test's servers draw from (port 0), so they cannot collide.
-fn quiet_ports() -> (u16, u16) {
+/// A NATS port, a base for the metrics ports (base+1 .. base+12) and one for the simulated
+/// OLTs' UDP ports (base+1, base+2), all free, below the ephemeral range that every other
+/// test's servers draw from (port 0), so they cannot collide.
+fn quiet_ports() -> (u16, u16, u16) {
     let seed = std::process::id() as u64
         ^ SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -38,8 +39,11 @@ fn quiet_ports() -> (u16, u16) {
         if ports
             .iter()
             .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            && [base + 41, base + 42]
+                .iter()
+                .all(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok())
         {
-            return (base, base + 20);
+            return (base, base + 20, base + 40);
         }
     }
     panic!("no free ports between 20000 and 32000");
@@ -69,6 +73,30 @@ struct Cli {
 }
 
 impl Cli {
+    /// Waits (30 s at most) until `faro job list` shows a last success for `job`; its row.
+    fn wait_listed_success(&self, job: &str, target: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.run(&["job", "list", "--target", target]);
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let row = listed
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(job))
+                .unwrap_or_default()
+                .to_owned();
+            // ID QUEUE KIND TARGET EVERY ENABLED, then last run, success and failure times.
+            let words: Vec<&str> = row.split_whitespace().collect();
+            if words.len() >= 9 && words[6] != "-" && words[8] != "-" {
+                return row;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no success of {job} listed: {listed}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)
             .args(args)
@@ -92,10 +120,12 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (nats_port, http_base) = quiet_ports();
+    let (nats_port, http_base, snmp_base) = quiet_ports();
 
     let mut child = Command::new(root.join("scripts/dev"))
-        .args(["--no-build", "--workers", "2"])
+        .args(["--no-build", "--workers", "2", "--olts", "2"])
+        .env("FARO_DEV_SNMP_BASE", snmp_base.to_string())
+        .env("FARO_DEV_OLT_INTERVAL", "2s")
         .current_dir(root)
         .env("FARO_DEV_BIN_DIR", &bin_dir)
         .env("FARO_DEV_STATE", state.path())
@@ -188,13 +218,21 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("already submitted"));
     let out = cli.run(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let total: i64 = status["runs"]
-        .as_object()
+    assert!(
+        status["runs"]["succeeded"].as_i64().unwrap() > 0,
+        "{status}"
+    );
+    // (The simulated fleet adds runs of its own; count the smoke queue's.)
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let smoke: i64 = client
+        .query_one("SELECT count(*) FROM runs WHERE queue = 'smoke'", &[])
+        .await
         .unwrap()
-        .values()
-        .map(|v| v.as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 30, "{status}");
+        .get(0);
+    assert_eq!(smoke, 30);
 
     // Hot configuration: refused with the accepted form, or applied without a restart.
     let out = cli.run(&["config", "set", "maintenance_mode", "maybe"]);
@@ -272,27 +310,19 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         "queue_one",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("overlap needs interval"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = cli.run(&["job", "list", "--target", "olt-1"]);
-        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-        let row = listed
-            .lines()
-            .find(|l| l.starts_with("poll-1"))
-            .unwrap_or_default()
-            .to_owned();
-        // ID QUEUE KIND TARGET EVERY ENABLED, then last run, success and failure times.
-        let words: Vec<&str> = row.split_whitespace().collect();
-        if words.len() >= 9 && words[6] != "-" && words[8] != "-" {
-            assert!(row.contains("0.3s") && row.contains("yes"), "{row}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no success listed: {listed}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let row = cli.wait_listed_success("poll-1", "olt-1");
+    assert!(row.contains("0.3s") && row.contains("yes"), "{row}");
+
+    // The simulated fleet is polled for real: each OLT's chain (discovery, descriptions,
+    // optical power) through snmpsim, the worker's values permission and the dispatcher.
+    let out = cli.run(&["target", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("127.0.0.1:{}", snmp_base + 1)),
+        "{listed}"
+    );
+    cli.wait_listed_success("olt-huawei-1-optical", "olt-huawei-1");
+    cli.wait_listed_success("olt-zte-1-optical", "olt-zte-1");
     let out = cli.run(&["job", "disable", "poll-1"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("job poll-1 disabled"));
     let out = cli.run(&["job", "disable", "nope"]);

@@ -54,4 +54,45 @@ fn the_example_files_are_valid() {
     faro_shared::jobfile::parse(&jobs).unwrap();
     let targets = std::fs::read(root.join("examples/targets.json")).unwrap();
     assert_eq!(faro_shared::targetfile::parse(&targets).unwrap().len(), 3);
+
+    // The compose fleet's targets are the ones the job templates poll, one chain each.
+    let fleet = std::fs::read(root.join("examples/compose-fleet.json")).unwrap();
+    let fleet: Vec<String> = faro_shared::targetfile::parse(&fleet)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    for (template, target) in [("huawei-ma5800", "olt-huawei-1"), ("zte-c300", "olt-zte-1")] {
+        assert!(fleet.contains(&target.to_owned()), "{fleet:?}");
+        let file = std::fs::read(root.join(format!("examples/templates/{template}.json"))).unwrap();
+        let jobs = faro_shared::jobfile::parse(&file).unwrap().jobs;
+        assert_eq!(
+            jobs.len(),
+            3,
+            "{template}: discovery, descriptions, optical power"
+        );
+        assert!(jobs
+            .iter()
+            .all(|j| j.target.as_ref().map(|t| t.as_str()) == Some(target)));
+        assert!(
+            jobs[0].interval.is_some()
+                && jobs[1].after == jobs[0].id
+                && jobs[2].after == jobs[1].id
+        );
+        // The simulated OLT has every column the template walks.
+        let data = faro_shared::testing::read_snmprec(&faro_shared::testing::olt_snmprec(template))
+            .unwrap();
+        for job in &jobs {
+            let faro_shared::messages::Task::SnmpWalk(walk) = &job.task else {
+                panic!("{template}: templates walk");
+            };
+            for oid in walk.oids.iter() {
+                let prefix = format!("{oid}.");
+                assert!(
+                    data.iter().any(|l| l.oid.starts_with(&prefix)),
+                    "{template}: {oid}"
+                );
+            }
+        }
+    }
 }

@@ -15,7 +15,13 @@ const HUAWEI_COLUMNS: [&str; 7] = [
     "43.1.3", "43.1.9", "45.1.4", "46.1.15", "46.1.20", "51.1.4", "51.1.6",
 ];
 const ZTE: &str = "1.3.6.1.4.1.3902.1012.3";
-const ZTE_COLUMNS: [&str; 4] = ["28.1.1.2", "28.1.1.3", "28.1.1.5", "28.2.1.4"];
+const ZTE_COLUMNS: [&str; 5] = [
+    "28.1.1.2",
+    "28.1.1.3",
+    "28.1.1.5",
+    "28.2.1.4",
+    "50.12.1.1.10",
+];
 
 async fn define_targets(system: &System, targets: serde_json::Value) {
     let defined = targetfile::parse(targets.to_string().as_bytes()).unwrap();
