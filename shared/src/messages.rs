@@ -375,6 +375,10 @@ pub struct RunMessage {
     /// run of a kind that acts on a device (`None` when the target is not defined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// Set by the dispatcher in SNMP test mode (`snmp.test_mode`): the worker simulates the
+    /// run instead of polling the device, and marks its result `simulated`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulate: bool,
 }
 
 impl RunMessage {
@@ -706,6 +710,7 @@ mod tests {
             task: Task::Sim(SimParams::default()),
             timeout_ms: None,
             device: None,
+            simulate: false,
         };
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["kind"], "sim");

@@ -22,10 +22,12 @@ pub enum Setting {
     QueueMaxInFlight(QueueName, Option<u32>),
     /// The log filter of every service, as `RUST_LOG` writes it (`info,faro_dispatcher=debug`).
     LogLevel(String),
+    /// Every SNMP run is simulated (a `sim` draw, marked `simulated`): nothing polls a device.
+    SnmpTestMode(bool),
 }
 
 /// Every key with the form of its value and its default, for help and error messages.
-pub const KEYS: [(&str, &str, &str); 4] = [
+pub const KEYS: [(&str, &str, &str); 5] = [
     ("maintenance_mode", "true or false", "false"),
     (
         "target.max_concurrency",
@@ -42,6 +44,7 @@ pub const KEYS: [(&str, &str, &str); 4] = [
         "a log filter such as info, debug or info,faro_dispatcher=debug",
         "RUST_LOG, else info",
     ),
+    ("snmp.test_mode", "true or false", "false"),
 ];
 
 /// Why a setting was refused.
@@ -101,6 +104,11 @@ impl Setting {
                 Ok(n @ 1..=1000) => Ok(Setting::TargetMaxConcurrency(n)),
                 _ => Err(bad(key, KEYS[1].1)),
             },
+            "snmp.test_mode" => match trimmed.to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" | "yes" => Ok(Setting::SnmpTestMode(true)),
+                "false" | "off" | "0" | "no" => Ok(Setting::SnmpTestMode(false)),
+                _ => Err(bad(key, KEYS[4].1)),
+            },
             "log.level" if is_log_filter(trimmed) => Ok(Setting::LogLevel(trimmed.to_owned())),
             "log.level" => Err(bad(key, KEYS[3].1)),
             _ => {
@@ -131,13 +139,16 @@ impl Setting {
             Setting::TargetMaxConcurrency(_) => "target.max_concurrency".to_owned(),
             Setting::QueueMaxInFlight(queue, _) => format!("queue.{queue}.max_in_flight"),
             Setting::LogLevel(_) => "log.level".to_owned(),
+            Setting::SnmpTestMode(_) => "snmp.test_mode".to_owned(),
         }
     }
 
     /// The value as stored in `system_config` (JSON).
     pub fn value(&self) -> serde_json::Value {
         match self {
-            Setting::MaintenanceMode(on) => serde_json::Value::Bool(*on),
+            Setting::MaintenanceMode(on) | Setting::SnmpTestMode(on) => {
+                serde_json::Value::Bool(*on)
+            }
             Setting::TargetMaxConcurrency(n) => serde_json::Value::from(*n),
             Setting::QueueMaxInFlight(_, Some(n)) => serde_json::Value::from(*n),
             Setting::QueueMaxInFlight(_, None) => serde_json::Value::from("none"),
@@ -210,6 +221,16 @@ mod tests {
 
     #[test]
     fn keys_parse_with_their_forms() {
+        assert_eq!(
+            Setting::parse("snmp.test_mode", "yes").unwrap(),
+            Setting::SnmpTestMode(true)
+        );
+        let e = Setting::parse("snmp.test_mode", "maybe").unwrap_err();
+        assert!(e.to_string().contains("true or false"), "{e}");
+        assert_eq!(
+            Setting::from_stored("snmp.test_mode", &serde_json::Value::Bool(false)),
+            Some(Setting::SnmpTestMode(false))
+        );
         assert_eq!(
             Setting::parse("maintenance_mode", "on").unwrap(),
             Setting::MaintenanceMode(true)

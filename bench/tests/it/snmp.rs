@@ -393,3 +393,63 @@ async fn an_unreachable_agent_fails_fast_and_recovers_on_the_first_answer() {
     drop(agent);
     system.stop().await.unwrap();
 }
+
+/// `snmp.test_mode` (the seeds' modo_prueba): SNMP runs are simulated and marked so, no
+/// device is touched and no value recorded; switched off, runs poll for real again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_test_mode_snmp_runs_are_simulated_and_touch_nothing() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let system = System::start(Options::default()).await.unwrap();
+    define_targets(
+        &system,
+        serde_json::json!([{"id": "olt-test", "address": silent.local_addr().unwrap().to_string()}]),
+    )
+    .await;
+    let set = |on: bool| faro_shared::settings::ConfigRequest {
+        key: Some("snmp.test_mode".into()),
+        value: Some(on.to_string()),
+    };
+    system.ask("config", &set(true)).await.unwrap();
+    let get = |id: &str| {
+        serde_json::json!({
+            "id": id, "queue": "get", "kind": "snmp.get", "target": "olt-test", "max_attempts": 1,
+            "params": {"oids": ["1.3.6.1.2.1.1.5.0"], "timeout_ms": 300, "retries": 0}
+        })
+    };
+    let jobs: Vec<_> = (0..3).map(|i| get(&format!("test-{i}"))).collect();
+    system.submit_jobs(&jobs, "test-mode").await.unwrap();
+    system
+        .wait_terminal(3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let runs: Vec<(String, bool)> = system
+        .pairs("SELECT status || ': ' || coalesce(error, ''), simulated FROM runs")
+        .await
+        .unwrap();
+    for (status, simulated) in &runs {
+        assert!(*simulated, "{runs:?}");
+        assert!(
+            status == "succeeded: " || status.contains("simulated"),
+            "a simulated outcome, never a real timeout: {runs:?}"
+        );
+    }
+    let values: i64 = system
+        .one("SELECT count(*) FROM target_values")
+        .await
+        .unwrap();
+    assert_eq!(values, 0);
+
+    system.ask("config", &set(false)).await.unwrap();
+    system.submit_jobs(&[get("real")], "real").await.unwrap();
+    system
+        .wait_terminal(4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let real: (String, bool) = system
+        .pairs("SELECT status, simulated FROM runs WHERE job_id = 'real'")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(real, ("timed_out".to_owned(), false));
+    system.stop().await.unwrap();
+}

@@ -80,6 +80,8 @@ struct Dispatcher {
     settings: tokio::sync::Mutex<()>,
     /// Address and credentials of each target, attached to the SNMP runs published.
     devices: std::sync::RwLock<Arc<HashMap<TargetId, Device>>>,
+    /// `snmp.test_mode`: SNMP runs are published to be simulated.
+    snmp_test_mode: std::sync::atomic::AtomicBool,
 }
 
 /// The most recent cancelled runs, bounded.
@@ -373,6 +375,7 @@ async fn lead(
         cancelled: Mutex::new(Cancelled::default()),
         settings: tokio::sync::Mutex::new(()),
         devices: std::sync::RwLock::default(),
+        snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
@@ -664,7 +667,8 @@ async fn publish_and_mark(
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    match bus::with_devices(runs, &devices) {
+    let test_mode = d.snmp_test_mode.load(std::sync::atomic::Ordering::Relaxed);
+    match bus::with_devices(runs, &devices, test_mode) {
         Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
         None => bus::publish_runs(&d.js, &d.ns, runs).await?,
     };
@@ -1011,11 +1015,20 @@ fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunMessage> {
             }
             Vec::new()
         }
+        Setting::SnmpTestMode(_) => Vec::new(),
     }
 }
 
 /// Applies a hot setting at once.
 fn apply_setting(d: &Dispatcher, setting: &Setting) {
+    if let Setting::SnmpTestMode(on) = setting {
+        let was = d
+            .snmp_test_mode
+            .swap(*on, std::sync::atomic::Ordering::Relaxed);
+        if was != *on {
+            tracing::warn!(test_mode = on, "SNMP test mode changed");
+        }
+    }
     let admitted = apply_to(&mut d.admission(), setting);
     metrics::gauge!(m::MAINTENANCE).set(if d.admission().is_paused() { 1.0 } else { 0.0 });
     publish_admitted(d, admitted);
@@ -1065,6 +1078,8 @@ async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
         })
         .unwrap_or_else(faro_shared::telemetry::default_filter);
     apply_setting(d, &Setting::LogLevel(filter));
+    let test_mode = stored.contains(&Setting::SnmpTestMode(true));
+    apply_setting(d, &Setting::SnmpTestMode(test_mode));
     let queue_set = stored
         .iter()
         .filter_map(|s| match s {

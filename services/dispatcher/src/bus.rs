@@ -47,11 +47,13 @@ pub async fn publish_runs(
     Ok(duplicates)
 }
 
-/// Pure: `runs` with their target's device attached to those that act on a device, or
-/// `None` when none does (the common case of simulations: nothing is copied).
+/// Pure: `runs` with their target's device attached to those that act on a device (and
+/// marked to be simulated in SNMP test mode), or `None` when none acts on a device (the
+/// common case of simulations: nothing is copied).
 pub fn with_devices(
     runs: &[RunMessage],
     devices: &HashMap<TargetId, Device>,
+    test_mode: bool,
 ) -> Option<Vec<RunMessage>> {
     if !runs.iter().any(|run| run.task.kind().needs_target()) {
         return None;
@@ -62,6 +64,7 @@ pub fn with_devices(
                 let mut run = run.clone();
                 if run.task.kind().needs_target() {
                     run.device = run.target.as_ref().and_then(|t| devices.get(t)).cloned();
+                    run.simulate = test_mode;
                 }
                 run
             })
@@ -126,6 +129,7 @@ mod tests {
                 task: Task::Sim(SimParams::default()),
                 timeout_ms: None,
                 device: None,
+                simulate: false,
             })
             .collect();
         let published = tokio::time::timeout(

@@ -20,6 +20,7 @@ pub fn run(job: &str, target: Option<&str>, priority: u8) -> RunMessage {
         task: Task::Sim(SimParams::default()),
         timeout_ms: None,
         device: None,
+        simulate: false,
     }
 }
 

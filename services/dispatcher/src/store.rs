@@ -283,6 +283,7 @@ fn message_from_row(
             .get::<_, Option<i64>>("timeout_ms")
             .and_then(|ms| u64::try_from(ms).ok()),
         device: None,
+        simulate: false,
     })
 }
 

@@ -89,7 +89,7 @@ impl Executor {
             target: run.target.clone(),
             worker_id: self.worker_id.clone(),
             outcome,
-            simulated: matches!(run.task, Task::Sim(_)),
+            simulated: matches!(run.task, Task::Sim(_)) || run.simulate,
             started_at,
             finished_at: Utc::now(),
             output,
@@ -168,6 +168,10 @@ impl Executor {
 
     /// An SNMP run: its values go out in chunks, its result counts them.
     async fn poll(&self, run: &RunMessage) -> Executed {
+        if run.simulate {
+            // SNMP test mode: a simulated run's draw, no device touched, no values.
+            return simulate(run, &faro_shared::messages::SimParams::default()).await;
+        }
         let kind = run.task.kind();
         let Some(target) = run.target.clone() else {
             return failed(format!("a {kind} run needs a target"));

@@ -97,6 +97,7 @@ impl Harness {
                 }),
                 timeout_ms: None,
                 device: None,
+                simulate: false,
             };
             self.js
                 .publish(
