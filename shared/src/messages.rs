@@ -445,9 +445,53 @@ pub struct Heartbeat {
     pub mem_percent: Option<f32>,
     /// 0 (idle) to 100 (full): the larger of slot use, CPU and memory.
     pub load_score: u8,
+    /// `idle` (nothing running), `available` (free slots, taking runs) or `busy` (no free
+    /// slot, or load over its limits).
+    #[serde(default)]
+    pub state: WorkerState,
+    /// Why the worker takes no new runs now (CPU or memory over `worker.cpu_max` /
+    /// `worker.mem_max`); `None` while it takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_closed: Option<String>,
+    /// Runs executed since start, by outcome.
+    #[serde(default)]
+    pub runs: BTreeMap<String, u64>,
     pub version: String,
     pub started_at: DateTime<Utc>,
     pub sent_at: DateTime<Utc>,
+}
+
+/// What a worker is doing, as its heartbeat says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    #[default]
+    Idle,
+    Available,
+    Busy,
+}
+
+/// The hot settings a worker follows, sent with its assignment (the balancer reads them from
+/// `system_config` every cycle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSettings {
+    /// Whole-machine CPU use in percent above which the worker pulls no new runs.
+    pub cpu_max: u8,
+    /// Memory use in percent above which the worker pulls no new runs.
+    pub mem_max: u8,
+    /// The log filter (`log.level`), when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            cpu_max: 80,
+            mem_max: 85,
+            log_level: None,
+        }
+    }
 }
 
 impl Heartbeat {
@@ -465,6 +509,8 @@ impl Heartbeat {
 pub struct Assignment {
     pub worker_id: WorkerId,
     pub queues: Vec<QueueName>,
+    #[serde(default)]
+    pub settings: WorkerSettings,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -24,10 +24,14 @@ pub enum Setting {
     LogLevel(String),
     /// Every SNMP run is simulated (a `sim` draw, marked `simulated`): nothing polls a device.
     SnmpTestMode(bool),
+    /// Whole-machine CPU use (percent) above which a worker pulls no new runs.
+    WorkerCpuMax(u8),
+    /// Memory use (percent) above which a worker pulls no new runs.
+    WorkerMemMax(u8),
 }
 
 /// Every key with the form of its value and its default, for help and error messages.
-pub const KEYS: [(&str, &str, &str); 5] = [
+pub const KEYS: [(&str, &str, &str); 7] = [
     ("maintenance_mode", "true or false", "false"),
     (
         "target.max_concurrency",
@@ -45,6 +49,8 @@ pub const KEYS: [(&str, &str, &str); 5] = [
         "RUST_LOG, else info",
     ),
     ("snmp.test_mode", "true or false", "false"),
+    ("worker.cpu_max", "a whole percent from 1 to 100", "80"),
+    ("worker.mem_max", "a whole percent from 1 to 100", "85"),
 ];
 
 /// Why a setting was refused.
@@ -109,6 +115,14 @@ impl Setting {
                 "false" | "off" | "0" | "no" => Ok(Setting::SnmpTestMode(false)),
                 _ => Err(bad(key, KEYS[4].1)),
             },
+            "worker.cpu_max" | "worker.mem_max" => {
+                let index = if key == "worker.cpu_max" { 5 } else { 6 };
+                match trimmed.trim_end_matches('%').parse::<u8>() {
+                    Ok(n @ 1..=100) if index == 5 => Ok(Setting::WorkerCpuMax(n)),
+                    Ok(n @ 1..=100) => Ok(Setting::WorkerMemMax(n)),
+                    _ => Err(bad(key, KEYS[index].1)),
+                }
+            }
             "log.level" if is_log_filter(trimmed) => Ok(Setting::LogLevel(trimmed.to_owned())),
             "log.level" => Err(bad(key, KEYS[3].1)),
             _ => {
@@ -140,6 +154,8 @@ impl Setting {
             Setting::QueueMaxInFlight(queue, _) => format!("queue.{queue}.max_in_flight"),
             Setting::LogLevel(_) => "log.level".to_owned(),
             Setting::SnmpTestMode(_) => "snmp.test_mode".to_owned(),
+            Setting::WorkerCpuMax(_) => "worker.cpu_max".to_owned(),
+            Setting::WorkerMemMax(_) => "worker.mem_max".to_owned(),
         }
     }
 
@@ -150,6 +166,7 @@ impl Setting {
                 serde_json::Value::Bool(*on)
             }
             Setting::TargetMaxConcurrency(n) => serde_json::Value::from(*n),
+            Setting::WorkerCpuMax(n) | Setting::WorkerMemMax(n) => serde_json::Value::from(*n),
             Setting::QueueMaxInFlight(_, Some(n)) => serde_json::Value::from(*n),
             Setting::QueueMaxInFlight(_, None) => serde_json::Value::from("none"),
             Setting::LogLevel(filter) => serde_json::Value::from(filter.as_str()),
@@ -225,6 +242,12 @@ mod tests {
             Setting::parse("snmp.test_mode", "yes").unwrap(),
             Setting::SnmpTestMode(true)
         );
+        assert_eq!(
+            Setting::parse("worker.mem_max", "90%").unwrap(),
+            Setting::WorkerMemMax(90)
+        );
+        let e = Setting::parse("worker.cpu_max", "0").unwrap_err();
+        assert!(e.to_string().contains("from 1 to 100"), "{e}");
         let e = Setting::parse("snmp.test_mode", "maybe").unwrap_err();
         assert!(e.to_string().contains("true or false"), "{e}");
         assert_eq!(

@@ -11,6 +11,7 @@ mod docs;
 mod explain;
 mod leader;
 mod limits;
+mod load;
 mod maintenance;
 mod pipeline;
 mod recurring;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use faro_shared::domain::{QueueName, WorkerId};
 use faro_shared::http::{self, Health};
-use faro_shared::messages::{Assignment, Heartbeat};
+use faro_shared::messages::{Assignment, Heartbeat, WorkerSettings};
 use faro_shared::nats::Retry;
 use faro_shared::nats::Topology;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -107,6 +107,12 @@ async fn cycle(pool: &Pool, topology: &Topology) -> anyhow::Result<BTreeSet<Stri
     let beats = read_all::<Heartbeat>(&topology.workers).await?;
     let queues = store::queues(pool).await?;
     let current = read_all::<Assignment>(&topology.assignments).await?;
+    let settings = store::worker_settings(pool).await?;
+    if let Some(filter) = &settings.log_level {
+        if let Ok(true) = faro_shared::telemetry::set_filter(filter) {
+            tracing::warn!(%filter, "log level changed");
+        }
+    }
     metrics::gauge!(m::WORKERS).set(beats.len() as f64);
 
     let workers: Vec<WorkerView> = beats
@@ -120,7 +126,7 @@ async fn cycle(pool: &Pool, topology: &Topology) -> anyhow::Result<BTreeSet<Stri
     // The registry first: once an assignment changes, the registry already says why.
     let live: Vec<Heartbeat> = beats.into_values().collect();
     store::record_workers(pool, &live).await?;
-    write_changes(&topology.assignments, &decision, &current).await?;
+    write_changes(&topology.assignments, &decision, &current, &settings).await?;
     Ok(live.iter().map(|b| b.worker_id.to_string()).collect())
 }
 
@@ -128,17 +134,19 @@ async fn write_changes(
     bucket: &kv::Store,
     decision: &BTreeMap<WorkerId, Vec<QueueName>>,
     current: &BTreeMap<String, Assignment>,
+    settings: &WorkerSettings,
 ) -> anyhow::Result<()> {
     for (worker, queues) in decision {
         let unchanged = current
             .get(worker.as_str())
-            .is_some_and(|a| &a.queues == queues);
+            .is_some_and(|a| &a.queues == queues && &a.settings == settings);
         if unchanged {
             continue;
         }
         let assignment = Assignment {
             worker_id: worker.clone(),
             queues: queues.clone(),
+            settings: settings.clone(),
             updated_at: Utc::now(),
         };
         bucket

@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use faro_shared::domain::QueueName;
-use faro_shared::messages::{Heartbeat, Kind};
+use faro_shared::messages::{Heartbeat, Kind, WorkerSettings};
+use faro_shared::settings::Setting;
 
 use crate::assign::QueueView;
 
@@ -41,6 +42,31 @@ pub async fn queues(pool: &Pool) -> anyhow::Result<Vec<QueueView>> {
         queues.push(QueueView { name, kinds });
     }
     Ok(queues)
+}
+
+/// The workers' hot settings from `system_config` (`worker.cpu_max`, `worker.mem_max`,
+/// `log.level`); a value that cannot be read keeps its default, with a warning.
+pub async fn worker_settings(pool: &Pool) -> anyhow::Result<WorkerSettings> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT key, value FROM system_config
+             WHERE key IN ('worker.cpu_max', 'worker.mem_max', 'log.level')",
+            &[],
+        )
+        .await
+        .context("cannot read the workers' settings")?;
+    let mut settings = WorkerSettings::default();
+    for row in rows {
+        let key: String = row.get(0);
+        match Setting::from_stored(&key, &row.get(1)) {
+            Some(Setting::WorkerCpuMax(n)) => settings.cpu_max = n,
+            Some(Setting::WorkerMemMax(n)) => settings.mem_max = n,
+            Some(Setting::LogLevel(filter)) => settings.log_level = Some(filter),
+            _ => tracing::warn!(%key, "stored setting unreadable; its default applies"),
+        }
+    }
+    Ok(settings)
 }
 
 /// Records the live workers: new ones get a `joined` event, returning ones `recovered`, and

@@ -1015,7 +1015,10 @@ fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunMessage> {
             }
             Vec::new()
         }
-        Setting::SnmpTestMode(_) => Vec::new(),
+        // The workers' settings: the balancer hands them out with the assignments.
+        Setting::SnmpTestMode(_) | Setting::WorkerCpuMax(_) | Setting::WorkerMemMax(_) => {
+            Vec::new()
+        }
     }
 }
 

@@ -15,12 +15,14 @@ use async_nats::jetstream::{self, kv, AckKind};
 use chrono::Utc;
 use faro_shared::domain::QueueName;
 use faro_shared::http::{self, Health};
-use faro_shared::messages::{Assignment, Heartbeat, WorkerCancel, WorkerCancelReply};
+use faro_shared::messages::{
+    Assignment, Heartbeat, WorkerCancel, WorkerCancelReply, WorkerSettings,
+};
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, Namespace, VERSION};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,10 +30,20 @@ use tokio_util::task::TaskTracker;
 use crate::cancel::Cancels;
 use crate::config::Config;
 use crate::execute::Executor;
+use crate::load;
 use crate::metrics as m;
+
+/// How often CPU and memory are read.
+const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Worker {
     config: Config,
+    /// The hot settings of the latest assignment.
+    settings: std::sync::RwLock<WorkerSettings>,
+    /// The latest CPU and memory readings, and why admission is closed (if it is).
+    load: std::sync::Mutex<LoadReading>,
+    /// Open (true) while the worker takes new runs.
+    admission: watch::Sender<bool>,
     js: jetstream::Context,
     ns: Namespace,
     slots: Arc<Semaphore>,
@@ -50,16 +62,24 @@ impl Worker {
 
     fn heartbeat(&self) -> Heartbeat {
         let in_progress = self.in_progress();
+        let capacity = self.config.capacity;
+        let reading = self
+            .load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Heartbeat {
             worker_id: self.config.worker_id.clone(),
             pool: self.config.pool.clone(),
-            capacity: self.config.capacity,
+            capacity,
             kinds: self.config.kinds.clone(),
             in_progress,
-            cpu_percent: None,
-            mem_percent: None,
-            load_score: u8::try_from(in_progress * 100 / self.config.capacity.max(1))
-                .unwrap_or(100),
+            cpu_percent: reading.cpu,
+            mem_percent: reading.mem,
+            load_score: load::load_score(in_progress, capacity, reading.cpu, reading.mem),
+            state: load::state(in_progress, capacity, reading.closed.is_some()),
+            admission_closed: reading.closed,
+            runs: self.executor.outcomes(),
             version: VERSION.to_owned(),
             started_at: self.started_at,
             sent_at: Utc::now(),
@@ -87,6 +107,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let abort = CancellationToken::new();
     let worker = Arc::new(Worker {
+        settings: std::sync::RwLock::default(),
+        load: std::sync::Mutex::default(),
+        admission: watch::Sender::new(true),
         slots: Arc::new(Semaphore::new(config.capacity as usize)),
         runs: TaskTracker::new(),
         executing: AtomicU32::new(0),
@@ -96,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             worker_id: config.worker_id.clone(),
             abort: abort.clone(),
             cancels: Arc::new(Cancels::default()),
+            outcomes: Arc::default(),
             snmp: Arc::new(crate::snmp::Poller::new(
                 config.unreachable_after,
                 config.unreachable_delay,
@@ -127,6 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "cancel",
         cancel_loop(worker.clone(), client, shutdown.clone()),
     );
+    supervisor.spawn("load", load_loop(worker.clone(), shutdown.clone()));
     supervisor.spawn("http", async move {
         http_task.await.context("metrics server panicked")
     });
@@ -152,6 +177,81 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!(worker = %key, "worker left");
     stopped
+}
+
+/// What the load loop last read.
+#[derive(Debug, Clone, Default)]
+struct LoadReading {
+    cpu: Option<f32>,
+    mem: Option<f32>,
+    closed: Option<String>,
+}
+
+/// Reads CPU and memory every second; closes admission above `worker.cpu_max` or
+/// `worker.mem_max` and opens it again below them.
+async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut sampler = load::Sampler::default();
+    let mut tick = tokio::time::interval(LOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let (cpu, mem) = sampler.sample();
+        let limits = worker
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let closed = load::closed_by(cpu, mem, &limits);
+        if let Some(cpu) = cpu {
+            metrics::gauge!(m::CPU_PERCENT).set(f64::from(cpu));
+        }
+        if let Some(mem) = mem {
+            metrics::gauge!(m::MEM_PERCENT).set(f64::from(mem));
+        }
+        worker.admission.send_if_modified(|open| {
+            let now_open = closed.is_none();
+            if *open == now_open {
+                return false;
+            }
+            match &closed {
+                Some(why) => tracing::warn!(reason = %why, "admission closed: no new runs"),
+                None => tracing::info!("admission open again"),
+            }
+            metrics::gauge!(m::ADMISSION_CLOSED).set(if now_open { 0.0 } else { 1.0 });
+            *open = now_open;
+            true
+        });
+        *worker
+            .load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = LoadReading { cpu, mem, closed };
+    }
+}
+
+/// Applies the hot settings sent with an assignment.
+fn apply_settings(worker: &Worker, settings: WorkerSettings) {
+    if let Some(filter) = &settings.log_level {
+        match faro_shared::telemetry::set_filter(filter) {
+            Ok(true) => tracing::warn!(%filter, "log level changed"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
+        }
+    }
+    let mut current = worker
+        .settings
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if (current.cpu_max, current.mem_max) != (settings.cpu_max, settings.mem_max) {
+        tracing::info!(
+            cpu_max = settings.cpu_max,
+            mem_max = settings.mem_max,
+            "load limits changed"
+        );
+    }
+    *current = settings;
 }
 
 async fn put_heartbeat(worker: &Worker, bucket: &kv::Store) -> anyhow::Result<()> {
@@ -248,7 +348,10 @@ async fn assignment_loop(
         let queues: Vec<QueueName> = match entry {
             Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
                 match serde_json::from_slice::<Assignment>(&entry.value) {
-                    Ok(assignment) => assignment.queues,
+                    Ok(assignment) => {
+                        apply_settings(&worker, assignment.settings);
+                        assignment.queues
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "malformed assignment ignored");
                         continue;
@@ -303,7 +406,14 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
             }
         }
     };
+    let mut admission = worker.admission.subscribe();
     loop {
+        // Over its load limits, the worker pulls nothing until they are met again.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            open = admission.wait_for(|open| *open) => if open.is_err() { return },
+        }
         // Stopping wins over a free slot: a run given back at shutdown frees a slot, and
         // pulling again would take that run back only to give it back again.
         let first = tokio::select! {
@@ -359,8 +469,9 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                     break;
                 }
             };
+            // Stopped, or over the load limits since the pull began: given back at once.
             let permit = match permits.pop() {
-                Some(permit) if !stop.is_cancelled() => permit,
+                Some(permit) if !stop.is_cancelled() && *admission.borrow() => permit,
                 _ => {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
                     continue;

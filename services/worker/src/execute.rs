@@ -3,6 +3,7 @@
 //! The order is the contract: a run is acked only after its result is stored, so a worker that
 //! dies mid-run leaves the message to be redelivered, never a run without a result.
 
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +33,19 @@ pub struct Executor {
     /// Attempts an operator cancelled.
     pub cancels: Arc<Cancels>,
     pub snmp: Arc<Poller>,
+    /// Runs executed since start, by outcome (for the heartbeat).
+    pub outcomes: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Executor {
+    /// Runs executed since start, by outcome.
+    pub fn outcomes(&self) -> BTreeMap<String, u64> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Executes one pulled message to the end; never panics on bad input.
     pub async fn handle(&self, message: jetstream::Message) {
         let run: RunMessage = match serde_json::from_slice(&message.payload) {
@@ -101,6 +112,12 @@ impl Executor {
             ("outcome", outcome.as_str().to_owned()),
         ];
         metrics::counter!(m::RUNS, &labels).increment(1);
+        *self
+            .outcomes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(outcome.as_str().to_owned())
+            .or_default() += 1;
         metrics::histogram!(m::RUN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
         if let Err(error) = self.publish_result(&result).await {
             // Not stored: give the run back so another attempt records it.

@@ -4,7 +4,7 @@
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
 //! run), `cancel` (cancels asked for by the dispatcher),
-//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `reach` (pure: which agents answer), `metrics`.
+//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `reach` (pure: which agents answer), `load` (CPU, memory, admission by load), `metrics`.
 
 // async-snmp's futures nest deeply inside a run's future.
 #![recursion_limit = "256"]
@@ -13,6 +13,7 @@ mod app;
 mod cancel;
 pub mod config;
 mod execute;
+mod load;
 mod metrics;
 pub mod reach;
 pub mod sim;

@@ -11,6 +11,9 @@ pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
 pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
 pub const SNMP_VALUES: &str = "faro_worker_snmp_values_total";
 pub const SNMP_UNREACHABLE: &str = "faro_worker_snmp_unreachable_targets";
+pub const CPU_PERCENT: &str = "faro_worker_cpu_percent";
+pub const MEM_PERCENT: &str = "faro_worker_memory_percent";
+pub const ADMISSION_CLOSED: &str = "faro_worker_admission_closed";
 
 pub fn describe() {
     describe_counter!(RUNS, "Runs executed, by queue, kind and outcome.");
@@ -31,6 +34,12 @@ pub fn describe() {
         "SNMP operations that got no answer after their retries."
     );
     describe_counter!(SNMP_VALUES, "SNMP values polled and sent on.");
+    describe_gauge!(CPU_PERCENT, "Whole-machine CPU use, percent.");
+    describe_gauge!(MEM_PERCENT, "Memory in use, percent.");
+    describe_gauge!(
+        ADMISSION_CLOSED,
+        "1 while CPU or memory is above worker.cpu_max / worker.mem_max and no new run is pulled."
+    );
     describe_gauge!(
         SNMP_UNREACHABLE,
         "SNMP agents this worker holds unreachable (their runs fail at once until a probe is answered)."

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod load;
 mod slots;
 
 use std::time::Duration;
@@ -51,6 +52,7 @@ impl Harness {
         let assignment = Assignment {
             worker_id: WorkerId::parse(id).unwrap(),
             queues: vec![self.queue.clone()],
+            settings: Default::default(),
             updated_at: Utc::now(),
         };
         self.topology
