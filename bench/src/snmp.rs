@@ -7,7 +7,7 @@
 //! is 1), with the same max-repetitions, so the ratio compares like with like: when it is
 //! near 1, the agent (snmpsim) is the limit, not faro.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -15,7 +15,7 @@ use faro_shared::messages::TargetRequest;
 use faro_shared::targetfile;
 use faro_shared::testing::{olt_snmprec, Snmpsim};
 
-use crate::system::{Options, System};
+use crate::system::{Options, System, WorkerProcess};
 
 const HUAWEI: &str = "1.3.6.1.4.1.2011.6.128.1.1.2";
 const COLUMNS: [&str; 7] = [
@@ -27,16 +27,6 @@ pub struct SnmpBench {
     /// Walks of the 7 ONU columns (1,024 rows each) per side.
     pub walks: usize,
     pub max_repetitions: u32,
-}
-
-/// A worker in its own process, killed on drop.
-struct WorkerProcess(Child);
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// User plus system CPU time of a process so far.
@@ -96,16 +86,7 @@ pub async fn run(bench: &SnmpBench) -> anyhow::Result<Vec<String>> {
     let mut env = system.env.clone();
     env.set("FARO_WORKER_ID", "snmp-bench")
         .set("FARO_HTTP_ADDR", "127.0.0.1:0");
-    let worker = WorkerProcess(
-        Command::new(std::env::current_exe()?)
-            .arg("worker")
-            .env_clear()
-            .envs(env.faro_vars())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .spawn()
-            .context("cannot start the worker process")?,
-    );
+    let worker = WorkerProcess::spawn(&std::env::current_exe()?, &env)?;
     let targets = targetfile::parse(
         serde_json::json!([{"id": "olt-bench", "address": agent.address(), "max_concurrency": 1}])
             .to_string()
@@ -134,7 +115,7 @@ pub async fn run(bench: &SnmpBench) -> anyhow::Result<Vec<String>> {
         bench.max_repetitions,
     )?;
 
-    let cpu_before = cpu_time(worker.0.id())?;
+    let cpu_before = cpu_time(worker.pid())?;
     let started = Instant::now();
     let jobs: Vec<_> = (1..=bench.walks).map(walk).collect();
     system.submit_jobs(&jobs, "walks").await?;
@@ -142,7 +123,7 @@ pub async fn run(bench: &SnmpBench) -> anyhow::Result<Vec<String>> {
         .wait_terminal(1 + bench.walks as i64, Duration::from_secs(3_600))
         .await?;
     let wall = started.elapsed();
-    let cpu = cpu_time(worker.0.id())?.saturating_sub(cpu_before);
+    let cpu = cpu_time(worker.pid())?.saturating_sub(cpu_before);
 
     let (ref_values_2, ref_wall_2) =
         reference(&agent.address(), bench.walks / 2, bench.max_repetitions)?;

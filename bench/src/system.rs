@@ -446,3 +446,41 @@ impl Drop for SlotWatch {
         self.task.abort();
     }
 }
+
+/// A worker in its own process (`faro-bench worker` of the given binary), with the system's
+/// settings and `FARO_WORKER_ID`; killed on drop.
+#[derive(Debug)]
+pub struct WorkerProcess(std::process::Child);
+
+impl WorkerProcess {
+    pub fn spawn(exe: &std::path::Path, env: &Env) -> anyhow::Result<Self> {
+        let child = std::process::Command::new(exe)
+            .arg("worker")
+            .env_clear()
+            .envs(env.faro_vars())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start a worker process from {}", exe.display()))?;
+        Ok(Self(child))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL: no shutdown, no runs given back, no heartbeat key deleted.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

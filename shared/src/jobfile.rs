@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
-use crate::messages::{Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task};
+use crate::messages::{
+    ExecParams, Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task,
+};
 use crate::snmp::{SnmpGetParams, SnmpWalkParams};
 
 /// Most jobs one submission may hold.
@@ -180,14 +182,24 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         Kind::Sim => Task::Sim(params_of::<SimParams>(index, params)?),
         Kind::SnmpGet => Task::SnmpGet(params_of::<SnmpGetParams>(index, params)?),
         Kind::SnmpWalk => Task::SnmpWalk(params_of::<SnmpWalkParams>(index, params)?),
-        other => {
-            return Err(JobFileError::in_job(
-                index,
-                "kind",
-                format!(
-                    "kind {other} is not executable by this version of faro; accepted: sim, snmp.get, snmp.walk"
-                ),
-            ))
+        Kind::Exec => {
+            let exec = params_of::<ExecParams>(index, params)?;
+            if exec.command.is_empty()
+                || !exec
+                    .command
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            {
+                return Err(JobFileError::in_job(
+                    index,
+                    "params.command",
+                    format!(
+                        "command {:?} is not a name of the workers' allow-list; expected letters, digits, _ - .",
+                        exec.command
+                    ),
+                ));
+            }
+            Task::Exec(exec)
         }
     };
     if job.after.is_some() && job.interval.is_some() {
@@ -448,8 +460,11 @@ mod tests {
             "{e}"
         );
 
+        let e = err(r#"[{"queue": "q", "kind": "exec", "params": {"command": "rm -rf /"}}]"#);
+        assert_eq!(e.field.as_deref(), Some("params.command"));
         let e = err(r#"[{"queue": "q", "kind": "exec"}]"#);
-        assert_eq!(e.field.as_deref(), Some("kind"));
+        assert_eq!(e.field.as_deref(), Some("params"));
+        assert!(e.problem.contains("command"), "{e}");
 
         let e = err(r#"[{"queue": "q", "kind": "snmp.get", "target": "olt-1"}]"#);
         assert_eq!(e.field.as_deref(), Some("params"));

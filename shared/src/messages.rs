@@ -78,6 +78,18 @@ pub enum Task {
     SnmpGet(SnmpGetParams),
     #[serde(rename = "snmp.walk")]
     SnmpWalk(SnmpWalkParams),
+    #[serde(rename = "exec")]
+    Exec(ExecParams),
+}
+
+/// `exec`: a command of the worker's allow-list, by name, with its named parameters (each
+/// becomes one argument where the allow-list's template says; see the worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecParams {
+    pub command: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
 }
 
 impl Task {
@@ -86,6 +98,7 @@ impl Task {
             Task::Sim(_) => Kind::Sim,
             Task::SnmpGet(_) => Kind::SnmpGet,
             Task::SnmpWalk(_) => Kind::SnmpWalk,
+            Task::Exec(_) => Kind::Exec,
         }
     }
 }
@@ -401,6 +414,13 @@ pub enum RunOutput {
     },
     /// The values went in `ValuesChunk`s; this counts them.
     Snmp(SnmpSummary),
+    /// An allowed program's exit code (`None` when killed) and its output, each cut at 64 KiB.
+    Exec {
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr: String,
+        truncated: bool,
+    },
 }
 
 /// The outcome of one attempt, on `faro.results.<queue>.<target>`.

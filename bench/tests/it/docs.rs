@@ -55,6 +55,17 @@ fn the_example_files_are_valid() {
     let targets = std::fs::read(root.join("examples/targets.json")).unwrap();
     assert_eq!(faro_shared::targetfile::parse(&targets).unwrap().len(), 3);
 
+    let allowlist = std::fs::read(root.join("examples/exec-allowlist.json")).unwrap();
+    let allowlist = faro_worker::exec::AllowList::parse(&allowlist).unwrap();
+    let ping = faro_shared::messages::ExecParams {
+        command: "ping".into(),
+        args: [("count", "3"), ("host", "10.0.0.1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    };
+    let (_, argv) = allowlist.expand(&ping).unwrap();
+    assert_eq!(argv, ["-c", "3", "-W", "2", "10.0.0.1"]);
+
     // The compose fleet's targets are the ones the job templates poll, one chain each.
     let fleet = std::fs::read(root.join("examples/compose-fleet.json")).unwrap();
     let fleet: Vec<String> = faro_shared::targetfile::parse(&fleet)

@@ -120,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             abort: abort.clone(),
             cancels: Arc::new(Cancels::default()),
             outcomes: Arc::default(),
+            exec: Arc::new(config.exec.clone()),
             snmp: Arc::new(crate::snmp::Poller::new(
                 config.unreachable_after,
                 config.unreachable_delay,

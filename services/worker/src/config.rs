@@ -8,6 +8,8 @@ use faro_shared::messages::Kind;
 use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
+use crate::exec::AllowList;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
@@ -18,7 +20,7 @@ pub struct Config {
     pub pool: PoolName,
     /// Runs executed at once (`FARO_WORKER_CAPACITY`, default 10).
     pub capacity: u32,
-    /// Kinds this worker executes: sim, snmp.get and snmp.walk.
+    /// Kinds this worker executes: sim, snmp.get and snmp.walk, and exec with an allow-list.
     pub kinds: Vec<Kind>,
     /// `FARO_HEARTBEAT_INTERVAL`, default 5 s.
     pub heartbeat_interval: Duration,
@@ -32,6 +34,9 @@ pub struct Config {
     /// While an agent is unreachable, one run polls it every this long
     /// (`FARO_SNMP_UNREACHABLE_DELAY`, default 30 s).
     pub unreachable_delay: Duration,
+    /// The commands `exec` runs may ask for, from the JSON file `FARO_WORKER_EXEC_ALLOWLIST`;
+    /// empty (and `exec` not offered) without it.
+    pub exec: AllowList,
 }
 
 impl Config {
@@ -56,6 +61,18 @@ impl Config {
                 expected: "a whole number of slots from 1 to 10000".to_owned(),
             });
         }
+        let exec = match env.optional("FARO_WORKER_EXEC_ALLOWLIST") {
+            None => AllowList::default(),
+            Some(path) => AllowList::load(std::path::Path::new(path)).map_err(|e| ConfigError {
+                var: "FARO_WORKER_EXEC_ALLOWLIST".to_owned(),
+                value: path.to_owned(),
+                expected: format!("a readable allow-list file ({e:#})"),
+            })?,
+        };
+        let mut kinds = vec![Kind::Sim, Kind::SnmpGet, Kind::SnmpWalk];
+        if !exec.is_empty() {
+            kinds.push(Kind::Exec);
+        }
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             topology: TopologySettings::default(),
@@ -66,13 +83,14 @@ impl Config {
                 "a pool name of A-Z a-z 0-9 _ -",
             )?,
             capacity,
-            kinds: vec![Kind::Sim, Kind::SnmpGet, Kind::SnmpWalk],
+            kinds,
             heartbeat_interval: env.duration("FARO_HEARTBEAT_INTERVAL", Duration::from_secs(5))?,
             fetch_expiry: env.duration("FARO_WORKER_FETCH_EXPIRY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
             unreachable_after: unreachable_after(env)?,
             unreachable_delay: env
                 .duration("FARO_SNMP_UNREACHABLE_DELAY", Duration::from_secs(30))?,
+            exec,
         })
     }
 }

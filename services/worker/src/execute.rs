@@ -33,6 +33,8 @@ pub struct Executor {
     /// Attempts an operator cancelled.
     pub cancels: Arc<Cancels>,
     pub snmp: Arc<Poller>,
+    /// The commands `exec` runs may ask for.
+    pub exec: Arc<crate::exec::AllowList>,
     /// Runs executed since start, by outcome (for the heartbeat).
     pub outcomes: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
@@ -180,6 +182,12 @@ impl Executor {
         match &run.task {
             Task::Sim(params) => simulate(run, params).await,
             Task::SnmpGet(_) | Task::SnmpWalk(_) => self.poll(run).await,
+            Task::Exec(params) => match self.exec.expand(params) {
+                Ok((allowed, argv)) => {
+                    crate::exec::run(allowed, argv, run.timeout_ms.map(Duration::from_millis)).await
+                }
+                Err(refused) => failed(refused),
+            },
         }
     }
 
@@ -202,7 +210,7 @@ impl Executor {
         let polled = match &run.task {
             Task::SnmpGet(params) => self.snmp.get(device, params, &mut chunks).await,
             Task::SnmpWalk(params) => self.snmp.walk(device, params, &mut chunks).await,
-            Task::Sim(_) => unreachable!("a sim run is not polled"),
+            Task::Sim(_) | Task::Exec(_) => unreachable!("only SNMP runs are polled"),
         };
         // Values polled before a failure are still sent: they are real.
         let sent = chunks.finish().await;

@@ -4,7 +4,7 @@
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
 //! run), `cancel` (cancels asked for by the dispatcher),
-//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `reach` (pure: which agents answer), `load` (CPU, memory, admission by load), `metrics`.
+//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `exec` (allow-listed programs), `reach` (pure: which agents answer), `load` (CPU, memory, admission by load), `metrics`.
 
 // async-snmp's futures nest deeply inside a run's future.
 #![recursion_limit = "256"]
@@ -12,6 +12,7 @@
 mod app;
 mod cancel;
 pub mod config;
+pub mod exec;
 mod execute;
 mod load;
 mod metrics;

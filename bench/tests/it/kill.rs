@@ -1,0 +1,89 @@
+//! A worker killed with SIGKILL in the middle of long runs: JetStream redelivers what it held
+//! once its in-progress acks stop, another worker executes those runs, each is recorded
+//! exactly once, and the killed worker leaves the registry when its heartbeat key expires.
+
+use std::time::Duration;
+
+use faro_bench::system::{Options, System, WorkerProcess};
+
+fn spawn_worker(system: &System, id: &str) -> WorkerProcess {
+    let mut env = system.env.clone();
+    env.set("FARO_WORKER_ID", id)
+        .set("FARO_WORKER_CAPACITY", "3")
+        .set("FARO_HTTP_ADDR", "127.0.0.1:0");
+    WorkerProcess::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_faro-bench")), &env).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_killed_worker_run_again_elsewhere_and_are_recorded_once() {
+    let system = System::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut doomed = spawn_worker(&system, "w-doomed");
+    let _survivor = spawn_worker(&system, "w-survivor");
+
+    // Six runs of 4 s, three slots per worker: each worker holds some when the kill comes.
+    let sim = serde_json::json!({"duration_ms": 4000, "outcomes": {"succeeded": 1}});
+    let jobs: Vec<_> = (0..6)
+        .map(|i| {
+            serde_json::json!({"id": format!("long-{i}"), "queue": "long", "kind": "sim",
+                               "timeout": "2m", "params": sim})
+        })
+        .collect();
+    system.submit_jobs(&jobs, "long").await.unwrap();
+    // Kill when the doomed worker is executing (its heartbeat says so).
+    let bucket = system
+        .js
+        .get_key_value(system.ns.workers_bucket())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let beat = bucket.get("w-doomed").await.unwrap();
+        let busy = beat
+            .and_then(|b| serde_json::from_slice::<faro_shared::messages::Heartbeat>(&b).ok())
+            .is_some_and(|b| b.in_progress > 0);
+        if busy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "w-doomed never took a run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill().unwrap(); // SIGKILL: no shutdown, no nak, no key deleted
+
+    system
+        .wait_terminal(6, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let ended: Vec<(String, String)> = system
+        .pairs("SELECT job_id, status || ' by ' || worker_id FROM runs ORDER BY job_id")
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 6, "{ended:?}");
+    for (job, outcome) in &ended {
+        assert_eq!(outcome, "succeeded by w-survivor", "{job}: {ended:?}");
+    }
+    // Each run recorded once: one accepted attempt, nothing late.
+    let late: i64 = system
+        .one("SELECT count(*) FROM run_attempts WHERE late")
+        .await
+        .unwrap_or(0);
+    assert_eq!(late, 0);
+
+    // The killed worker leaves the registry once its heartbeat key expires.
+    system
+        .wait_count(
+            "SELECT count(*) FROM workers WHERE id = 'w-doomed' AND state = 'left'",
+            1,
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+}
