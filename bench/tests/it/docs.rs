@@ -1,4 +1,5 @@
-//! The README documents every `FARO_*` variable the code reads, and its example files are valid.
+//! The README documents every `FARO_*` variable the code reads, its example files are valid,
+//! and the dashboard plots only metrics the code exports.
 
 use std::path::{Path, PathBuf};
 
@@ -106,4 +107,46 @@ fn the_example_files_are_valid() {
             }
         }
     }
+}
+
+/// Every metric the Grafana dashboard plots is one the code exports.
+#[test]
+fn the_dashboard_plots_only_metrics_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    for dir in ["shared/src", "services", "cli/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let code: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let dashboard =
+        std::fs::read_to_string(root.join("deploy/grafana/dashboards/faro.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut plotted = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("faro_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                rest = &rest[at + name.len()..];
+                let name = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
+                plotted.push(name);
+            }
+        }
+    }
+    assert!(plotted.len() >= 10, "{plotted:?}");
+    let missing: Vec<_> = plotted
+        .iter()
+        .filter(|name| !code.contains(&format!("\"{name}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "plotted but never exported: {missing:?}"
+    );
 }
