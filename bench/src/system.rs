@@ -58,6 +58,17 @@ impl System {
         let bus = TestBus::start().await?;
         let db = TestDb::create().await?;
         let pool = pg::pool(&db.config())?;
+        // Tests and benchmarks load this machine's CPU on purpose: workers must not stop
+        // taking runs because of it (the load tests set their own limits).
+        pool.get()
+            .await?
+            .execute(
+                "INSERT INTO system_config (key, value)
+                 VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb)",
+                &[],
+            )
+            .await
+            .context("cannot seed the workers' load limits")?;
 
         let mut base = bus.env(Some(&db));
         base.set(

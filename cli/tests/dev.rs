@@ -121,6 +121,18 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let (nats_port, http_base, snmp_base) = quiet_ports();
+    // The other tests load this machine's CPU: the workers must not stop taking runs for it.
+    let (seed, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    seed.execute(
+        "INSERT INTO system_config (key, value)
+         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb)",
+        &[],
+    )
+    .await
+    .unwrap();
 
     let mut child = Command::new(root.join("scripts/dev"))
         .args(["--no-build", "--workers", "2", "--olts", "2"])

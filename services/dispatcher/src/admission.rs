@@ -148,7 +148,8 @@ pub struct Admission {
     targets: HashMap<Slot, Target>,
     queues: HashMap<QueueName, Queue>,
     /// Every run admitted and not yet ended, with its target and queue.
-    running: HashMap<Uuid, (Slot, QueueName)>,
+    /// Runs holding slots: their target's slot, their queue, and the attempt that holds them.
+    running: HashMap<Uuid, (Slot, QueueName, u32)>,
     waiting: usize,
     arrivals: u64,
     /// Maintenance mode: nothing new starts; runs in flight finish.
@@ -248,6 +249,7 @@ impl Admission {
         target: Option<TargetId>,
         queue: QueueName,
         run: Uuid,
+        attempt: u32,
         timeout_ms: Option<u64>,
     ) {
         if self.running.contains_key(&run) {
@@ -266,7 +268,7 @@ impl Admission {
             .in_flight
             .insert(run);
         self.queues.entry(queue.clone()).or_default().in_flight += 1;
-        self.running.insert(run, (target, queue));
+        self.running.insert(run, (target, queue, attempt));
     }
 
     /// Offers runs in order; returns those that may start now. The others wait.
@@ -304,7 +306,7 @@ impl Admission {
     /// A run ended (or its attempt did): frees its target's and its queue's slots; returns
     /// the runs that may start now.
     pub fn release(&mut self, run: Uuid) -> Vec<RunMessage> {
-        let Some((slot, queue)) = self.running.remove(&run) else {
+        let Some((slot, queue, _)) = self.running.remove(&run) else {
             return Vec::new();
         };
         if let Some(target) = self.targets.get_mut(&slot) {
@@ -323,6 +325,16 @@ impl Admission {
         admitted.extend(self.fill_blocked(&queue));
         self.forget_if_idle(&slot);
         admitted
+    }
+
+    /// A worker reported the end of `attempt` of `run`: the device is no longer touched, so
+    /// the slots go at once, before the result is recorded. Only the attempt that holds the
+    /// slots frees them; a late result of an earlier attempt frees nothing.
+    pub fn release_attempt(&mut self, run: Uuid, attempt: u32) -> Vec<RunMessage> {
+        match self.running.get(&run) {
+            Some((_, _, holder)) if *holder == attempt => self.release(run),
+            _ => Vec::new(),
+        }
     }
 
     /// Takes a waiting run out (cancelled); `false` when it was not waiting.
@@ -453,7 +465,8 @@ impl Admission {
             target.waiting_ids.remove(&next.run.run_id);
             target.in_flight.insert(next.run.run_id);
             self.queues.entry(queue.clone()).or_default().in_flight += 1;
-            self.running.insert(next.run.run_id, (slot.clone(), queue));
+            self.running
+                .insert(next.run.run_id, (slot.clone(), queue, next.run.attempt));
             if let Some(target) = slot {
                 self.changes.push(SlotChange::Held {
                     target: target.clone(),
@@ -585,6 +598,24 @@ mod tests {
     }
 
     #[test]
+    fn only_the_attempt_holding_a_slot_frees_it() {
+        let mut a = Admission::new(limits(1));
+        let mut first = run(Some("olt"), 5);
+        first.attempt = 2;
+        let waiting = run(Some("olt"), 5);
+        assert_eq!(a.offer(vec![first.clone(), waiting.clone()]).len(), 1);
+        // A late result of attempt 1 frees nothing: attempt 2 still touches the device.
+        assert!(a.release_attempt(first.run_id, 1).is_empty());
+        assert_eq!(a.load(&t("olt")), (1, 1));
+        let next = a.release_attempt(first.run_id, 2);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].run_id, waiting.run_id);
+        // Recording the result afterwards frees nothing twice.
+        assert!(a.release(first.run_id).is_empty());
+        assert_eq!(a.load(&t("olt")), (1, 0));
+    }
+
+    #[test]
     fn maintenance_holds_new_starts_and_lets_them_go_after() {
         let mut a = Admission::new(limits(2));
         let running = a.offer(vec![run(Some("olt"), 5)]);
@@ -616,8 +647,8 @@ mod tests {
     #[test]
     fn runs_found_in_flight_at_start_count() {
         let mut a = Admission::new(limits(2));
-        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), None);
-        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), None);
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), 1, None);
+        a.restore_in_flight(Some(t("olt")), q("q"), Uuid::new_v4(), 1, None);
         assert!(a.offer(vec![run(Some("olt"), 1)]).is_empty());
         // A republish of a run already in flight keeps its slot, takes no other.
         let mut b = Admission::new(limits(1));

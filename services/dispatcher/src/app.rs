@@ -329,6 +329,7 @@ async fn lead(
             run.target.clone(),
             run.queue.clone(),
             run.run_id,
+            run.attempt,
             run.timeout_ms,
         );
         let timeout = run
@@ -891,6 +892,17 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     if accepted.is_empty() {
         return;
     }
+    // The attempts reported ended no longer touch their devices: their slots go to waiting
+    // runs now, not after the results are recorded (a slow write must not hold an OLT's
+    // slots). Recording frees nothing twice.
+    let admitted: Vec<RunMessage> = {
+        let mut admission = d.admission();
+        results
+            .iter()
+            .flat_map(|r| admission.release_attempt(r.run_id, r.attempt))
+            .collect()
+    };
+    publish_admitted(d, admitted);
     let recorded = async {
         let values = values::record(&d.pool, &chunks).await?;
         metrics::counter!(m::VALUES, "result" => "recorded").increment(values.values as u64);

@@ -52,7 +52,12 @@ impl Harness {
         let assignment = Assignment {
             worker_id: WorkerId::parse(id).unwrap(),
             queues: vec![self.queue.clone()],
-            settings: Default::default(),
+            // The machine's CPU is loaded by the other tests: no admission by load here.
+            settings: faro_shared::messages::WorkerSettings {
+                cpu_max: 100,
+                mem_max: 100,
+                log_level: None,
+            },
             updated_at: Utc::now(),
         };
         self.topology
