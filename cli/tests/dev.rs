@@ -261,6 +261,33 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let out = cli.run(&["config", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("maintenance_mode = false (default"));
 
+    // log.level reaches every service without a restart: the dispatcher at once, the
+    // balancer and the workers (through their assignments) and the demand-collector within
+    // a cycle.
+    let out = cli.run(&["config", "set", "log.level", "info,faro_worker=debug"]);
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for service in [
+        "dispatcher",
+        "balancer",
+        "demand-collector",
+        "worker-1",
+        "worker-2",
+    ] {
+        let log = state.path().join(format!("logs/{service}.log"));
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("log level changed") && text.contains("faro_worker=debug") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{service} never followed log.level: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     // Targets and jobs managed from the command line, without a restart.
     let targets = dir.path().join("targets.json");
     std::fs::write(

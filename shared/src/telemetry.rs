@@ -26,6 +26,17 @@ pub fn default_filter() -> String {
         .unwrap_or_else(|| "info".to_owned())
 }
 
+/// Follows the hot `log.level`: the given filter, or the start-up one (`RUST_LOG`, else
+/// `info`) when none is set; a change is logged, a bad filter refused with a warning.
+pub fn follow_log_level(setting: Option<&str>) {
+    let filter = setting.map_or_else(default_filter, str::to_owned);
+    match set_filter(&filter) {
+        Ok(true) => tracing::warn!(%filter, "log level changed"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
+    }
+}
+
 /// Replaces the log filter (`info`, `info,faro_dispatcher=debug`); `Ok(false)` when it was
 /// already in force or logging is not set up (tests).
 pub fn set_filter(filter: &str) -> anyhow::Result<bool> {

@@ -108,11 +108,7 @@ async fn cycle(pool: &Pool, topology: &Topology) -> anyhow::Result<BTreeSet<Stri
     let queues = store::queues(pool).await?;
     let current = read_all::<Assignment>(&topology.assignments).await?;
     let settings = store::worker_settings(pool).await?;
-    if let Some(filter) = &settings.log_level {
-        if let Ok(true) = faro_shared::telemetry::set_filter(filter) {
-            tracing::warn!(%filter, "log level changed");
-        }
-    }
+    faro_shared::telemetry::follow_log_level(settings.log_level.as_deref());
     metrics::gauge!(m::WORKERS).set(beats.len() as f64);
 
     let workers: Vec<WorkerView> = beats

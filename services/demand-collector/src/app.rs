@@ -85,6 +85,7 @@ async fn collect_once(
     providers: &[Arc<dyn Provider>],
 ) -> anyhow::Result<()> {
     let queues = queue_names(pool).await?;
+    faro_shared::telemetry::follow_log_level(log_level(pool).await?.as_deref());
     let asked = providers.iter().map(|provider| {
         let queues = &queues;
         async move {
@@ -133,6 +134,24 @@ async fn collect_once(
             .context("demand snapshot not stored")?;
     }
     Ok(())
+}
+
+/// The hot `log.level`, if one is set.
+async fn log_level(pool: &Pool) -> anyhow::Result<Option<String>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let row = client
+        .query_opt(
+            "SELECT value FROM system_config WHERE key = 'log.level'",
+            &[],
+        )
+        .await
+        .context("cannot read log.level")?;
+    Ok(row.and_then(|row| {
+        match faro_shared::settings::Setting::from_stored("log.level", &row.get(0)) {
+            Some(faro_shared::settings::Setting::LogLevel(filter)) => Some(filter),
+            _ => None,
+        }
+    }))
 }
 
 async fn queue_names(pool: &Pool) -> anyhow::Result<Vec<QueueName>> {

@@ -234,13 +234,7 @@ async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::
 
 /// Applies the hot settings sent with an assignment.
 fn apply_settings(worker: &Worker, settings: WorkerSettings) {
-    if let Some(filter) = &settings.log_level {
-        match faro_shared::telemetry::set_filter(filter) {
-            Ok(true) => tracing::warn!(%filter, "log level changed"),
-            Ok(false) => {}
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
-        }
-    }
+    faro_shared::telemetry::follow_log_level(settings.log_level.as_deref());
     let mut current = worker
         .settings
         .write()
