@@ -388,23 +388,42 @@ mod tests {
     }
 }
 
-/// A private snmpsim agent on a free loopback UDP port, serving one `.snmprec` file as
-/// community `public`; killed on drop. The binary is `FARO_SNMPSIM` or Debian's `snmpsimd`.
+/// A private SNMP agent on a loopback UDP port (snmpsim or net-snmp's snmpd, started by
+/// [`Snmpsim`] or [`Snmpd`]), with its files; killed on drop.
 #[derive(Debug)]
-pub struct Snmpsim {
+pub struct SnmpAgent {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
+impl SnmpAgent {
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SnmpAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// snmpsim serving one `.snmprec` file as community `public`. The binary is `FARO_SNMPSIM`
+/// or Debian's `snmpsimd`.
+#[derive(Debug)]
+pub struct Snmpsim;
+
 impl Snmpsim {
-    /// Starts the agent and waits until it listens (it indexes the file first).
-    pub fn start(snmprec: &std::path::Path) -> anyhow::Result<Self> {
+    /// Starts the agent on a free port and waits until it listens (it indexes the file first).
+    pub fn start(snmprec: &std::path::Path) -> anyhow::Result<SnmpAgent> {
         Self::start_on(snmprec, free_udp_port()?)
     }
 
     /// The same on a given port (an agent coming back where one was silent).
-    pub fn start_on(snmprec: &std::path::Path, port: u16) -> anyhow::Result<Self> {
+    pub fn start_on(snmprec: &std::path::Path, port: u16) -> anyhow::Result<SnmpAgent> {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
         let binary = std::env::var_os("FARO_SNMPSIM")
@@ -448,37 +467,21 @@ impl Snmpsim {
             Duration::from_secs(60),
             "snmpsim",
         )?;
-        Ok(Self {
+        Ok(SnmpAgent {
             child,
             port,
             _dir: dir,
         })
     }
-
-    /// `127.0.0.1:<port>`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
 }
 
-impl Drop for Snmpsim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private net-snmp `snmpd` on a free loopback UDP port, configured by the given
-/// `snmpd.conf` lines (users, views, `sysName`); killed on drop.
+/// net-snmp's `snmpd` on a free port, configured by the given `snmpd.conf` lines (users,
+/// views, `sysName`).
 #[derive(Debug)]
-pub struct Snmpd {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+pub struct Snmpd;
 
 impl Snmpd {
-    pub fn start(conf: &str) -> anyhow::Result<Self> {
+    pub fn start(conf: &str) -> anyhow::Result<SnmpAgent> {
         let dir = tempfile::tempdir().context("cannot make an snmpd dir")?;
         let port = free_udp_port()?;
         let conf_file = dir.path().join("snmpd.conf");
@@ -505,23 +508,11 @@ impl Snmpd {
             Duration::from_secs(30),
             "snmpd",
         )?;
-        Ok(Self {
+        Ok(SnmpAgent {
             child,
             port,
             _dir: dir,
         })
-    }
-
-    /// `127.0.0.1:<port>`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Snmpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

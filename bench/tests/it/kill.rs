@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use faro_bench::system::{Options, System, WorkerProcess};
+use futures::StreamExt;
 
 fn spawn_worker(system: &System, id: &str) -> WorkerProcess {
     let mut env = system.env.clone();
@@ -40,21 +41,19 @@ async fn runs_of_a_killed_worker_run_again_elsewhere_and_are_recorded_once() {
         .get_key_value(system.ns.workers_bucket())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let beat = bucket.get("w-doomed").await.unwrap();
-        let busy = beat
-            .and_then(|b| serde_json::from_slice::<faro_shared::messages::Heartbeat>(&b).ok())
-            .is_some_and(|b| b.in_progress > 0);
-        if busy {
-            break;
+    let mut beats = bucket.watch_with_history("w-doomed").await.unwrap();
+    let executing = async {
+        while let Some(Ok(entry)) = beats.next().await {
+            let beat = serde_json::from_slice::<faro_shared::messages::Heartbeat>(&entry.value);
+            if beat.is_ok_and(|b| b.in_progress > 0) {
+                return;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "w-doomed never took a run"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        panic!("the heartbeat watch ended");
+    };
+    tokio::time::timeout(Duration::from_secs(30), executing)
+        .await
+        .expect("w-doomed never took a run");
     doomed.kill().unwrap(); // SIGKILL: no shutdown, no nak, no key deleted
 
     system

@@ -218,11 +218,8 @@ impl Poller {
         params: &SnmpGetParams,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
-        let pass = self.pass(device)?;
-        let got = self.get_values(device, params, chunks).await;
-        let got = self.explained(device, got).await;
-        pass.settle(&got);
-        got
+        self.guarded(device, self.get_values(device, params, chunks))
+            .await
     }
 
     /// Walks every OID of the job with GETBULK, sending values on as they come.
@@ -232,11 +229,21 @@ impl Poller {
         params: &SnmpWalkParams,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
+        self.guarded(device, self.walk_values(device, params, chunks))
+            .await
+    }
+
+    /// Polls through the unreachable gate, explains a v3 timeout, and tells the gate how the
+    /// agent answered. (`work` is lazy: nothing is sent when the gate says no.)
+    async fn guarded(
+        &self,
+        device: &Device,
+        work: impl std::future::Future<Output = Result<(), PollError>>,
+    ) -> Result<(), PollError> {
         let pass = self.pass(device)?;
-        let walked = self.walk_values(device, params, chunks).await;
-        let walked = self.explained(device, walked).await;
-        pass.settle(&walked);
-        walked
+        let polled = self.explained(device, work.await).await;
+        pass.settle(&polled);
+        polled
     }
 
     /// An SNMPv3 agent drops a request it cannot authenticate, or answers with a Report that
