@@ -2,6 +2,7 @@
 //! database, for benchmarks (`src/main.rs`, `schedule`, `scale`) and end-to-end tests
 //! (`tests/it`).
 
+pub mod balance;
 pub mod scale;
 pub mod schedule;
 pub mod snmp;

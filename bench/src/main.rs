@@ -2,8 +2,8 @@
 //!
 //! `faro-bench e2e --runs 100000`: zero-duration `sim` runs pushed through the whole system
 //! (dispatcher, NATS, workers, PostgreSQL), from submission to terminal status recorded.
-//! `faro-bench schedule`, `faro-bench scale` and `faro-bench snmp --walks 10`: see each
-//! module.
+//! `faro-bench schedule`, `faro-bench scale`, `faro-bench snmp --walks 10` and
+//! `faro-bench balance --queues 1000 --workers 10000`: see each module.
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,25 @@ enum Command {
         #[arg(long, default_value_t = 25)]
         max_repetitions: u32,
     },
+    /// The balancer's decision alone over many queues and workers, cycle after cycle:
+    /// its time per cycle.
+    Balance {
+        #[arg(long, default_value_t = 1_000)]
+        queues: usize,
+        #[arg(long, default_value_t = 10_000)]
+        workers: usize,
+        /// Pools (sites) the workers and the queues' home pools are spread over.
+        #[arg(long, default_value_t = 20)]
+        pools: usize,
+        #[arg(long, default_value_t = 200)]
+        cycles: usize,
+        /// Strict isolation (default: flexible, with borrowing).
+        #[arg(long)]
+        strict: bool,
+        /// Preemption off (default: on).
+        #[arg(long)]
+        no_preemption: bool,
+    },
     /// A worker service in this process, configured by FARO_* variables (used by `snmp` to
     /// measure a worker's own CPU).
     #[command(hide = true)]
@@ -100,6 +119,27 @@ async fn main() -> anyhow::Result<()> {
             let env = faro_shared::Env::from_process();
             let config = faro_worker::Config::from_env(&env).context("invalid configuration")?;
             faro_worker::run(config, faro_shared::shutdown::on_signal()).await
+        }
+        Command::Balance {
+            queues,
+            workers,
+            pools,
+            cycles,
+            strict,
+            no_preemption,
+        } => {
+            let bench = faro_bench::balance::BalanceBench {
+                queues: queues.max(1),
+                workers,
+                pools: pools.max(1),
+                cycles: cycles.max(1),
+                strict,
+                preemption: !no_preemption,
+            };
+            for line in faro_bench::balance::run(&bench)? {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Snmp {
             walks,

@@ -59,12 +59,14 @@ impl System {
         let db = TestDb::create().await?;
         let pool = pg::pool(&db.config())?;
         // Tests and benchmarks load this machine's CPU on purpose: workers must not stop
-        // taking runs because of it (the load tests set their own limits).
+        // taking runs because of it (the load tests set their own limits). Pools do not cool:
+        // a test moves workers as fast as demand changes (the cooling tests set their own).
         pool.get()
             .await?
             .execute(
                 "INSERT INTO system_config (key, value)
-                 VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb)",
+                 VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
+                        ('cooling_period', '\"0s\"'::jsonb)",
                 &[],
             )
             .await

@@ -25,6 +25,7 @@ use faro_shared::settings::{self, ConfigReply, ConfigRequest, Setting};
 use faro_shared::{nats, pg, CommonConfig};
 use sha2::{Digest, Sha256};
 
+mod balance;
 mod defs;
 mod ingest;
 
@@ -103,6 +104,24 @@ enum Command {
         #[command(subcommand)]
         action: defs::JobAction,
     },
+    /// Workers: pool, state, queue, load, runs in progress, CPU and memory.
+    Workers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queues: demand, capacity, workers, cooling and why a queue is held.
+    Queues {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// External demand names (ticket types, work-queue rows) mapped to queues:
+    /// `faro mapping add|list|remove`.
+    Mapping {
+        #[command(subcommand)]
+        action: balance::MappingAction,
+    },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
 }
@@ -113,6 +132,20 @@ enum ExplainWhat {
     Run { id: uuid::Uuid },
     /// A job, by id.
     Job { id: String },
+    /// Why a queue has the workers it has, and why it did not get more.
+    Queue {
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A pool's workers: what each serves, lent or not, and its cooling.
+    Pool {
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +302,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let request = match what {
                 ExplainWhat::Run { id } => ExplainRequest::Run(id),
                 ExplainWhat::Job { id } => ExplainRequest::Job(id),
+                ExplainWhat::Queue { name, json } => {
+                    return balance::explain_queue(&env, &name, json).await
+                }
+                ExplainWhat::Pool { name, json } => {
+                    return balance::explain_pool(&env, &name, json).await
+                }
             };
             let reply: ExplainReply =
                 serde_json::from_value(ask_dispatcher(&env, "explain", &request).await?)?;
@@ -277,6 +316,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Workers { json } => balance::workers(&env, json).await,
+        Command::Queues { json } => balance::queues(&env, json).await,
+        Command::Mapping { action } => balance::mapping(&env, action).await,
         Command::Target { action } => defs::target(&env, action).await,
         Command::Job { action } => defs::job(&env, action).await,
         Command::Migrate => {
@@ -306,6 +348,17 @@ async fn ask_dispatcher(
     verb: &str,
     body: &impl serde::Serialize,
 ) -> anyhow::Result<serde_json::Value> {
+    ask(env, "dispatcher", verb, body).await
+}
+
+/// Sends a request to a service's API (`faro.api.<service>.<verb>`) and returns its JSON
+/// answer; an answer that is an error becomes this command's error.
+async fn ask(
+    env: &Env,
+    service: &str,
+    verb: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<serde_json::Value> {
     let config = CommonConfig::from_env(env)?;
     let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
     let payload = match serde_json::to_value(body)? {
@@ -314,14 +367,17 @@ async fn ask_dispatcher(
     };
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
-        client.request(
-            config.namespace.api_subject("dispatcher", verb),
-            payload.into(),
-        ),
+        client.request(config.namespace.api_subject(service, verb), payload.into()),
     )
     .await
-    .context("no dispatcher answered within 10 s")?
-    .context("no dispatcher answered (is one running and leading?)")?;
+    .with_context(|| format!("no {service} answered within 10 s"))?
+    .with_context(|| {
+        if service == "dispatcher" {
+            "no dispatcher answered (is one running and leading?)".to_owned()
+        } else {
+            format!("no {service} answered (is one running?)")
+        }
+    })?;
     if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
         anyhow::bail!("{error}");
     }

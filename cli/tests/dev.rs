@@ -126,16 +126,18 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         .await
         .unwrap();
     tokio::spawn(connection);
+    // Pools cool for 2 s, not 30: the smoke queue gets a worker soon after the fleet's.
     seed.execute(
         "INSERT INTO system_config (key, value)
-         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb)",
+         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
+                ('cooling_period', '\"2s\"'::jsonb)",
         &[],
     )
     .await
     .unwrap();
 
     let mut child = Command::new(root.join("scripts/dev"))
-        .args(["--no-build", "--workers", "2", "--olts", "2"])
+        .args(["--no-build", "--workers", "3", "--olts", "2"])
         .env("FARO_DEV_SNMP_BASE", snmp_base.to_string())
         .env("FARO_DEV_OLT_INTERVAL", "2s")
         .current_dir(root)
@@ -366,6 +368,61 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("job poll-1 disabled"));
     let out = cli.run(&["job", "disable", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
+
+    // The balancer's view: workers, queues, why a queue has its workers, demand mappings.
+    let text = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = cli.run(&["workers"]);
+    let listed = text(&out);
+    assert!(
+        out.status.success() && listed.contains("dev-worker-3") && listed.contains("active"),
+        "{listed}"
+    );
+    let out = cli.run(&["queues"]);
+    let listed = text(&out);
+    assert!(
+        listed.contains("discovery") && listed.contains("get"),
+        "{listed}"
+    );
+    let out = cli.run(&["explain", "queue", "get"]);
+    let explained = text(&out);
+    assert!(
+        explained.contains("queue get: priority 5")
+            && explained.contains("demand: ")
+            && explained.contains("workers: "),
+        "{explained}"
+    );
+    let out = cli.run(&["explain", "pool", "default"]);
+    assert!(
+        text(&out).contains("pool default: 3 workers"),
+        "{}",
+        text(&out)
+    );
+    let out = cli.run(&["mapping", "add", "x", "no-such-queue"]);
+    assert!(
+        !out.status.success() && text(&out).contains("no queue named"),
+        "{}",
+        text(&out)
+    );
+    let out = cli.run(&["mapping", "add", "tickets-fiber", "smoke"]);
+    assert!(
+        text(&out).contains("tickets-fiber now counts as demand of smoke"),
+        "{}",
+        text(&out)
+    );
+    let out = cli.run(&["mapping", "list"]);
+    assert!(text(&out).contains("tickets-fiber"), "{}", text(&out));
+    let out = cli.run(&["mapping", "remove", "tickets-fiber"]);
+    assert!(
+        text(&out).contains("tickets-fiber is no longer mapped"),
+        "{}",
+        text(&out)
+    );
 
     // Every service serves health and metrics.
     let dispatcher = http_base + 1;

@@ -476,9 +476,16 @@ pub struct Heartbeat {
     /// Runs executed since start, by outcome.
     #[serde(default)]
     pub runs: BTreeMap<String, u64>,
+    /// Time between two beats: the balancer counts missed beats at this pace.
+    #[serde(default = "default_beat_interval_ms")]
+    pub interval_ms: u32,
     pub version: String,
     pub started_at: DateTime<Utc>,
     pub sent_at: DateTime<Utc>,
+}
+
+fn default_beat_interval_ms() -> u32 {
+    5000
 }
 
 /// What a worker is doing, as its heartbeat says.
@@ -557,6 +564,139 @@ impl DemandSnapshot {
     pub fn subject(&self, ns: &Namespace) -> String {
         ns.demand_subject(&self.queue)
     }
+}
+
+/// A balancer decision: a worker's move, or why a queue got fewer workers than it asks for.
+/// Published on `faro.events.balancer` and kept in `balancer_decisions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalancerEvent {
+    pub at: DateTime<Utc>,
+    /// The queue the decision is about: the one a worker joins, leaves, or that is held.
+    pub queue: Option<QueueName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<QueueName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<QueueName>,
+    /// `scale_out`, `scale_in`, `preempted_by Q`, `borrowed_from P`, `returned`, `unfit: ..`,
+    /// or `held: ..`.
+    pub reason: String,
+}
+
+/// A change of a worker's registry state, published on `faro.events.workers` and kept in
+/// `worker_events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    pub worker: WorkerId,
+    /// `joined`, `unstable`, `lost`, `recovered` or `left`.
+    pub event: String,
+    pub at: DateTime<Utc>,
+    /// Beats missed in a row when it happened.
+    pub missed: u64,
+    /// For `recovered`: the state it came back from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// One worker in the reply of `faro.api.balancer.workers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRow {
+    pub id: WorkerId,
+    pub pool: Option<PoolName>,
+    /// `active`, `unstable`, `lost` or `left`.
+    pub state: String,
+    pub queues: Vec<QueueName>,
+    pub kinds: Vec<Kind>,
+    pub capacity: u32,
+    pub in_progress: u32,
+    pub load_score: u8,
+    pub cpu_percent: Option<f32>,
+    pub mem_percent: Option<f32>,
+    /// Why it takes no new runs, when it does not.
+    pub admission_closed: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Since the worker process started.
+    pub uptime_secs: Option<u64>,
+    pub beats_received: u64,
+    pub beats_missed: u64,
+}
+
+/// The reply of `faro.api.balancer.workers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkersReply {
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One queue in the reply of `faro.api.balancer.queues`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    pub name: QueueName,
+    pub priority: u8,
+    pub min_workers: u32,
+    pub max_workers: Option<u32>,
+    pub home_pools: Vec<PoolName>,
+    /// Runs waiting or running, from the latest demand snapshot.
+    pub pending: u64,
+    /// Set when its demand is stale: since when (`None` inside: no snapshot yet).
+    pub stale: bool,
+    pub workers: u32,
+    /// Slots of its workers.
+    pub capacity: u64,
+    /// Why it has fewer workers than it asks for.
+    pub hold: Option<String>,
+    /// Its home pools that are cooling, with the end of their cooling.
+    pub cooling: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// The reply of `faro.api.balancer.queues`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuesReply {
+    pub queues: Vec<QueueRow>,
+}
+
+/// The request of `faro.api.balancer.explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceExplainRequest {
+    Queue(QueueName),
+    Pool(PoolName),
+}
+
+/// The reply of `faro.api.balancer.explain`: the facts that decide, and the latest decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceExplainReply {
+    pub facts: Vec<String>,
+    /// The latest decisions about it, the newest first.
+    pub decisions: Vec<BalancerEvent>,
+}
+
+/// The request of `faro.api.balancer.mapping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum MappingRequest {
+    Add { name: String, queue: QueueName },
+    Remove { name: String },
+    List,
+}
+
+/// One mapping of an external demand name to a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub name: String,
+    pub queue: QueueName,
+}
+
+/// The reply of `faro.api.balancer.mapping`: every mapping after the change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingReply {
+    pub mappings: Vec<Mapping>,
+    /// For a removal: whether the name was mapped.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// The reply of `faro.api.dispatcher.status`.

@@ -251,3 +251,55 @@ pub async fn ensure_service_consumer(
         .await
         .with_context(|| format!("cannot declare consumer {durable} on {stream_name}"))
 }
+
+/// Serves a request/reply API on `subject` (a `faro.api.<service>.*` wildcard) in queue group
+/// `group` until `shutdown`: each request's last subject token is its verb; `answer`'s error
+/// is sent back as `{"error": ..}` and logged, and never ends the loop.
+pub async fn serve_api<F, Fut>(
+    client: &async_nats::Client,
+    subject: String,
+    group: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    answer: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(String, bytes::Bytes) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<u8>>>,
+{
+    use futures::StreamExt as _;
+    let mut requests = client
+        .queue_subscribe(subject.clone(), group.to_owned())
+        .await
+        .with_context(|| format!("cannot serve {subject}"))?;
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            anyhow::bail!("the subscription to {subject} ended");
+        };
+        let Some(reply) = request.reply.clone() else {
+            continue;
+        };
+        let verb = request
+            .subject
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let body = match answer(verb.clone(), request.payload.clone()).await {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
+                serde_json::to_vec(&crate::messages::ApiError {
+                    error: format!("{error:#}"),
+                })
+                .unwrap_or_default()
+            }
+        };
+        if let Err(error) = client.publish(reply, body.into()).await {
+            tracing::warn!(%error, "cannot answer an API request");
+        }
+    }
+}

@@ -5,9 +5,11 @@
 //! with the list of what would have been accepted.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::parse_duration;
 use crate::domain::QueueName;
 
 /// One hot setting and its value. Stored and sent as `{"key": .., "value": ..}`.
@@ -28,10 +30,19 @@ pub enum Setting {
     WorkerCpuMax(u8),
     /// Memory use (percent) above which a worker pulls no new runs.
     WorkerMemMax(u8),
+    /// Workers serve only queues whose home pools include their pool (`false`: idle workers of
+    /// a pool without demand are lent to other pools' queues).
+    StrictIsolation(bool),
+    /// A more urgent queue with unmet demand may take workers from less urgent queues.
+    PreemptionMode(bool),
+    /// How long a pool whose workers moved stays frozen.
+    CoolingPeriod(Duration),
+    /// Time between two balancing decisions.
+    CycleInterval(Duration),
 }
 
 /// Every key with the form of its value and its default, for help and error messages.
-pub const KEYS: [(&str, &str, &str); 7] = [
+pub const KEYS: [(&str, &str, &str); 11] = [
     ("maintenance_mode", "true or false", "false"),
     (
         "target.max_concurrency",
@@ -51,7 +62,37 @@ pub const KEYS: [(&str, &str, &str); 7] = [
     ("snmp.test_mode", "true or false", "false"),
     ("worker.cpu_max", "a whole percent from 1 to 100", "80"),
     ("worker.mem_max", "a whole percent from 1 to 100", "85"),
+    ("strict_isolation", "true or false", "true"),
+    ("preemption_mode", "true or false", "false"),
+    (
+        "cooling_period",
+        "a duration from 0s to 1h such as 30s or 2m",
+        "30s",
+    ),
+    (
+        "cycle_interval",
+        "a duration from 100ms to 5m such as 5s",
+        "FARO_BALANCER_CYCLE, else 5s",
+    ),
 ];
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Some(true),
+        "false" | "off" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// A duration as settings store it: whole seconds as `30s`, else milliseconds.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
 
 /// Why a setting was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +164,22 @@ impl Setting {
                     _ => Err(bad(key, KEYS[index].1)),
                 }
             }
+            "strict_isolation" => parse_bool(trimmed)
+                .map(Setting::StrictIsolation)
+                .ok_or_else(|| bad(key, KEYS[7].1)),
+            "preemption_mode" => parse_bool(trimmed)
+                .map(Setting::PreemptionMode)
+                .ok_or_else(|| bad(key, KEYS[8].1)),
+            "cooling_period" => match parse_duration(trimmed) {
+                Some(d) if d <= Duration::from_secs(3600) => Ok(Setting::CoolingPeriod(d)),
+                _ => Err(bad(key, KEYS[9].1)),
+            },
+            "cycle_interval" => match parse_duration(trimmed) {
+                Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(300) => {
+                    Ok(Setting::CycleInterval(d))
+                }
+                _ => Err(bad(key, KEYS[10].1)),
+            },
             "log.level" if is_log_filter(trimmed) => Ok(Setting::LogLevel(trimmed.to_owned())),
             "log.level" => Err(bad(key, KEYS[3].1)),
             _ => {
@@ -156,14 +213,22 @@ impl Setting {
             Setting::SnmpTestMode(_) => "snmp.test_mode".to_owned(),
             Setting::WorkerCpuMax(_) => "worker.cpu_max".to_owned(),
             Setting::WorkerMemMax(_) => "worker.mem_max".to_owned(),
+            Setting::StrictIsolation(_) => "strict_isolation".to_owned(),
+            Setting::PreemptionMode(_) => "preemption_mode".to_owned(),
+            Setting::CoolingPeriod(_) => "cooling_period".to_owned(),
+            Setting::CycleInterval(_) => "cycle_interval".to_owned(),
         }
     }
 
     /// The value as stored in `system_config` (JSON).
     pub fn value(&self) -> serde_json::Value {
         match self {
-            Setting::MaintenanceMode(on) | Setting::SnmpTestMode(on) => {
-                serde_json::Value::Bool(*on)
+            Setting::MaintenanceMode(on)
+            | Setting::SnmpTestMode(on)
+            | Setting::StrictIsolation(on)
+            | Setting::PreemptionMode(on) => serde_json::Value::Bool(*on),
+            Setting::CoolingPeriod(d) | Setting::CycleInterval(d) => {
+                serde_json::Value::from(format_duration(*d))
             }
             Setting::TargetMaxConcurrency(n) => serde_json::Value::from(*n),
             Setting::WorkerCpuMax(n) | Setting::WorkerMemMax(n) => serde_json::Value::from(*n),

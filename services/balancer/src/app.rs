@@ -1,29 +1,50 @@
-//! The balancer service: a cycle on a timer, and at once when a worker joins or leaves.
-//!
-//! A cycle fetches heartbeats, queues and current assignments, calls the pure `assign`, and
-//! writes only the assignments that changed.
+//! The balancer service: follows heartbeats and demand snapshots as they arrive, and every
+//! `cycle_interval` (at once when a worker joins or returns) ages the registry, calls the pure
+//! `decide`, and writes what changed: assignments, cooling, the registry, the decisions.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::kv;
-use chrono::Utc;
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::{QueueName, WorkerId};
+use faro_shared::domain::{PoolName, QueueName, WorkerId};
 use faro_shared::http::{self, Health};
-use faro_shared::messages::{Assignment, Heartbeat, WorkerSettings};
-use faro_shared::nats::Retry;
-use faro_shared::nats::Topology;
+use faro_shared::messages::{
+    Assignment, BalancerEvent, DemandSnapshot, Heartbeat, WorkerEvent, WorkerSettings,
+};
+use faro_shared::nats::{Retry, Topology};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
-use faro_shared::{nats, pg};
+use faro_shared::{nats, pg, Namespace};
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::assign::{assign, WorkerView};
+use crate::api;
 use crate::config::Config;
+use crate::decide::{decide, Decision, Demand, Inputs, QueueSpec, WorkerSpec};
 use crate::metrics as m;
+use crate::registry::{Event, Registry};
 use crate::store;
+
+/// What the balancer knows between cycles; the API answers from it.
+pub struct State {
+    pub registry: Registry,
+    /// Registry events not saved yet.
+    pub events: Vec<Event>,
+    /// The assignment last written for each worker.
+    pub assigned: BTreeMap<WorkerId, Assignment>,
+    /// The latest demand snapshot of each queue, and since when it has been stale.
+    pub demand: BTreeMap<QueueName, (DemandSnapshot, Option<DateTime<Utc>>)>,
+    /// The hold last recorded for each queue.
+    pub holds: BTreeMap<QueueName, Option<String>>,
+    /// The latest decision and the queues it was made for.
+    pub last: Option<(Decision, Vec<QueueSpec>)>,
+    /// Pool to the end of its cooling.
+    pub cooling: BTreeMap<PoolName, DateTime<Utc>>,
+}
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -31,24 +52,45 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
+    let ns = config.common.namespace.clone();
     let start = async {
         pg::migrate(&config.pg).await?;
         let pool = pg::pool(&config.pg)?;
         let client = nats::connect(&config.common.nats, "faro-balancer", Retry::Forever).await?;
-        let js = nats::jetstream(client);
-        let topology =
-            nats::ensure_topology(&js, &config.common.namespace, &config.topology).await?;
-        anyhow::Ok((pool, topology))
+        let js = nats::jetstream(client.clone());
+        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
+        let state = State {
+            registry: store::load_registry(&pool).await?,
+            events: Vec::new(),
+            assigned: read_all::<Assignment>(&topology.assignments)
+                .await?
+                .into_values()
+                .map(|a| (a.worker_id.clone(), a))
+                .collect(),
+            demand: BTreeMap::new(),
+            holds: store::holds(&pool).await?,
+            last: None,
+            cooling: BTreeMap::new(),
+        };
+        anyhow::Ok((pool, client, js, topology, state))
     };
-    let Some((pool, topology)) = unless_cancelled(&shutdown, start).await? else {
+    let Some((pool, client, js, topology, state)) = unless_cancelled(&shutdown, start).await?
+    else {
         return Ok(());
+    };
+    let state = Arc::new(Mutex::new(state));
+    let balancer = Balancer {
+        config: config.clone(),
+        pool: pool.clone(),
+        js,
+        ns: ns.clone(),
+        topology,
+        state: state.clone(),
     };
 
     let mut supervisor = Supervisor::new("balancer", shutdown.clone());
-    supervisor.spawn(
-        "cycle",
-        cycle_loop(config.clone(), pool, topology, shutdown.clone()),
-    );
+    supervisor.spawn("cycle", balancer.run(shutdown.clone()));
+    supervisor.spawn("api", api::serve(client, ns, pool, state, shutdown.clone()));
     supervisor.spawn("http", async move {
         http_task.await.context("metrics server panicked")
     });
@@ -57,111 +99,423 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.wait(config.shutdown_grace).await
 }
 
-async fn cycle_loop(
+struct Balancer {
     config: Config,
     pool: Pool,
+    js: jetstream::Context,
+    ns: Namespace,
     topology: Topology,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut changes = topology
-        .workers
-        .watch_all()
-        .await
-        .context("cannot watch heartbeats")?;
-    let mut tick = tokio::time::interval(config.cycle_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-            change = changes.next() => match change {
-                // A beat of a worker already known changes nothing until the next tick.
-                Some(Ok(entry)) if entry.operation == kv::Operation::Put && known.contains(&entry.key) => continue,
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "heartbeat watch error");
+    state: Arc<Mutex<State>>,
+}
+
+impl Balancer {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut beats = self
+            .topology
+            .workers
+            .watch_with_history(">")
+            .await
+            .context("cannot watch heartbeats")?;
+        let (mut demand, mut replay) = self.follow_demand().await?;
+        // The latest snapshots first: a first cycle without them would see no demand at all.
+        while replay > 0 {
+            match tokio::time::timeout(Duration::from_secs(2), demand.next()).await {
+                Ok(Some(Ok(message))) => {
+                    self.observe_demand(&message.payload).await;
+                    replay = message.info().map_or(0, |info| info.pending);
+                }
+                Ok(Some(Err(error))) => {
+                    tracing::warn!(%error, "demand stream error");
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut next = tokio::time::Instant::now();
+        let mut cycles: u64 = 0;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(next) => {}
+                entry = beats.next() => {
+                    match entry {
+                        Some(Ok(entry)) => {
+                            if self.observe_beat(entry).await {
+                                // A worker joined, returned or left: decide at once.
+                                next = next.min(tokio::time::Instant::now());
+                            }
+                        }
+                        Some(Err(error)) => tracing::warn!(%error, "heartbeat watch error"),
+                        None => anyhow::bail!("the heartbeat watch ended"),
+                    }
                     continue;
                 }
-                None => anyhow::bail!("the heartbeat watch ended"),
-            },
-        }
-        let started = Instant::now();
-        match cycle(&pool, &topology).await {
-            Ok(live) => {
-                known = live;
-                metrics::counter!(m::CYCLES, "result" => "ok").increment(1);
+                message = demand.next() => {
+                    match message {
+                        Some(Ok(message)) => self.observe_demand(&message.payload).await,
+                        Some(Err(error)) => tracing::warn!(%error, "demand stream error"),
+                        None => anyhow::bail!("the demand stream ended"),
+                    }
+                    continue;
+                }
             }
-            Err(error) => {
-                // Nothing is written on a failed cycle: assignments stay as they were.
-                tracing::warn!(error = format!("{error:#}"), "balancing cycle failed");
-                metrics::counter!(m::CYCLES, "result" => "failed").increment(1);
+            let started = Instant::now();
+            let interval = match self.cycle().await {
+                Ok(interval) => {
+                    metrics::counter!(m::CYCLES, "result" => "ok").increment(1);
+                    interval
+                }
+                Err(error) => {
+                    // What was not written is written by the next cycle: the state keeps it.
+                    tracing::warn!(error = format!("{error:#}"), "balancing cycle failed");
+                    metrics::counter!(m::CYCLES, "result" => "failed").increment(1);
+                    self.config.cycle_interval
+                }
+            };
+            metrics::histogram!(m::CYCLE_SECONDS).record(started.elapsed().as_secs_f64());
+            cycles += 1;
+            if cycles % 720 == 1 {
+                if let Err(error) =
+                    store::prune_decisions(&self.pool, self.config.decisions_kept).await
+                {
+                    tracing::warn!(error = format!("{error:#}"), "cannot prune old decisions");
+                }
             }
+            next = tokio::time::Instant::now() + interval;
         }
-        metrics::histogram!(m::CYCLE_SECONDS).record(started.elapsed().as_secs_f64());
     }
-}
 
-/// One decision; returns the keys of the live workers.
-async fn cycle(pool: &Pool, topology: &Topology) -> anyhow::Result<BTreeSet<String>> {
-    let beats = read_all::<Heartbeat>(&topology.workers).await?;
-    let queues = store::queues(pool).await?;
-    let current = read_all::<Assignment>(&topology.assignments).await?;
-    let settings = store::worker_settings(pool).await?;
-    faro_shared::telemetry::follow_log_level(settings.log_level.as_deref());
-    metrics::gauge!(m::WORKERS).set(beats.len() as f64);
-
-    let workers: Vec<WorkerView> = beats
-        .values()
-        .map(|beat| WorkerView {
-            id: beat.worker_id.clone(),
-            kinds: beat.kinds.iter().copied().collect(),
-        })
-        .collect();
-    let decision = assign(&workers, &queues);
-    // The registry first: once an assignment changes, the registry already says why.
-    let live: Vec<Heartbeat> = beats.into_values().collect();
-    store::record_workers(pool, &live).await?;
-    write_changes(&topology.assignments, &decision, &current, &settings).await?;
-    Ok(live.iter().map(|b| b.worker_id.to_string()).collect())
-}
-
-async fn write_changes(
-    bucket: &kv::Store,
-    decision: &BTreeMap<WorkerId, Vec<QueueName>>,
-    current: &BTreeMap<String, Assignment>,
-    settings: &WorkerSettings,
-) -> anyhow::Result<()> {
-    for (worker, queues) in decision {
-        let unchanged = current
-            .get(worker.as_str())
-            .is_some_and(|a| &a.queues == queues && &a.settings == settings);
-        if unchanged {
-            continue;
-        }
-        let assignment = Assignment {
-            worker_id: worker.clone(),
-            queues: queues.clone(),
-            settings: settings.clone(),
-            updated_at: Utc::now(),
-        };
-        bucket
-            .put(worker.as_str(), serde_json::to_vec(&assignment)?.into())
+    /// Every queue's latest snapshot first, then each new one; with the number of snapshots
+    /// stored now.
+    async fn follow_demand(&self) -> anyhow::Result<(jetstream::consumer::pull::Ordered, u64)> {
+        let mut stream = self
+            .js
+            .get_stream(self.ns.demand_stream())
             .await
-            .with_context(|| format!("cannot write the assignment of {worker}"))?;
-        metrics::counter!(m::ASSIGNMENT_CHANGES).increment(1);
-        tracing::info!(worker = %worker, queues = ?queues.iter().map(QueueName::as_str).collect::<Vec<_>>(), "assignment changed");
+            .context("cannot open the demand stream")?;
+        let stored = stream
+            .info()
+            .await
+            .context("cannot read the demand stream")?
+            .state
+            .messages;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.ns.demand_wildcard(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .context("cannot follow the demand stream")?;
+        let messages = consumer
+            .messages()
+            .await
+            .context("cannot follow the demand stream")?;
+        Ok((messages, stored))
     }
-    for key in current.keys() {
-        if !decision.keys().any(|w| w.as_str() == key) {
-            bucket
-                .delete(key)
-                .await
-                .with_context(|| format!("cannot remove the assignment of {key}"))?;
-            tracing::info!(worker = %key, "assignment removed: worker gone");
+
+    async fn observe_demand(&self, payload: &[u8]) {
+        let snapshot: DemandSnapshot = match serde_json::from_slice(payload) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(%error, "malformed demand snapshot ignored");
+                return;
+            }
+        };
+        let mut state = self.state.lock().await;
+        let since = match state.demand.get(&snapshot.queue) {
+            _ if !snapshot.stale => None,
+            Some((_, Some(since))) => Some(*since),
+            _ => Some(snapshot.collected_at),
+        };
+        state
+            .demand
+            .insert(snapshot.queue.clone(), (snapshot, since));
+    }
+
+    /// Records a heartbeat entry; true when a worker joined, came back or left.
+    async fn observe_beat(&self, entry: kv::Entry) -> bool {
+        // Microseconds, as PostgreSQL keeps them: a beat saved and seen again compares equal.
+        let at = DateTime::from_timestamp_micros(
+            i64::try_from(entry.created.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX),
+        )
+        .unwrap_or_else(Utc::now);
+        let mut state = self.state.lock().await;
+        let event = match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<Heartbeat>(&entry.value) {
+                Ok(beat) if beat.worker_id.as_str() == entry.key => state.registry.beat(beat, at),
+                Ok(_) => {
+                    tracing::warn!(key = %entry.key, "heartbeat under another worker's key ignored");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(key = %entry.key, %error, "malformed heartbeat ignored");
+                    None
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => match WorkerId::parse(&entry.key) {
+                Ok(id) => state.registry.left(&id, Utc::now()),
+                Err(_) => None,
+            },
+        };
+        let Some(event) = event else { return false };
+        tracing::info!(worker = %event.worker, event = event.kind.as_str(), "worker registry");
+        state.events.push(event);
+        true
+    }
+
+    /// One decision; returns the time to the next.
+    async fn cycle(&self) -> anyhow::Result<Duration> {
+        let hot = store::hot(&self.pool).await?;
+        faro_shared::telemetry::follow_log_level(hot.workers.log_level.as_deref());
+        let queues = store::queues(&self.pool).await?;
+        let cooling = self.read_cooling().await?;
+        let now = Utc::now();
+
+        let mut state = self.state.lock().await;
+        let aged = state.registry.tick(now, self.config.max_missed);
+        for event in &aged {
+            tracing::info!(worker = %event.worker, event = event.kind.as_str(), missed = event.missed, "worker registry");
+        }
+        state.events.extend(aged);
+        let workers: Vec<WorkerSpec> = state
+            .registry
+            .live()
+            .filter_map(|(id, entry)| {
+                let beat = entry.beat.as_ref()?;
+                Some(WorkerSpec {
+                    id: id.clone(),
+                    pool: beat.pool.clone(),
+                    capacity: beat.capacity,
+                    kinds: beat.kinds.iter().copied().collect(),
+                    in_progress: beat.in_progress,
+                    usable: entry.state == crate::registry::RegState::Active,
+                    current: state
+                        .assigned
+                        .get(id)
+                        .and_then(|a| a.queues.first().cloned()),
+                })
+            })
+            .collect();
+        metrics::gauge!(m::WORKERS).set(workers.len() as f64);
+        let demand: BTreeMap<QueueName, Demand> = state
+            .demand
+            .iter()
+            .map(|(queue, (snapshot, since))| {
+                let old = now - snapshot.collected_at
+                    > chrono::Duration::from_std(self.config.demand_max_age)
+                        .unwrap_or(chrono::Duration::MAX);
+                let stale_since = since.or(old.then_some(snapshot.collected_at));
+                (
+                    queue.clone(),
+                    Demand {
+                        pending: snapshot.pending,
+                        stale_since,
+                    },
+                )
+            })
+            .collect();
+        let decided = Instant::now();
+        let decision = decide(Inputs {
+            queues: &queues,
+            workers: &workers,
+            demand: &demand,
+            cooling: &cooling,
+            policy: hot.policy,
+            now,
+        });
+        metrics::histogram!(m::DECIDE_SECONDS).record(decided.elapsed().as_secs_f64());
+
+        // The registry first: once an assignment changes, the registry already says why.
+        let events = std::mem::take(&mut state.events);
+        if let Err(error) = store::save_registry(&self.pool, &mut state.registry, &events).await {
+            state.events = events;
+            return Err(error);
+        }
+        for event in &events {
+            self.publish_worker_event(event).await;
+        }
+        self.write_cooling(&decision.cooling).await?;
+        self.write_assignments(&mut state, &decision, &hot.workers)
+            .await?;
+
+        let mut published = Vec::new();
+        for outcome in &decision.queues {
+            let queue = outcome.queue.to_string();
+            metrics::gauge!(m::QUEUE_WORKERS, "queue" => queue.clone())
+                .set(f64::from(outcome.workers));
+            metrics::gauge!(m::QUEUE_HELD, "queue" => queue).set(if outcome.hold.is_some() {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let mut by_state = BTreeMap::new();
+        for entry in state.registry.workers.values() {
+            *by_state.entry(entry.state.as_str()).or_insert(0u32) += 1;
+        }
+        for registry_state in ["active", "unstable", "lost", "left"] {
+            let n = by_state.get(registry_state).copied().unwrap_or(0);
+            metrics::gauge!(m::WORKERS_BY_STATE, "state" => registry_state).set(f64::from(n));
+        }
+        for change in &decision.changes {
+            metrics::counter!(m::MOVES, "reason" => change.reason.kind()).increment(1);
+            tracing::info!(worker = %change.worker, from = ?change.from.as_ref().map(QueueName::as_str), to = ?change.to.as_ref().map(QueueName::as_str), reason = %change.reason, "assignment changed");
+            published.push(BalancerEvent {
+                at: now,
+                queue: change.to.clone().or_else(|| change.from.clone()),
+                worker: Some(change.worker.clone()),
+                pool: Some(change.pool.clone()),
+                from: change.from.clone(),
+                to: change.to.clone(),
+                reason: change.reason.to_string(),
+            });
+        }
+        for outcome in &decision.queues {
+            let hold = outcome.hold.as_ref().map(ToString::to_string);
+            let before = state.holds.get(&outcome.queue).cloned().flatten();
+            // A new reason is recorded once, not every cycle it holds.
+            if let Some(reason) = &hold {
+                if before.as_ref() != Some(reason) {
+                    published.push(BalancerEvent {
+                        at: now,
+                        queue: Some(outcome.queue.clone()),
+                        worker: None,
+                        pool: None,
+                        from: None,
+                        to: None,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        let mut cooling_now: BTreeMap<PoolName, DateTime<Utc>> = cooling
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .collect();
+        cooling_now.extend(decision.cooling.clone());
+        let mut pools: BTreeMap<PoolName, (u32, Option<DateTime<Utc>>)> = BTreeMap::new();
+        for worker in &workers {
+            pools.entry(worker.pool.clone()).or_default().0 += 1;
+        }
+        for (pool, until) in &cooling_now {
+            pools.entry(pool.clone()).or_default().1 = Some(*until);
+        }
+        store::record_cycle(&self.pool, now, &published, &decision, &pools).await?;
+        for event in &published {
+            self.publish("balancer", event).await;
+        }
+        state.holds = decision
+            .queues
+            .iter()
+            .map(|q| (q.queue.clone(), q.hold.as_ref().map(ToString::to_string)))
+            .collect();
+        state.cooling = cooling_now;
+        state.last = Some((decision, queues));
+        Ok(hot.cycle_interval.unwrap_or(self.config.cycle_interval))
+    }
+
+    async fn publish_worker_event(&self, event: &Event) {
+        let body = WorkerEvent {
+            worker: event.worker.clone(),
+            event: event.kind.as_str().to_owned(),
+            at: event.at,
+            missed: event.missed,
+            from: event.from.map(|s| s.as_str().to_owned()),
+        };
+        self.publish("workers", &body).await;
+    }
+
+    /// Publishes an audit event; a failure is logged, never fatal (the table keeps it).
+    async fn publish(&self, source: &str, event: &impl serde::Serialize) {
+        let Ok(payload) = serde_json::to_vec(event) else {
+            return;
+        };
+        match self
+            .js
+            .publish(self.ns.event_subject(source), payload.into())
+            .await
+        {
+            Ok(ack) => {
+                if let Err(error) = ack.await {
+                    tracing::warn!(%error, "event not stored");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot publish an event"),
         }
     }
-    Ok(())
+
+    async fn read_cooling(&self) -> anyhow::Result<BTreeMap<PoolName, DateTime<Utc>>> {
+        let stored = read_all::<DateTime<Utc>>(&self.topology.cooling).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(pool, until)| Some((PoolName::parse(pool).ok()?, until)))
+            .collect())
+    }
+
+    async fn write_cooling(
+        &self,
+        cooling: &BTreeMap<PoolName, DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        for (pool, until) in cooling {
+            self.topology
+                .cooling
+                .put(pool.as_str(), serde_json::to_vec(until)?.into())
+                .await
+                .with_context(|| format!("cannot write the cooling of pool {pool}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the assignments that changed (queues or settings); removes those of workers no
+    /// longer live.
+    async fn write_assignments(
+        &self,
+        state: &mut State,
+        decision: &Decision,
+        settings: &WorkerSettings,
+    ) -> anyhow::Result<()> {
+        for (worker, queue) in &decision.assignment {
+            let queues: Vec<QueueName> = queue.iter().cloned().collect();
+            let unchanged = state
+                .assigned
+                .get(worker)
+                .is_some_and(|a| a.queues == queues && &a.settings == settings);
+            if unchanged {
+                continue;
+            }
+            let assignment = Assignment {
+                worker_id: worker.clone(),
+                queues,
+                settings: settings.clone(),
+                updated_at: Utc::now(),
+            };
+            self.topology
+                .assignments
+                .put(worker.as_str(), serde_json::to_vec(&assignment)?.into())
+                .await
+                .with_context(|| format!("cannot write the assignment of {worker}"))?;
+            metrics::counter!(m::ASSIGNMENT_CHANGES).increment(1);
+            state.assigned.insert(worker.clone(), assignment);
+        }
+        let gone: Vec<WorkerId> = state
+            .assigned
+            .keys()
+            .filter(|w| !decision.assignment.contains_key(*w))
+            .cloned()
+            .collect();
+        for worker in gone {
+            self.topology
+                .assignments
+                .delete(worker.as_str())
+                .await
+                .with_context(|| format!("cannot remove the assignment of {worker}"))?;
+            tracing::info!(%worker, "assignment removed: worker gone");
+            state.assigned.remove(&worker);
+        }
+        Ok(())
+    }
 }
 
 /// Every value of a bucket, by key; a malformed value is skipped with a warning.

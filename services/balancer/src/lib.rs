@@ -1,13 +1,16 @@
-//! faro's balancer: keeps the worker registry from heartbeats and decides which queues each
-//! worker consumes, writing the decision to `faro_assignments`.
+//! faro's balancer: keeps the worker registry from heartbeats and decides which queue each
+//! worker serves, writing the decision to `faro_assignments` with a reason for every change.
 //!
-//! Modules: `config`, `app` (the cycle: fetch, decide, write), `assign` (pure: the decision),
-//! `store` (PostgreSQL: queues and the registry), `metrics`.
+//! Modules: `config`, `app` (the cycle: follow, decide, write), `decide` (pure: the decision),
+//! `registry` (pure: worker states from heartbeat age), `store` (PostgreSQL), `api` (the CLI's
+//! requests), `metrics`.
 
+mod api;
 mod app;
-pub mod assign;
 pub mod config;
+pub mod decide;
 mod metrics;
+pub mod registry;
 mod store;
 
 pub use app::run;

@@ -1,19 +1,28 @@
-//! The balancer's SQL: queues to serve and the worker registry.
+//! The balancer's SQL: queues, hot settings, the worker registry, decisions, mappings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::QueueName;
-use faro_shared::messages::{Heartbeat, Kind, WorkerSettings};
+use faro_shared::domain::{PoolName, QueueName, WorkerId};
+use faro_shared::messages::{BalancerEvent, Heartbeat, Kind, WorkerSettings};
 use faro_shared::settings::Setting;
 
-use crate::assign::QueueView;
+use crate::decide::{Decision, Policy, QueueSpec};
+use crate::registry::{Entry, Event, RegState, Registry};
 
-/// Every queue with the kinds submitted to it. Unknown kind names are skipped with a warning
-/// (a queue whose kinds cannot all be served gets no worker).
-pub async fn queues(pool: &Pool) -> anyhow::Result<Vec<QueueView>> {
+/// Every queue with what the decision needs. A queue with a kind no worker executes is kept
+/// with no kinds (nobody serves it), with a warning.
+pub async fn queues(pool: &Pool) -> anyhow::Result<Vec<QueueSpec>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
-        .query("SELECT name, kinds FROM queues ORDER BY name", &[])
+        .query(
+            "SELECT name, priority, kinds, min_workers, max_workers, home_pools
+               FROM queues ORDER BY name",
+            &[],
+        )
         .await
         .context("cannot read queues")?;
     let mut queues = Vec::with_capacity(rows.len());
@@ -23,114 +32,369 @@ pub async fn queues(pool: &Pool) -> anyhow::Result<Vec<QueueView>> {
             tracing::warn!(queue = %name, "queue name is not a valid subject token; ignored");
             continue;
         };
-        let mut kinds = std::collections::BTreeSet::new();
-        let mut unknown = false;
-        for kind in row.get::<_, Vec<String>>(1) {
+        let mut kinds = BTreeSet::new();
+        for kind in row.get::<_, Vec<String>>(2) {
             match kind.parse::<Kind>() {
                 Ok(kind) => {
                     kinds.insert(kind);
                 }
                 Err(error) => {
                     tracing::warn!(queue = %name, %error, "queue has a kind no worker executes");
-                    unknown = true;
+                    kinds.clear();
+                    break;
                 }
             }
         }
-        if unknown {
-            kinds.clear();
-        }
-        queues.push(QueueView { name, kinds });
+        let home_pools = row
+            .get::<_, Vec<String>>(5)
+            .into_iter()
+            .filter_map(|p| match PoolName::parse(p.clone()) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    tracing::warn!(queue = %name, pool = %p, "home pool is not a valid name; ignored");
+                    None
+                }
+            })
+            .collect();
+        queues.push(QueueSpec {
+            name,
+            priority: u8::try_from(row.get::<_, i16>(1)).unwrap_or(10),
+            min_workers: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+            max_workers: row
+                .get::<_, Option<i32>>(4)
+                .map(|m| u32::try_from(m).unwrap_or(0)),
+            home_pools,
+            kinds,
+        });
     }
     Ok(queues)
 }
 
-/// The workers' hot settings from `system_config` (`worker.cpu_max`, `worker.mem_max`,
-/// `log.level`); a value that cannot be read keeps its default, with a warning.
-pub async fn worker_settings(pool: &Pool) -> anyhow::Result<WorkerSettings> {
+/// The hot settings the balancer follows and hands to the workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hot {
+    pub policy: Policy,
+    /// `cycle_interval`, when set.
+    pub cycle_interval: Option<Duration>,
+    pub workers: WorkerSettings,
+}
+
+/// Reads the hot settings from `system_config`; a value that cannot be read keeps its
+/// default, with a warning.
+pub async fn hot(pool: &Pool) -> anyhow::Result<Hot> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
             "SELECT key, value FROM system_config
-             WHERE key IN ('worker.cpu_max', 'worker.mem_max', 'log.level')",
+             WHERE key IN ('worker.cpu_max', 'worker.mem_max', 'log.level', 'maintenance_mode',
+                           'strict_isolation', 'preemption_mode', 'cooling_period',
+                           'cycle_interval')",
             &[],
         )
         .await
-        .context("cannot read the workers' settings")?;
-    let mut settings = WorkerSettings::default();
+        .context("cannot read the hot settings")?;
+    let mut hot = Hot {
+        policy: Policy::default(),
+        cycle_interval: None,
+        workers: WorkerSettings::default(),
+    };
     for row in rows {
         let key: String = row.get(0);
         match Setting::from_stored(&key, &row.get(1)) {
-            Some(Setting::WorkerCpuMax(n)) => settings.cpu_max = n,
-            Some(Setting::WorkerMemMax(n)) => settings.mem_max = n,
-            Some(Setting::LogLevel(filter)) => settings.log_level = Some(filter),
+            Some(Setting::WorkerCpuMax(n)) => hot.workers.cpu_max = n,
+            Some(Setting::WorkerMemMax(n)) => hot.workers.mem_max = n,
+            Some(Setting::LogLevel(filter)) => hot.workers.log_level = Some(filter),
+            Some(Setting::MaintenanceMode(on)) => hot.policy.maintenance = on,
+            Some(Setting::StrictIsolation(on)) => hot.policy.strict_isolation = on,
+            Some(Setting::PreemptionMode(on)) => hot.policy.preemption = on,
+            Some(Setting::CoolingPeriod(d)) => {
+                hot.policy.cooling_period =
+                    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+            }
+            Some(Setting::CycleInterval(d)) => hot.cycle_interval = Some(d),
             _ => tracing::warn!(%key, "stored setting unreadable; its default applies"),
         }
     }
-    Ok(settings)
+    Ok(hot)
 }
 
-/// Records the live workers: new ones get a `joined` event, returning ones `recovered`, and
-/// registered workers no longer alive become `left`.
-pub async fn record_workers(pool: &Pool, beats: &[Heartbeat]) -> anyhow::Result<()> {
-    let mut ids = Vec::with_capacity(beats.len());
-    let mut pools = Vec::with_capacity(beats.len());
-    let mut capacities = Vec::with_capacity(beats.len());
-    let mut kinds = Vec::with_capacity(beats.len());
-    let mut versions = Vec::with_capacity(beats.len());
-    let mut seen = Vec::with_capacity(beats.len());
-    let mut raw = Vec::with_capacity(beats.len());
-    for beat in beats {
-        ids.push(beat.worker_id.as_str());
-        pools.push(beat.pool.as_str());
-        capacities.push(i32::try_from(beat.capacity).unwrap_or(i32::MAX));
-        kinds.push(
-            beat.kinds
+/// The registry as last saved: every worker but those that left.
+pub async fn load_registry(pool: &Pool) -> anyhow::Result<Registry> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT id, state, first_seen, last_seen, beats_received, beats_missed, last_heartbeat
+               FROM workers WHERE state <> 'left'",
+            &[],
+        )
+        .await
+        .context("cannot read the worker registry")?;
+    let mut registry = Registry::default();
+    for row in rows {
+        let id: String = row.get(0);
+        let Ok(id) = WorkerId::parse(id) else {
+            continue;
+        };
+        let state = RegState::parse(row.get(1)).unwrap_or(RegState::Lost);
+        let beat: Option<Heartbeat> = row
+            .get::<_, Option<serde_json::Value>>(6)
+            .and_then(|v| serde_json::from_value(v).ok());
+        registry.workers.insert(
+            id,
+            Entry {
+                state,
+                first_seen: row.get(2),
+                last_seen: row.get(3),
+                beats_received: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                beats_missed: u64::try_from(row.get::<_, i64>(5)).unwrap_or(0),
+                missed_now: 0,
+                beat,
+                dirty: false,
+            },
+        );
+    }
+    Ok(registry)
+}
+
+/// Saves the registry's changed entries and its events in one transaction; marks them saved.
+pub async fn save_registry(
+    pool: &Pool,
+    registry: &mut Registry,
+    events: &[Event],
+) -> anyhow::Result<()> {
+    let dirty: Vec<(&WorkerId, &Entry)> =
+        registry.workers.iter().filter(|(_, e)| e.dirty).collect();
+    if dirty.is_empty() && events.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut pools = Vec::new();
+    let mut capacities = Vec::new();
+    let mut kinds = Vec::new();
+    let mut versions = Vec::new();
+    let mut states = Vec::new();
+    let mut first = Vec::new();
+    let mut last = Vec::new();
+    let mut received = Vec::new();
+    let mut missed = Vec::new();
+    let mut beats = Vec::new();
+    for (id, entry) in &dirty {
+        // An entry loaded without a readable heartbeat keeps its stored columns.
+        let beat = entry.beat.as_ref();
+        ids.push(id.as_str());
+        pools.push(beat.map(|b| b.pool.to_string()));
+        capacities.push(beat.map(|b| i32::try_from(b.capacity).unwrap_or(i32::MAX)));
+        kinds.push(beat.map(|b| {
+            b.kinds
                 .iter()
                 .map(|k| k.as_str())
                 .collect::<Vec<_>>()
-                .join(","),
-        );
-        versions.push(beat.version.as_str());
-        seen.push(beat.sent_at);
-        raw.push(serde_json::to_value(beat)?);
+                .join(",")
+        }));
+        versions.push(beat.map(|b| b.version.clone()));
+        states.push(entry.state.as_str());
+        first.push(entry.first_seen);
+        last.push(entry.last_seen);
+        received.push(i64::try_from(entry.beats_received).unwrap_or(i64::MAX));
+        missed.push(i64::try_from(entry.beats_missed).unwrap_or(i64::MAX));
+        beats.push(beat.map(serde_json::to_value).transpose()?);
     }
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
     tx.execute(
-        "WITH live AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::jsonb[])
-                 AS u(id, pool, capacity, kinds, version, seen, beat)
-         ), before AS (
-             SELECT w.id, w.state FROM workers w JOIN live USING (id)
-         ), upserted AS (
-             INSERT INTO workers (id, pool, capacity, kinds, version, state, first_seen, last_seen, last_heartbeat)
-             SELECT id, pool, capacity, string_to_array(kinds, ','), version, 'active', seen, seen, beat FROM live
-             ON CONFLICT (id) DO UPDATE
-                SET pool = EXCLUDED.pool, capacity = EXCLUDED.capacity, kinds = EXCLUDED.kinds,
-                    version = EXCLUDED.version, state = 'active', last_seen = EXCLUDED.last_seen,
-                    last_heartbeat = EXCLUDED.last_heartbeat
-             RETURNING id
-         )
-         INSERT INTO worker_events (worker_id, event)
-         SELECT u.id, CASE WHEN b.id IS NULL THEN 'joined' ELSE 'recovered' END
-           FROM upserted u LEFT JOIN before b USING (id)
-          WHERE b.id IS NULL OR b.state <> 'active'",
-        &[&ids, &pools, &capacities, &kinds, &versions, &seen, &raw],
+        "INSERT INTO workers (id, pool, capacity, kinds, version, state, first_seen, last_seen,
+                              beats_received, beats_missed, last_heartbeat)
+         SELECT id, coalesce(pool, ''), coalesce(capacity, 0),
+                coalesce(string_to_array(kinds, ','), '{}'), coalesce(version, ''), state,
+                first_seen, last_seen, received, missed, beat
+           FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[],
+                       $7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[], $11::jsonb[])
+             AS u(id, pool, capacity, kinds, version, state, first_seen, last_seen, received,
+                  missed, beat)
+         ON CONFLICT (id) DO UPDATE
+            SET pool = coalesce(EXCLUDED.last_heartbeat->>'pool', workers.pool),
+                capacity = CASE WHEN EXCLUDED.last_heartbeat IS NULL THEN workers.capacity
+                                ELSE EXCLUDED.capacity END,
+                kinds = CASE WHEN EXCLUDED.last_heartbeat IS NULL THEN workers.kinds
+                             ELSE EXCLUDED.kinds END,
+                version = CASE WHEN EXCLUDED.last_heartbeat IS NULL THEN workers.version
+                               ELSE EXCLUDED.version END,
+                state = EXCLUDED.state, first_seen = EXCLUDED.first_seen,
+                last_seen = EXCLUDED.last_seen, beats_received = EXCLUDED.beats_received,
+                beats_missed = EXCLUDED.beats_missed,
+                last_heartbeat = coalesce(EXCLUDED.last_heartbeat, workers.last_heartbeat)",
+        &[
+            &ids,
+            &pools,
+            &capacities,
+            &kinds,
+            &versions,
+            &states,
+            &first,
+            &last,
+            &received,
+            &missed,
+            &beats,
+        ],
     )
     .await
-    .context("cannot record live workers")?;
+    .context("cannot save the worker registry")?;
+    if !events.is_empty() {
+        let workers: Vec<&str> = events.iter().map(|e| e.worker.as_str()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+        let details: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                let mut detail = serde_json::json!({ "missed": e.missed });
+                if let Some(from) = e.from {
+                    detail["from"] = from.as_str().into();
+                }
+                detail
+            })
+            .collect();
+        tx.execute(
+            "INSERT INTO worker_events (worker_id, event, at, detail)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[])",
+            &[&workers, &kinds, &at, &details],
+        )
+        .await
+        .context("cannot record worker events")?;
+    }
+    tx.commit().await?;
+    for entry in registry.workers.values_mut() {
+        entry.dirty = false;
+    }
+    Ok(())
+}
+
+/// The hold last recorded for each queue.
+pub async fn holds(pool: &Pool) -> anyhow::Result<BTreeMap<QueueName, Option<String>>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query("SELECT queue, hold FROM queue_balance", &[])
+        .await
+        .context("cannot read the queues' balance")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let queue = QueueName::parse(row.get::<_, String>(0)).ok()?;
+            Some((queue, row.get(1)))
+        })
+        .collect())
+}
+
+/// Records a cycle: its events (moves and new holds), each queue's balance and each pool's
+/// cooling.
+pub async fn record_cycle(
+    pool: &Pool,
+    at: DateTime<Utc>,
+    events: &[BalancerEvent],
+    decision: &Decision,
+    pools: &BTreeMap<PoolName, (u32, Option<DateTime<Utc>>)>,
+) -> anyhow::Result<()> {
+    let mut client = pool.get().await.context("no PostgreSQL connection")?;
+    let tx = client.transaction().await?;
+    if !events.is_empty() {
+        let text = |v: Option<&dyn ToString>| v.map(|v| v.to_string());
+        let queues: Vec<Option<String>> = events
+            .iter()
+            .map(|e| text(e.queue.as_ref().map(|q| q as _)))
+            .collect();
+        let workers: Vec<Option<String>> = events
+            .iter()
+            .map(|e| text(e.worker.as_ref().map(|w| w as _)))
+            .collect();
+        let pools_of: Vec<Option<String>> = events
+            .iter()
+            .map(|e| text(e.pool.as_ref().map(|p| p as _)))
+            .collect();
+        let from: Vec<Option<String>> = events
+            .iter()
+            .map(|e| text(e.from.as_ref().map(|q| q as _)))
+            .collect();
+        let to: Vec<Option<String>> = events
+            .iter()
+            .map(|e| text(e.to.as_ref().map(|q| q as _)))
+            .collect();
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        tx.execute(
+            "INSERT INTO balancer_decisions (at, queue, worker_id, pool, from_queue, to_queue, reason)
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[])",
+            &[&at, &queues, &workers, &pools_of, &from, &to, &reasons],
+        )
+        .await
+        .context("cannot record the balancer's decisions")?;
+    }
+    let names: Vec<&str> = decision.queues.iter().map(|q| q.queue.as_str()).collect();
+    let workers: Vec<i32> = decision
+        .queues
+        .iter()
+        .map(|q| i32::try_from(q.workers).unwrap_or(i32::MAX))
+        .collect();
+    let capacity: Vec<i64> = decision
+        .queues
+        .iter()
+        .map(|q| i64::try_from(q.capacity).unwrap_or(i64::MAX))
+        .collect();
+    let pending: Vec<i64> = decision
+        .queues
+        .iter()
+        .map(|q| i64::try_from(q.pending).unwrap_or(i64::MAX))
+        .collect();
+    let stale: Vec<bool> = decision.queues.iter().map(|q| q.stale).collect();
+    let hold: Vec<Option<String>> = decision
+        .queues
+        .iter()
+        .map(|q| q.hold.as_ref().map(ToString::to_string))
+        .collect();
     tx.execute(
-        "WITH gone AS (
-             UPDATE workers SET state = 'left'
-              WHERE state = 'active' AND NOT (id = ANY($1::text[]))
-             RETURNING id
-         )
-         INSERT INTO worker_events (worker_id, event) SELECT id, 'left' FROM gone",
-        &[&ids],
+        "INSERT INTO queue_balance (queue, workers, capacity, pending, stale, hold, updated_at)
+         SELECT *, $7 FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::bool[],
+                                  $6::text[])
+         ON CONFLICT (queue) DO UPDATE
+            SET workers = EXCLUDED.workers, capacity = EXCLUDED.capacity,
+                pending = EXCLUDED.pending, stale = EXCLUDED.stale, hold = EXCLUDED.hold,
+                updated_at = EXCLUDED.updated_at",
+        &[&names, &workers, &capacity, &pending, &stale, &hold, &at],
     )
     .await
-    .context("cannot record departed workers")?;
+    .context("cannot record the queues' balance")?;
+    tx.execute(
+        "DELETE FROM queue_balance WHERE NOT (queue = ANY($1::text[]))",
+        &[&names],
+    )
+    .await?;
+    let pool_names: Vec<&str> = pools.keys().map(PoolName::as_str).collect();
+    let pool_workers: Vec<i32> = pools
+        .values()
+        .map(|(n, _)| i32::try_from(*n).unwrap_or(i32::MAX))
+        .collect();
+    let until: Vec<Option<DateTime<Utc>>> = pools.values().map(|(_, u)| *u).collect();
+    tx.execute(
+        "INSERT INTO pool_balance (pool, workers, cooling_until, updated_at)
+         SELECT *, $4 FROM unnest($1::text[], $2::int4[], $3::timestamptz[])
+         ON CONFLICT (pool) DO UPDATE
+            SET workers = EXCLUDED.workers, cooling_until = EXCLUDED.cooling_until,
+                updated_at = EXCLUDED.updated_at",
+        &[&pool_names, &pool_workers, &until, &at],
+    )
+    .await
+    .context("cannot record the pools' balance")?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Drops decisions older than `keep`.
+pub async fn prune_decisions(pool: &Pool, keep: Duration) -> anyhow::Result<u64> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let seconds = keep.as_secs_f64();
+    client
+        .execute(
+            "DELETE FROM balancer_decisions WHERE at < now() - make_interval(secs => $1)",
+            &[&seconds],
+        )
+        .await
+        .context("cannot prune old decisions")
 }

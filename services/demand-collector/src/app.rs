@@ -1,6 +1,7 @@
 //! The demand-collector service: a collection every interval, providers asked in parallel,
 //! each bounded by a timeout so a slow one never delays the others.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics as m;
-use crate::providers::{JetStreamBacklog, Provider};
+use crate::providers::{
+    DispatcherWaiting, DueSoon, HttpSource, JetStreamBacklog, Provider, SqlSource,
+};
 use crate::snapshot::{snapshots, Answer};
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
@@ -38,10 +41,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let Some((pool, js)) = unless_cancelled(&shutdown, start).await? else {
         return Ok(());
     };
-    let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(JetStreamBacklog {
-        js: js.clone(),
-        ns: ns.clone(),
-    })];
+    let providers = providers(&config, &pool, &js, &ns)?;
+    tracing::info!(
+        providers = ?providers.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "demand providers"
+    );
 
     let mut supervisor = Supervisor::new("demand-collector", shutdown.clone());
     supervisor.spawn(
@@ -56,6 +60,58 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     supervisor.wait(config.shutdown_grace).await
 }
 
+/// The providers the configuration enables.
+fn providers(
+    config: &Config,
+    pool: &Pool,
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+    let mut out: Vec<Arc<dyn Provider>> = Vec::new();
+    for name in &config.providers {
+        let provider: Arc<dyn Provider> = match name.as_str() {
+            "jetstream" => Arc::new(JetStreamBacklog {
+                js: js.clone(),
+                ns: ns.clone(),
+            }),
+            "waiting" => Arc::new(DispatcherWaiting { pool: pool.clone() }),
+            "due" => Arc::new(DueSoon {
+                pool: pool.clone(),
+                horizon: config.due_horizon,
+            }),
+            "http" => {
+                let http = config
+                    .http
+                    .as_ref()
+                    .context("the http provider needs FARO_DEMAND_HTTP_URL")?;
+                Arc::new(HttpSource {
+                    client: reqwest::Client::builder()
+                        .timeout(config.provider_timeout)
+                        .build()
+                        .context("cannot build the HTTP client")?,
+                    url: http.url.clone(),
+                    authorization: http.authorization.clone(),
+                    paths: http.paths.clone(),
+                })
+            }
+            "sql" => {
+                let sql = config
+                    .sql
+                    .as_ref()
+                    .context("the sql provider needs FARO_DEMAND_SQL_URL")?;
+                Arc::new(SqlSource {
+                    pool: pg::pool(&sql.pg).context("FARO_DEMAND_SQL_URL")?,
+                    query: sql.query.clone(),
+                    timeout: config.provider_timeout,
+                })
+            }
+            other => anyhow::bail!("unknown demand provider {other:?}"),
+        };
+        out.push(provider);
+    }
+    Ok(out)
+}
+
 async fn collect_loop(
     config: Config,
     pool: Pool,
@@ -66,13 +122,17 @@ async fn collect_loop(
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fed = BTreeMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        if let Err(error) = collect_once(&config, &pool, &js, &ns, &providers).await {
-            tracing::warn!(error = format!("{error:#}"), "demand collection failed");
+        match collect_once(&config, &pool, &js, &ns, &providers, &fed).await {
+            Ok(now_fed) => fed = now_fed,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "demand collection failed");
+            }
         }
     }
 }
@@ -83,8 +143,10 @@ async fn collect_once(
     js: &jetstream::Context,
     ns: &Namespace,
     providers: &[Arc<dyn Provider>],
-) -> anyhow::Result<()> {
+    fed: &BTreeMap<&'static str, BTreeSet<QueueName>>,
+) -> anyhow::Result<BTreeMap<&'static str, BTreeSet<QueueName>>> {
     let queues = queue_names(pool).await?;
+    let mappings = mappings(pool).await?;
     faro_shared::telemetry::follow_log_level(log_level(pool).await?.as_deref());
     let asked = providers.iter().map(|provider| {
         let queues = &queues;
@@ -118,12 +180,24 @@ async fn collect_once(
         }
     });
     let answers = futures::future::join_all(asked).await;
-    let (snaps, unmapped) = snapshots(&queues, &answers, Utc::now());
-    for (provider, name) in &unmapped {
-        tracing::warn!(provider, name = %name, "demand for a name that maps to no queue");
-        metrics::counter!(m::UNMAPPED, "provider" => *provider).increment(1);
+    let collected = snapshots(&queues, &mappings, &answers, fed, Utc::now());
+    if !collected.unmapped.is_empty() {
+        // Once per collection, every unmapped name with its count: nothing dropped silently.
+        let names: Vec<String> = collected
+            .unmapped
+            .iter()
+            .map(|(provider, name, count)| format!("{provider}:{name}={count}"))
+            .collect();
+        tracing::warn!(
+            unmapped = names.join(" "),
+            "demand for names that map to no queue (add one with faro mapping add NAME QUEUE)"
+        );
+        for (provider, _, count) in &collected.unmapped {
+            metrics::counter!(m::UNMAPPED, "provider" => *provider).increment(1);
+            metrics::counter!(m::UNMAPPED_RUNS, "provider" => *provider).increment(*count);
+        }
     }
-    for snapshot in snaps {
+    for snapshot in collected.snapshots {
         metrics::gauge!(m::DEMAND, "queue" => snapshot.queue.to_string())
             .set(snapshot.pending as f64);
         let payload = serde_json::to_vec(&snapshot)?;
@@ -133,7 +207,20 @@ async fn collect_once(
             .await
             .context("demand snapshot not stored")?;
     }
-    Ok(())
+    Ok(collected.fed)
+}
+
+/// External demand names mapped to queues (`faro mapping add`).
+async fn mappings(pool: &Pool) -> anyhow::Result<BTreeMap<String, QueueName>> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query("SELECT external_name, queue FROM demand_mappings", &[])
+        .await
+        .context("cannot read the demand mappings")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| Some((row.get(0), QueueName::parse(row.get::<_, String>(1)).ok()?)))
+        .collect())
 }
 
 /// The hot `log.level`, if one is set.

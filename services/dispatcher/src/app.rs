@@ -13,8 +13,8 @@ use faro_shared::http::{self, Health};
 use faro_shared::jobfile;
 use faro_shared::messages::RunMessage;
 use faro_shared::messages::{
-    ApiError, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, JobReply,
-    JobRequest, RunResult, SubmissionQuery, TargetReply, TargetRequest, TargetView, WorkerCancel,
+    CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, JobReply, JobRequest,
+    RunResult, SubmissionQuery, TargetReply, TargetRequest, TargetView, WorkerCancel,
     WorkerCancelReply,
 };
 use faro_shared::nats::Retry;
@@ -1027,10 +1027,15 @@ fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunMessage> {
             }
             Vec::new()
         }
-        // The workers' settings: the balancer hands them out with the assignments.
-        Setting::SnmpTestMode(_) | Setting::WorkerCpuMax(_) | Setting::WorkerMemMax(_) => {
-            Vec::new()
-        }
+        // The workers' settings (the balancer hands them out with the assignments) and the
+        // balancer's own.
+        Setting::SnmpTestMode(_)
+        | Setting::WorkerCpuMax(_)
+        | Setting::WorkerMemMax(_)
+        | Setting::StrictIsolation(_)
+        | Setting::PreemptionMode(_)
+        | Setting::CoolingPeriod(_)
+        | Setting::CycleInterval(_) => Vec::new(),
     }
 }
 
@@ -1189,36 +1194,12 @@ async fn api_loop(
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut requests = client
-        .queue_subscribe(d.ns.api_subject("dispatcher", "*"), "dispatcher".to_owned())
-        .await
-        .context("cannot serve the dispatcher API")?;
-    loop {
-        let request = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            request = requests.next() => request,
-        };
-        let Some(request) = request else {
-            anyhow::bail!("the API subscription ended");
-        };
-        let Some(reply) = request.reply.clone() else {
-            continue;
-        };
-        let verb = request.subject.rsplit('.').next().unwrap_or_default();
-        let body = match answer(&d, verb, &request.payload).await {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
-                serde_json::to_vec(&ApiError {
-                    error: format!("{error:#}"),
-                })
-                .unwrap_or_default()
-            }
-        };
-        if let Err(error) = client.publish(reply, body.into()).await {
-            tracing::warn!(%error, "cannot answer an API request");
-        }
-    }
+    let subject = d.ns.api_subject("dispatcher", "*");
+    nats::serve_api(&client, subject, "dispatcher", shutdown, |verb, payload| {
+        let d = d.clone();
+        async move { answer(&d, &verb, &payload).await }
+    })
+    .await
 }
 
 /// How long a cancel waits for the worker executing the run to answer.

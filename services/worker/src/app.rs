@@ -80,6 +80,8 @@ impl Worker {
             state: load::state(in_progress, capacity, reading.closed.is_some()),
             admission_closed: reading.closed,
             runs: self.executor.outcomes(),
+            interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
             version: VERSION.to_owned(),
             started_at: self.started_at,
             sent_at: Utc::now(),
