@@ -29,6 +29,10 @@ use crate::metrics as m;
 use crate::registry::{Event, Registry};
 use crate::store;
 
+/// Lost and left workers unseen for this long leave the balancer's memory and `faro workers`
+/// (their rows and events stay in PostgreSQL).
+pub const FORGET_AFTER_HOURS: i64 = 24;
+
 /// What the balancer knows between cycles; the API answers from it.
 pub struct State {
     pub registry: Registry,
@@ -60,7 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let js = nats::jetstream(client.clone());
         let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
         let state = State {
-            registry: store::load_registry(&pool).await?,
+            registry: store::load_registry(&pool, FORGET_AFTER_HOURS).await?,
             events: Vec::new(),
             assigned: read_all::<Assignment>(&topology.assignments)
                 .await?
@@ -116,6 +120,31 @@ impl Balancer {
             .watch_with_history(">")
             .await
             .context("cannot watch heartbeats")?;
+        // Every worker's last beat first: a first cycle that saw only some would take the
+        // assignments of the others away.
+        let mut stored = self
+            .js
+            .get_stream(format!("KV_{}", self.ns.workers_bucket()))
+            .await
+            .context("cannot open the heartbeat bucket")?;
+        let stored = stored
+            .info()
+            .await
+            .context("cannot read the heartbeat bucket")?
+            .state
+            .messages;
+        if stored > 0 {
+            while let Ok(Some(entry)) =
+                tokio::time::timeout(Duration::from_secs(2), beats.next()).await
+            {
+                let Ok(entry) = entry else { break };
+                let caught_up = entry.delta == 0;
+                self.observe_beat(entry).await;
+                if caught_up {
+                    break;
+                }
+            }
+        }
         let (mut demand, mut replay) = self.follow_demand().await?;
         // The latest snapshots first: a first cycle without them would see no demand at all.
         while replay > 0 {
@@ -279,6 +308,9 @@ impl Balancer {
             tracing::info!(worker = %event.worker, event = event.kind.as_str(), missed = event.missed, "worker registry");
         }
         state.events.extend(aged);
+        state
+            .registry
+            .forget_before(now - chrono::Duration::hours(FORGET_AFTER_HOURS));
         let workers: Vec<WorkerSpec> = state
             .registry
             .live()

@@ -274,21 +274,33 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
         return decision;
     }
     s.drop_unfit();
-    s.scale_in();
     let mut order: Vec<usize> = (0..s.queues.len()).collect();
     order.sort_by_key(|&q| (s.queues[q].priority, q));
-    for &q in &order {
-        while s.members[q].len() < s.queues[q].min_workers as usize && s.below_max(q) {
-            if !s.take_one(q) {
-                break;
+    // A queue that got a worker late in a pass may now spare one to a more urgent queue that
+    // found none earlier, and a worker returned to its pool may leave the queue it was lent to
+    // below its minimum: passes repeat until one moves nothing (bounded: workers only move
+    // towards more urgent queues, out of idleness, or home).
+    // A worker taken late makes an earlier, smaller one surplus: each pass scales in first.
+    for _ in 0..=s.workers.len() {
+        let mut again = s.scale_in();
+        for minimum in [true, false] {
+            for &q in &order {
+                while s.below_max(q)
+                    && if minimum {
+                        s.members[q].len() < s.queues[q].min_workers as usize
+                    } else {
+                        s.stale[q].is_none() && s.capacity[q] < s.pending[q]
+                    }
+                {
+                    if !s.take_one(q) {
+                        break;
+                    }
+                    again = true;
+                }
             }
         }
-    }
-    for &q in &order {
-        while s.stale[q].is_none() && s.capacity[q] < s.pending[q] && s.below_max(q) {
-            if !s.take_one(q) {
-                break;
-            }
+        if !again {
+            break;
         }
     }
     let census = s.census();
@@ -317,14 +329,19 @@ impl<'a> State<'a> {
         }
         workers.dedup_by(|a, b| a.id == b.id);
 
-        let mut pools: Vec<&PoolName> = workers
+        let pools: Vec<&PoolName> = workers
             .iter()
             .map(|w| &w.pool)
             .chain(queues.iter().flat_map(|q| q.home_pools.iter()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
-        pools.sort();
-        pools.dedup();
-        let pool_index = |p: &PoolName| pools.binary_search(&p).unwrap_or(0);
+        let pool_at: std::collections::HashMap<&str, usize> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let pool_index = |p: &PoolName| pool_at.get(p.as_str()).copied().unwrap_or(0);
         let by_name: std::collections::HashMap<&str, usize> = queues
             .iter()
             .enumerate()
@@ -384,6 +401,7 @@ impl<'a> State<'a> {
             frozen,
             pool_demand,
         };
+        let mut idle = Vec::new();
         for w in 0..s.workers.len() {
             match s.at[w] {
                 Some(q) => {
@@ -398,9 +416,18 @@ impl<'a> State<'a> {
                 None if s.workers[w].current.is_some() => {
                     // Its queue is gone: forced off.
                     s.why[w] = Some(Reason::Unfit("its queue no longer exists".into()));
-                    s.make_idle(w);
+                    idle.push(w);
                 }
-                None => s.make_idle(w),
+                None => idle.push(w),
+            }
+        }
+        // Highest index first, so each stack is built by pushes (the lowest id pops first).
+        for &w in idle.iter().rev() {
+            if s.movable(w) {
+                s.idle[s.worker_pool[w]]
+                    .entry(s.worker_mask[w])
+                    .or_default()
+                    .push(w);
             }
         }
         s
@@ -532,8 +559,9 @@ impl<'a> State<'a> {
         order
     }
 
-    /// Step 2: fresh demand that needs fewer slots gives workers back.
-    fn scale_in(&mut self) {
+    /// Step 2: fresh demand that needs fewer slots gives workers back; true if any did.
+    fn scale_in(&mut self) -> bool {
+        let mut released = false;
         for q in 0..self.queues.len() {
             if self.stale[q].is_some() {
                 continue;
@@ -543,9 +571,11 @@ impl<'a> State<'a> {
                 let cap = u64::from(self.workers[w].capacity);
                 if self.members[q].len() > min && self.capacity[q] - cap >= self.pending[q] {
                     self.unassign(w, Reason::ScaleIn);
+                    released = true;
                 }
             }
         }
+        released
     }
 
     /// Step 3: one more worker for `q`, from the first source that has one.

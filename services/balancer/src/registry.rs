@@ -219,6 +219,16 @@ impl Registry {
         events
     }
 
+    /// Forgets lost and left workers not seen since `cutoff` (their rows stay in `workers`):
+    /// workers named after short-lived containers do not pile up. Returns how many.
+    pub fn forget_before(&mut self, cutoff: DateTime<Utc>) -> usize {
+        let before = self.workers.len();
+        self.workers.retain(|_, e| {
+            matches!(e.state, RegState::Active | RegState::Unstable) || e.last_seen >= cutoff
+        });
+        before - self.workers.len()
+    }
+
     /// Workers the balancer assigns: active and unstable ones.
     pub fn live(&self) -> impl Iterator<Item = (&WorkerId, &Entry)> {
         self.workers
@@ -323,6 +333,23 @@ mod tests {
         assert!(reg.tick(t(100), 5).is_empty(), "a left worker is not lost");
         assert_eq!(reg.beat(hb("w1"), t(200)).unwrap().kind, EventKind::Joined);
         assert_eq!(reg.workers[&id].first_seen, t(200));
+    }
+
+    #[test]
+    fn only_long_gone_workers_are_forgotten() {
+        let mut reg = Registry::default();
+        reg.beat(hb("gone"), t(0));
+        reg.beat(hb("quiet"), t(0));
+        reg.beat(hb("recent"), t(0));
+        reg.left(&WorkerId::parse("gone").unwrap(), t(1));
+        reg.tick(t(100), 5);
+        reg.beat(hb("recent"), t(100));
+        // "quiet" is lost since t(0); "recent" is active.
+        assert_eq!(reg.forget_before(t(50)), 2);
+        assert_eq!(
+            reg.workers.keys().map(WorkerId::as_str).collect::<Vec<_>>(),
+            ["recent"]
+        );
     }
 
     #[test]

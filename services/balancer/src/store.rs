@@ -118,14 +118,17 @@ pub async fn hot(pool: &Pool) -> anyhow::Result<Hot> {
     Ok(hot)
 }
 
-/// The registry as last saved: every worker but those that left.
-pub async fn load_registry(pool: &Pool) -> anyhow::Result<Registry> {
+/// The registry as last saved: every worker but those that left, and those lost for longer
+/// than `forget_after_hours`.
+pub async fn load_registry(pool: &Pool, forget_after_hours: i64) -> anyhow::Result<Registry> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
             "SELECT id, state, first_seen, last_seen, beats_received, beats_missed, last_heartbeat
-               FROM workers WHERE state <> 'left'",
-            &[],
+               FROM workers
+              WHERE state IN ('active', 'unstable')
+                 OR (state = 'lost' AND last_seen > now() - make_interval(hours => $1))",
+            &[&i32::try_from(forget_after_hours).unwrap_or(i32::MAX)],
         )
         .await
         .context("cannot read the worker registry")?;

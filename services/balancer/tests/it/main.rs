@@ -408,7 +408,9 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
     )
     .await;
 
-    // The cooling survives a restart.
+    // The cooling survives a restart, and the restarted balancer takes no assignment away
+    // (it reads every worker's last beat before its first decision).
+    let mut assignments = topology.assignments.watch_all().await.unwrap();
     shutdown.cancel();
     balancer.await.unwrap().unwrap();
     pool.get()
@@ -437,6 +439,18 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
             .get::<_, i32>(0),
         3
     );
+    // A cycle has run since the restart: whatever it wrote is in the watch already.
+    while let Ok(Some(entry)) =
+        tokio::time::timeout(Duration::from_millis(200), assignments.next()).await
+    {
+        let entry = entry.unwrap();
+        assert_eq!(
+            entry.operation,
+            kv::Operation::Put,
+            "{} lost its assignment at the restart",
+            entry.key
+        );
+    }
     shutdown.cancel();
     balancer.await.unwrap().unwrap();
 }
