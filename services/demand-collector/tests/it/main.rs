@@ -198,3 +198,63 @@ mod sources {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_hangs_marks_its_queues_stale_and_delays_no_other() {
+    let bus = TestBus::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO queues (name, kinds) VALUES ('busy', '{sim}')")
+        .await
+        .unwrap();
+    let (ns, js) = (&bus.ns, &bus.js);
+    for i in 0..3 {
+        js.publish(format!("{ns}.jobs.busy.t{i}"), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // An HTTP source that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/demand", listener.local_addr().unwrap());
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+
+    let mut env = bus.env(Some(&db));
+    env.set("FARO_DEMAND_INTERVAL", "100ms")
+        .set("FARO_DEMAND_PROVIDER_TIMEOUT", "300ms")
+        .set("FARO_DEMAND_HTTP_URL", url);
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let collector = tokio::spawn(faro_demand_collector::run(
+        faro_demand_collector::Config::from_env(&env).unwrap(),
+        shutdown.clone(),
+    ));
+    let consumer = bus.read_stream(&ns.demand_stream(), None).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("no demand snapshot within 10 s")
+        .unwrap()
+        .unwrap();
+    let snapshot: DemandSnapshot = serde_json::from_slice(&message.payload).unwrap();
+    // The backlog still counts, the queue is stale, and the hung source cost one timeout.
+    assert_eq!(snapshot.sources["jetstream"], 3);
+    assert!(snapshot.stale);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    collector.await.unwrap().unwrap();
+    hang.abort();
+}
