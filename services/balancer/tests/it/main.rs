@@ -286,6 +286,20 @@ async fn a_silent_worker_is_unstable_then_lost_and_recovers_across_a_balancer_re
     balancer.await.unwrap().unwrap();
 }
 
+/// The workers of a queue after the latest cycle.
+async fn workers_of(pool: &deadpool_postgres::Pool, queue: &str) -> i32 {
+    pool.get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT workers FROM queue_balance WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn set(pool: &deadpool_postgres::Pool, key: &str, value: serde_json::Value) {
     pool.get()
         .await
@@ -375,19 +389,7 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
         &["held: maintenance_mode"],
     )
     .await;
-    assert_eq!(
-        pool.get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT workers FROM queue_balance WHERE queue = 'urgent'",
-                &[]
-            )
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_eq!(workers_of(&pool, "urgent").await, 2);
 
     // Out of maintenance with a long cooling: one move, then the pool is frozen.
     set(&pool, "cooling_period", serde_json::json!("1h")).await;
@@ -426,19 +428,7 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
         &["held: cooling until 20"],
     )
     .await;
-    assert_eq!(
-        pool.get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT workers FROM queue_balance WHERE queue = 'bulk'",
-                &[]
-            )
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        3
-    );
+    assert_eq!(workers_of(&pool, "bulk").await, 3);
     // A cycle has run since the restart: whatever it wrote is in the watch already.
     while let Ok(Some(entry)) =
         tokio::time::timeout(Duration::from_millis(200), assignments.next()).await

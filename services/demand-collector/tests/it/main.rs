@@ -10,27 +10,37 @@ use faro_shared::testing::{TestBus, TestDb};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backlog_of_each_queue_is_published() {
+/// A bus and a database with `queues` defined, and `runs` messages waiting in the first.
+async fn backlog(queues: &[&str], runs: usize) -> (TestBus, TestDb) {
     let bus = TestBus::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
     let pool = pg::pool(&db.config()).unwrap();
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "INSERT INTO queues (name, kinds) VALUES ('busy', '{sim}'), ('idle', '{sim}')",
-        )
-        .await
-        .unwrap();
-    let (ns, js) = (&bus.ns, &bus.js);
-    for i in 0..7 {
-        js.publish(format!("{ns}.jobs.busy.t{i}"), "{}".into())
+    for queue in queues {
+        pool.get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO queues (name, kinds) VALUES ($1, '{sim}')",
+                &[queue],
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..runs {
+        bus.js
+            .publish(format!("{}.jobs.{}.t{i}", bus.ns, queues[0]), "{}".into())
             .await
             .unwrap()
             .await
             .unwrap();
     }
+    (bus, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_of_each_queue_is_published() {
+    let (bus, db) = backlog(&["busy", "idle"], 7).await;
+    let ns = &bus.ns;
 
     let mut env = bus.env(Some(&db));
     env.set("FARO_DEMAND_INTERVAL", "100ms");
@@ -201,23 +211,8 @@ mod sources {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_hangs_marks_its_queues_stale_and_delays_no_other() {
-    let bus = TestBus::start().await.unwrap();
-    let db = TestDb::create().await.unwrap();
-    let pool = pg::pool(&db.config()).unwrap();
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute("INSERT INTO queues (name, kinds) VALUES ('busy', '{sim}')")
-        .await
-        .unwrap();
-    let (ns, js) = (&bus.ns, &bus.js);
-    for i in 0..3 {
-        js.publish(format!("{ns}.jobs.busy.t{i}"), "{}".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    let (bus, db) = backlog(&["busy"], 3).await;
+    let ns = &bus.ns;
     // An HTTP source that accepts and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/demand", listener.local_addr().unwrap());
