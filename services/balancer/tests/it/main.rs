@@ -15,8 +15,9 @@ use faro_shared::testing::{TestBus, TestDb};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-fn beat(id: &str, kinds: Vec<Kind>, interval_ms: u32) -> Vec<u8> {
-    serde_json::to_vec(&Heartbeat {
+/// Writes a heartbeat of worker `id`, as the worker would.
+async fn beat(bus: &TestBus, id: &str, kinds: Vec<Kind>, interval_ms: u32) {
+    let body = serde_json::to_vec(&Heartbeat {
         worker_id: WorkerId::parse(id).unwrap(),
         pool: PoolName::parse("default").unwrap(),
         capacity: 4,
@@ -33,7 +34,8 @@ fn beat(id: &str, kinds: Vec<Kind>, interval_ms: u32) -> Vec<u8> {
         started_at: Utc::now(),
         sent_at: Utc::now(),
     })
-    .unwrap()
+    .unwrap();
+    bus.topology.workers.put(id, body.into()).await.unwrap();
 }
 
 async fn demand(bus: &TestBus, queue: &str, pending: u64, stale: bool) {
@@ -138,24 +140,13 @@ async fn workers_go_where_the_demand_is_with_a_reason_for_each_move() {
     let (shutdown, balancer) = start(&bus, &db, "60s");
 
     // Joining triggers a cycle at once (the timer is a minute away).
-    topology
-        .workers
-        .put("w1", beat("w1", vec![Kind::Sim], 5000).into())
-        .await
-        .unwrap();
+    beat(&bus, "w1", vec![Kind::Sim], 5000).await;
     assert_eq!(
         next_assignment(&mut w1).await,
         Some(vec!["sims".to_owned()])
     );
     // w2 is the only one that can poll: polls gets it, sims keeps w1.
-    topology
-        .workers
-        .put(
-            "w2",
-            beat("w2", vec![Kind::Sim, Kind::SnmpGet], 5000).into(),
-        )
-        .await
-        .unwrap();
+    beat(&bus, "w2", vec![Kind::Sim, Kind::SnmpGet], 5000).await;
     assert_eq!(
         next_assignment(&mut w2).await,
         Some(vec!["polls".to_owned()])
@@ -226,11 +217,7 @@ async fn a_silent_worker_is_unstable_then_lost_and_recovers_across_a_balancer_re
     let (shutdown, balancer) = start(&bus, &db, "100ms");
 
     // Beats every 200 ms: one missed after 300 ms of silence, lost after 5 (1.1 s).
-    topology
-        .workers
-        .put("w1", beat("w1", vec![Kind::Sim], 200).into())
-        .await
-        .unwrap();
+    beat(&bus, "w1", vec![Kind::Sim], 200).await;
     assert_eq!(
         next_assignment(&mut w1).await,
         Some(vec!["sims".to_owned()]),
@@ -253,11 +240,7 @@ async fn a_silent_worker_is_unstable_then_lost_and_recovers_across_a_balancer_re
     shutdown.cancel();
     balancer.await.unwrap().unwrap();
     let (shutdown, balancer) = start(&bus, &db, "100ms");
-    topology
-        .workers
-        .put("w1", beat("w1", vec![Kind::Sim], 200).into())
-        .await
-        .unwrap();
+    beat(&bus, "w1", vec![Kind::Sim], 200).await;
     wait_rows(
         &pool,
         "SELECT event FROM worker_events ORDER BY id",
@@ -332,11 +315,7 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
     demand(&bus, "urgent", 0, false).await;
     let topology = &bus.topology;
     for w in ["w1", "w2", "w3"] {
-        topology
-            .workers
-            .put(w, beat(w, vec![Kind::Sim], 60_000).into())
-            .await
-            .unwrap();
+        beat(&bus, w, vec![Kind::Sim], 60_000).await;
     }
     let (shutdown, balancer) = start(&bus, &db, "100ms");
     let serving = "SELECT string_agg(worker_id, ',' ORDER BY worker_id) FILTER (WHERE to_queue IS NOT NULL)
