@@ -4,6 +4,9 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The commit faro_build_info{commit} reports: .git is not in the build context
+# (`FARO_COMMIT=$(git rev-parse --short HEAD) docker compose build` passes it).
+ARG FARO_COMMIT=unknown
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -11,6 +11,39 @@ use faro_shared::{pg, Namespace};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Settings every test system starts with. Tests and benchmarks load this machine's CPU on
+/// purpose: workers must not stop taking runs because of it (the load tests set their own
+/// limits). Pools do not cool: a test moves workers as fast as demand changes (the cooling
+/// tests set their own).
+pub async fn seed_test_settings(pool: &Pool) -> anyhow::Result<()> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO system_config (key, value)
+             VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
+                    ('cooling_period', '\"0s\"'::jsonb)",
+            &[],
+        )
+        .await
+        .context("cannot seed the workers' load limits")?;
+    Ok(())
+}
+
+/// Runs a service, writing why it stopped to standard error if it failed: a test that sees a
+/// service stop then says why, not only which.
+async fn reporting(
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = service.await;
+    if let Err(error) = &result {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("service failed: {error:#}");
+        }
+    }
+    result
+}
+
 /// How to start the system.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -23,6 +56,8 @@ pub struct Options {
     pub heartbeat: Duration,
     /// Further `FARO_*` settings for every service.
     pub env: Vec<(String, String)>,
+    /// NATS servers: 1, or a JetStream cluster of this many with a copy of everything on each.
+    pub nats_nodes: usize,
 }
 
 impl Default for Options {
@@ -34,6 +69,7 @@ impl Default for Options {
             cycle: Duration::from_millis(250),
             heartbeat: Duration::from_millis(500),
             env: Vec::new(),
+            nats_nodes: 1,
         }
     }
 }
@@ -55,22 +91,14 @@ pub struct System {
 
 impl System {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        let bus = TestBus::start().await?;
+        let bus = if options.nats_nodes > 1 {
+            TestBus::start_cluster(options.nats_nodes).await?
+        } else {
+            TestBus::start().await?
+        };
         let db = TestDb::create().await?;
         let pool = pg::pool(&db.config())?;
-        // Tests and benchmarks load this machine's CPU on purpose: workers must not stop
-        // taking runs because of it (the load tests set their own limits). Pools do not cool:
-        // a test moves workers as fast as demand changes (the cooling tests set their own).
-        pool.get()
-            .await?
-            .execute(
-                "INSERT INTO system_config (key, value)
-                 VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
-                        ('cooling_period', '\"0s\"'::jsonb)",
-                &[],
-            )
-            .await
-            .context("cannot seed the workers' load limits")?;
+        seed_test_settings(&pool).await?;
 
         let mut base = bus.env(Some(&db));
         base.set(
@@ -100,18 +128,27 @@ impl System {
             let dispatcher = faro_dispatcher::Config::from_env(&env)?;
             services.push((
                 format!("dispatcher d{i}"),
-                tokio::spawn(faro_dispatcher::run(dispatcher, shutdown.child_token())),
+                tokio::spawn(reporting(faro_dispatcher::run(
+                    dispatcher,
+                    shutdown.child_token(),
+                ))),
             ));
         }
         let balancer = faro_balancer::Config::from_env(&base)?;
         services.push((
             "balancer".to_owned(),
-            tokio::spawn(faro_balancer::run(balancer, shutdown.child_token())),
+            tokio::spawn(reporting(faro_balancer::run(
+                balancer,
+                shutdown.child_token(),
+            ))),
         ));
         let demand = faro_demand_collector::Config::from_env(&base)?;
         services.push((
             "demand-collector".to_owned(),
-            tokio::spawn(faro_demand_collector::run(demand, shutdown.child_token())),
+            tokio::spawn(reporting(faro_demand_collector::run(
+                demand,
+                shutdown.child_token(),
+            ))),
         ));
         let mut system = Self {
             ns: bus.ns.clone(),
@@ -245,7 +282,10 @@ impl System {
     pub fn spawn_worker(&mut self, env: &Env) -> anyhow::Result<()> {
         let config = faro_worker::Config::from_env(env)?;
         let name = format!("worker {}", config.worker_id);
-        let task = tokio::spawn(faro_worker::run(config, self.shutdown.child_token()));
+        let task = tokio::spawn(reporting(faro_worker::run(
+            config,
+            self.shutdown.child_token(),
+        )));
         self.services.push((name, task));
         Ok(())
     }

@@ -12,6 +12,7 @@ use faro_shared::targetfile::{self, TargetSpec};
 use faro_shared::{nats, CommonConfig};
 
 use crate::ask_dispatcher;
+use crate::table::{self, Column};
 
 /// Targets sent in one request, well under the server's payload limit.
 const TARGETS_PER_REQUEST: usize = 1000;
@@ -128,35 +129,50 @@ pub async fn target(env: &Env, action: TargetAction) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
                 return Ok(());
             }
-            let reply: TargetReply = serde_json::from_value(reply)?;
-            println!(
-                "{:<20} {:<24} {:<22} {:<5} {:>5} {:<8} {:>9} {:>7}",
-                "ID", "NAME", "ADDRESS", "SNMP", "LIMIT", "ENABLED", "IN FLIGHT", "WAITING"
-            );
-            for t in reply.targets {
-                let version = t.snmp["version"].as_str().unwrap_or("?").to_owned();
-                let limit = match t.max_concurrency {
-                    Some(n) => n.to_string(),
-                    None => format!("{}*", t.limit),
-                };
-                println!(
-                    "{:<20} {:<24} {:<22} {:<5} {:>5} {:<8} {:>9} {:>7}",
-                    t.id.as_str(),
-                    t.name,
-                    t.address.unwrap_or_default(),
-                    version,
-                    limit,
-                    if t.enabled { "yes" } else { "no" },
-                    t.in_flight,
-                    t.waiting
-                );
-            }
-            println!("(* the system default, target.max_concurrency)");
+            print!("{}", targets_table(&serde_json::from_value(reply)?));
         }
         TargetAction::Disable { id } => set_target(env, &id, false).await?,
         TargetAction::Enable { id } => set_target(env, &id, true).await?,
     }
     Ok(())
+}
+
+const TARGET_COLUMNS: [Column; 8] = [
+    Column::left("ID"),
+    Column::left("NAME"),
+    Column::left("ADDRESS"),
+    Column::left("SNMP"),
+    Column::right("LIMIT"),
+    Column::left("ENABLED"),
+    Column::right("IN FLIGHT"),
+    Column::right("WAITING"),
+];
+
+/// What `faro target list` prints.
+fn targets_table(reply: &TargetReply) -> String {
+    let rows = reply.targets.iter().map(|t| {
+        let limit = match t.max_concurrency {
+            Some(n) => n.to_string(),
+            None => format!("{}*", t.limit),
+        };
+        vec![
+            t.id.to_string(),
+            t.name.clone(),
+            t.address.clone().unwrap_or_default(),
+            t.snmp["version"].as_str().unwrap_or("?").to_owned(),
+            limit,
+            yes_no(t.enabled),
+            t.in_flight.to_string(),
+            t.waiting.to_string(),
+        ]
+    });
+    let mut text = table::render(&TARGET_COLUMNS, rows);
+    text += "(* the system default, target.max_concurrency)\n";
+    text
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
 }
 
 async fn put_targets(env: &Env, targets: Vec<TargetSpec>) -> anyhow::Result<usize> {
@@ -319,54 +335,59 @@ pub async fn job(env: &Env, action: JobAction) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
                 return Ok(());
             }
-            let reply: JobReply = serde_json::from_value(reply)?;
-            let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "-".to_owned())
-            };
-            println!(
-                "{:<24} {:<14} {:<9} {:<16} {:<10} {:<7} {:<19} {:<19} {:<19}",
-                "ID",
-                "QUEUE",
-                "KIND",
-                "TARGET",
-                "EVERY",
-                "ENABLED",
-                "LAST RUN",
-                "LAST SUCCESS",
-                "LAST FAILURE"
-            );
-            for j in &reply.jobs {
-                let every = match (&j.interval_ms, &j.after) {
-                    (Some(ms), _) => format!("{}s", *ms as f64 / 1000.0),
-                    (None, Some(parent)) => format!("after {parent}"),
-                    (None, None) => "once".to_owned(),
-                };
-                println!(
-                    "{:<24} {:<14} {:<9} {:<16} {:<10} {:<7} {:<19} {:<19} {:<19}",
-                    j.id.as_str(),
-                    j.queue.as_str(),
-                    j.kind,
-                    j.target.as_ref().map(|t| t.as_str()).unwrap_or("-"),
-                    every,
-                    if j.enabled { "yes" } else { "no" },
-                    at(j.last_run_at),
-                    at(j.last_success_at),
-                    at(j.last_failure_at)
-                );
-            }
-            if (reply.jobs.len() as u64) < reply.total {
-                println!(
-                    "({} of {} jobs; --limit shows more)",
-                    reply.jobs.len(),
-                    reply.total
-                );
-            }
+            print!("{}", jobs_table(&serde_json::from_value(reply)?));
         }
         JobAction::Disable { id } => set_job(env, &id, false).await?,
         JobAction::Enable { id } => set_job(env, &id, true).await?,
     }
     Ok(())
+}
+
+const JOB_COLUMNS: [Column; 9] = [
+    Column::left("ID"),
+    Column::left("QUEUE"),
+    Column::left("KIND"),
+    Column::left("TARGET"),
+    Column::left("EVERY"),
+    Column::left("ENABLED"),
+    Column::left("LAST RUN"),
+    Column::left("LAST SUCCESS"),
+    Column::left("LAST FAILURE"),
+];
+
+/// What `faro job list` prints.
+fn jobs_table(reply: &JobReply) -> String {
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let rows = reply.jobs.iter().map(|j| {
+        let every = match (&j.interval_ms, &j.after) {
+            (Some(ms), _) => format!("{}s", *ms as f64 / 1000.0),
+            (None, Some(parent)) => format!("after {parent}"),
+            (None, None) => "once".to_owned(),
+        };
+        vec![
+            j.id.to_string(),
+            j.queue.to_string(),
+            j.kind.clone(),
+            j.target.as_ref().map_or("-", |t| t.as_str()).to_owned(),
+            every,
+            yes_no(j.enabled),
+            at(j.last_run_at),
+            at(j.last_success_at),
+            at(j.last_failure_at),
+        ]
+    });
+    let mut text = table::render(&JOB_COLUMNS, rows);
+    if (reply.jobs.len() as u64) < reply.total {
+        text += &format!(
+            "({} of {} jobs; --limit shows more)\n",
+            reply.jobs.len(),
+            reply.total
+        );
+    }
+    text
 }
 
 async fn set_job(env: &Env, id: &str, enabled: bool) -> anyhow::Result<()> {
@@ -383,7 +404,10 @@ async fn set_job(env: &Env, id: &str, enabled: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::tests::misplaced;
     use clap::Parser as _;
+    use faro_shared::domain::{JobId, QueueName, TargetId};
+    use faro_shared::messages::{JobView, TargetView};
 
     #[derive(clap::Parser)]
     struct T {
@@ -440,6 +464,156 @@ mod tests {
             .spec()
             .unwrap_err();
         assert!(bad.to_string().contains("snmp.user"), "{bad}");
+    }
+
+    fn target(id: &str, name: &str, address: Option<&str>, limit: Option<u32>) -> TargetView {
+        TargetView {
+            id: TargetId::parse(id).unwrap(),
+            name: name.to_owned(),
+            address: address.map(str::to_owned),
+            snmp: serde_json::json!({"version": "2c", "community": "***"}),
+            max_concurrency: limit,
+            limit: limit.unwrap_or(4),
+            enabled: limit.is_none(),
+            in_flight: 1,
+            waiting: 0,
+        }
+    }
+
+    #[test]
+    fn targets_line_up_with_long_names_and_missing_fields() {
+        let reply = TargetReply {
+            changed: 0,
+            targets: vec![
+                target("olt-1", "POP 1", Some("192.0.2.1:161"), None),
+                target(
+                    "olt-huawei-1",
+                    "Central office, rack 12, shelf 3",
+                    Some("[2001:db8::1]:1161"),
+                    Some(12),
+                ),
+                target("olt-2", "", None, Some(2)),
+            ],
+        };
+        let text = targets_table(&reply);
+        let cells = [
+            vec![
+                "olt-1",
+                "POP 1",
+                "192.0.2.1:161",
+                "2c",
+                "4*",
+                "yes",
+                "1",
+                "0",
+            ],
+            vec![
+                "olt-huawei-1",
+                "Central office, rack 12, shelf 3",
+                "[2001:db8::1]:1161",
+                "2c",
+                "12",
+                "no",
+                "1",
+                "0",
+            ],
+            vec!["olt-2", "-", "-", "2c", "2", "no", "1", "0"],
+        ];
+        let table: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        assert_eq!(misplaced(&table, &TARGET_COLUMNS, &cells), None, "\n{text}");
+        assert_eq!(
+            text,
+            "\
+ID            NAME                              ADDRESS             SNMP  LIMIT  ENABLED  IN FLIGHT  WAITING
+olt-1         POP 1                             192.0.2.1:161       2c       4*  yes              1        0
+olt-huawei-1  Central office, rack 12, shelf 3  [2001:db8::1]:1161  2c       12  no               1        0
+olt-2         -                                 -                   2c        2  no               1        0
+(* the system default, target.max_concurrency)
+"
+        );
+    }
+
+    fn job(id: &str, interval_ms: Option<u64>, after: Option<&str>) -> JobView {
+        let at =
+            |m| chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 3, 1, 12, m, 5).unwrap();
+        JobView {
+            id: JobId::parse(id).unwrap(),
+            queue: QueueName::parse("optical").unwrap(),
+            kind: "snmp.walk".to_owned(),
+            target: Some(TargetId::parse("olt-huawei-1").unwrap()),
+            interval_ms,
+            after: after.map(|a| JobId::parse(a).unwrap()),
+            enabled: true,
+            last_run_at: Some(at(2)),
+            last_success_at: Some(at(1)),
+            last_failure_at: None,
+        }
+    }
+
+    #[test]
+    fn jobs_line_up_after_a_long_chain_parent() {
+        let mut once = job("j1", None, None);
+        once.target = None;
+        once.enabled = false;
+        once.last_run_at = None;
+        once.last_success_at = None;
+        let reply = JobReply {
+            changed: 0,
+            jobs: vec![
+                job("olt-huawei-1-optical", None, Some("olt-huawei-1-discovery")),
+                job("poll-1", Some(300), None),
+                once,
+            ],
+            total: 5,
+        };
+        let text = jobs_table(&reply);
+        let cells = [
+            vec![
+                "olt-huawei-1-optical",
+                "optical",
+                "snmp.walk",
+                "olt-huawei-1",
+                "after olt-huawei-1-discovery",
+                "yes",
+                "2025-03-01 12:02:05",
+                "2025-03-01 12:01:05",
+                "-",
+            ],
+            vec![
+                "poll-1",
+                "optical",
+                "snmp.walk",
+                "olt-huawei-1",
+                "0.3s",
+                "yes",
+                "2025-03-01 12:02:05",
+                "2025-03-01 12:01:05",
+                "-",
+            ],
+            vec![
+                "j1",
+                "optical",
+                "snmp.walk",
+                "-",
+                "once",
+                "no",
+                "-",
+                "-",
+                "-",
+            ],
+        ];
+        let table: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        assert_eq!(misplaced(&table, &JOB_COLUMNS, &cells), None, "\n{text}");
+        assert_eq!(
+            text,
+            "\
+ID                    QUEUE    KIND       TARGET        EVERY                         ENABLED  LAST RUN             LAST SUCCESS         LAST FAILURE
+olt-huawei-1-optical  optical  snmp.walk  olt-huawei-1  after olt-huawei-1-discovery  yes      2025-03-01 12:02:05  2025-03-01 12:01:05  -
+poll-1                optical  snmp.walk  olt-huawei-1  0.3s                          yes      2025-03-01 12:02:05  2025-03-01 12:01:05  -
+j1                    optical  snmp.walk  -             once                          no       -                    -                    -
+(3 of 5 jobs; --limit shows more)
+"
+        );
     }
 
     #[test]

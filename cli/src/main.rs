@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 mod balance;
 mod defs;
 mod ingest;
+mod table;
 
 #[derive(Parser)]
 #[command(
@@ -210,18 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&value)?);
                 return Ok(());
             }
-            let status: StatusReply = serde_json::from_value(value)?;
-            println!("{:<12} {:>10}", "STATUS", "RUNS");
-            for (name, count) in &status.runs {
-                println!("{name:<12} {count:>10}");
-            }
-            if !status.queues.is_empty() {
-                println!();
-                println!("{:<24} {:>10}", "QUEUE", "OPEN RUNS");
-                for (name, count) in &status.queues {
-                    println!("{name:<24} {count:>10}");
-                }
-            }
+            print!("{}", status_tables(&serde_json::from_value(value)?));
             Ok(())
         }
         Command::Ingest {
@@ -329,6 +319,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What `faro status` prints: run counts by status, then open runs by queue if any.
+fn status_tables(status: &StatusReply) -> String {
+    let counts = |counts: &std::collections::BTreeMap<String, i64>| {
+        counts
+            .iter()
+            .map(|(name, count)| [name.clone(), count.to_string()])
+            .collect::<Vec<_>>()
+    };
+    let mut text = table::render(
+        &[table::Column::left("STATUS"), table::Column::right("RUNS")],
+        counts(&status.runs),
+    );
+    if !status.queues.is_empty() {
+        text.push('\n');
+        text += &table::render(
+            &[
+                table::Column::left("QUEUE"),
+                table::Column::right("OPEN RUNS"),
+            ],
+            counts(&status.queues),
+        );
+    }
+    text
+}
+
 /// Whether a stored key is an instance of a listed key (`queue.<name>.max_in_flight`).
 fn key_matches(listed: &str, key: &str) -> bool {
     match listed.split_once("<name>") {
@@ -353,6 +368,9 @@ async fn ask_dispatcher(
 
 /// Sends a request to a service's API (`faro.api.<service>.<verb>`) and returns its JSON
 /// answer; an answer that is an error becomes this command's error.
+///
+/// While nobody answers (a dispatcher standing by does not, and one that just started has not
+/// taken the lease yet), it waits up to `FARO_API_WAIT` (30 s), saying once that it waits.
 async fn ask(
     env: &Env,
     service: &str,
@@ -360,28 +378,84 @@ async fn ask(
     body: &impl serde::Serialize,
 ) -> anyhow::Result<serde_json::Value> {
     let config = CommonConfig::from_env(env)?;
+    let wait = env.duration("FARO_API_WAIT", Duration::from_secs(30))?;
     let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
     let payload = match serde_json::to_value(body)? {
         serde_json::Value::Null => Vec::new(),
         value => serde_json::to_vec(&value)?,
     };
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(config.namespace.api_subject(service, verb), payload.into()),
-    )
-    .await
-    .with_context(|| format!("no {service} answered within 10 s"))?
-    .with_context(|| {
-        if service == "dispatcher" {
-            "no dispatcher answered (is one running and leading?)".to_owned()
-        } else {
-            format!("no {service} answered (is one running?)")
+    let subject = config.namespace.api_subject(service, verb);
+    let nobody = if service == "dispatcher" {
+        "a leading dispatcher".to_owned()
+    } else {
+        format!("a {service}")
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = NoResponders::new(deadline);
+    let reply = loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request(subject.clone(), payload.clone().into()),
+        )
+        .await
+        .with_context(|| format!("no {service} answered within 10 s"))?;
+        match answer {
+            Ok(reply) => break reply,
+            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                match backoff.next() {
+                    Some((delay, first)) => {
+                        if first {
+                            eprintln!(
+                                "faro: waiting for {nobody} to answer (none does yet; giving up after {} s, FARO_API_WAIT)",
+                                wait.as_secs()
+                            );
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => anyhow::bail!(
+                        "no {service} answered within {} s (FARO_API_WAIT): is {nobody} running?",
+                        wait.as_secs()
+                    ),
+                }
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot ask the {service}"));
+            }
         }
-    })?;
+    };
     if let Ok(ApiError { error }) = serde_json::from_slice(&reply.payload) {
         anyhow::bail!("{error}");
     }
     Ok(serde_json::from_slice(&reply.payload)?)
+}
+
+/// The pauses between requests nobody answered: 100 ms doubling to 1 s, until a deadline.
+#[derive(Debug)]
+struct NoResponders {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+    tries: u32,
+}
+
+impl NoResponders {
+    fn new(deadline: tokio::time::Instant) -> Self {
+        Self {
+            deadline,
+            delay: Duration::from_millis(100),
+            tries: 0,
+        }
+    }
+
+    /// The next pause and whether it is the first, or `None` once the deadline would pass.
+    fn next(&mut self) -> Option<(Duration, bool)> {
+        if tokio::time::Instant::now() + self.delay > self.deadline {
+            return None;
+        }
+        let pause = self.delay;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+        self.tries += 1;
+        Some((pause, self.tries == 1))
+    }
 }
 
 /// What a submission became on the wire.
@@ -572,5 +646,33 @@ mod tests {
         }
         let expected: Vec<_> = (0..500).map(|i| format!("j{i}")).collect();
         assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn status_counts_are_right_aligned_under_their_headers() {
+        let status = StatusReply {
+            runs: [("cancelled", 3), ("succeeded", 1_234_567), ("timed_out", 0)]
+                .map(|(name, count)| (name.to_owned(), count))
+                .into(),
+            queues: [("get", 12), ("olt-huawei-1-discovery-and-descriptions", 7)]
+                .map(|(name, count)| (name.to_owned(), count))
+                .into(),
+            waiting: 0,
+        };
+        assert_eq!(
+            status_tables(&status),
+            "\
+STATUS        RUNS
+cancelled        3
+succeeded  1234567
+timed_out        0
+
+QUEUE                                    OPEN RUNS
+get                                             12
+olt-huawei-1-discovery-and-descriptions          7
+"
+        );
+        let idle = StatusReply::default();
+        assert_eq!(status_tables(&idle), "STATUS  RUNS\n");
     }
 }

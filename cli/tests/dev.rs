@@ -20,8 +20,17 @@ const SERVICES: [&str; 4] = [
     "faro-demand-collector",
 ];
 
+/// The simulated fleet `scripts/dev --olts 4` runs: one OLT of each vendor, its target and
+/// the last job of its chain.
+const FLEET: [(&str, &str); 4] = [
+    ("olt-huawei-1", "olt-huawei-1-optical"),
+    ("olt-zte-1", "olt-zte-1-optical"),
+    ("olt-zte-c600-1", "olt-zte-c600-1-optical"),
+    ("olt-fiberhome-1", "olt-fiberhome-1-optical"),
+];
+
 /// A NATS port, a base for the metrics ports (base+1 .. base+12) and one for the simulated
-/// OLTs' UDP ports (base+1, base+2), all free, below the ephemeral range that every other
+/// OLTs' UDP ports (base+1 .. base+4), all free, below the ephemeral range that every other
 /// test's servers draw from (port 0), so they cannot collide.
 fn quiet_ports() -> (u16, u16, u16) {
     let seed = std::process::id() as u64
@@ -39,9 +48,8 @@ fn quiet_ports() -> (u16, u16, u16) {
         if ports
             .iter()
             .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-            && [base + 41, base + 42]
-                .iter()
-                .all(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok())
+            && (base + 41..=base + 40 + FLEET.len() as u16)
+                .all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
         {
             return (base, base + 20, base + 40);
         }
@@ -79,14 +87,16 @@ impl Cli {
         loop {
             let out = self.run(&["job", "list", "--target", target]);
             let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let header = listed.lines().next().unwrap_or_default();
             let row = listed
                 .lines()
                 .find(|l| l.split_whitespace().next() == Some(job))
                 .unwrap_or_default()
                 .to_owned();
-            // ID QUEUE KIND TARGET EVERY ENABLED, then last run, success and failure times.
-            let words: Vec<&str> = row.split_whitespace().collect();
-            if words.len() >= 9 && words[6] != "-" && words[8] != "-" {
+            // Cells may hold spaces (`after PARENT`, dates): read them where their column starts.
+            let last_run = cell(header, &row, "LAST RUN");
+            let last_success = cell(header, &row, "LAST SUCCESS");
+            if last_run.is_some_and(|c| c != "-") && last_success.is_some_and(|c| c != "-") {
                 return row;
             }
             assert!(
@@ -104,6 +114,40 @@ impl Cli {
             .output()
             .unwrap()
     }
+}
+
+/// The cell of `row` under the left-aligned `column` of a table of the CLI: it starts where
+/// its header starts and ends before the next header.
+fn cell<'a>(header: &str, row: &'a str, column: &str) -> Option<&'a str> {
+    let start = header.find(column)?;
+    let after = start + column.len();
+    let text = match header[after..].find(|c: char| c != ' ') {
+        Some(next) => row.get(start..(after + next).min(row.len()))?,
+        None => row.get(start..)?,
+    };
+    Some(text.trim())
+}
+
+#[test]
+fn cell_reads_cells_that_hold_spaces() {
+    let listed = "\
+ID                      QUEUE      EVERY                         LAST RUN             LAST SUCCESS         LAST FAILURE
+olt-huawei-1-optical    get        after olt-huawei-1-discovery  2026-11-30 15:21:38  -                    -
+olt-huawei-1-discovery  discovery  2s                            2026-11-30 15:21:39  2026-11-30 15:21:38  -";
+    let mut lines = listed.lines();
+    let header = lines.next().unwrap();
+    let (chained, recurring) = (lines.next().unwrap(), lines.next().unwrap());
+    assert_eq!(
+        cell(header, chained, "LAST RUN"),
+        Some("2026-11-30 15:21:38")
+    );
+    assert_eq!(cell(header, chained, "LAST SUCCESS"), Some("-"));
+    assert_eq!(
+        cell(header, recurring, "LAST SUCCESS"),
+        Some("2026-11-30 15:21:38")
+    );
+    assert_eq!(cell(header, recurring, "LAST FAILURE"), Some("-"));
+    assert_eq!(cell(header, "", "LAST RUN"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,9 +181,12 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     .unwrap();
 
     let mut child = Command::new(root.join("scripts/dev"))
-        .args(["--no-build", "--workers", "3", "--olts", "2"])
+        .args(["--no-build", "--workers", "3", "--olts", "4"])
         .env("FARO_DEV_SNMP_BASE", snmp_base.to_string())
-        .env("FARO_DEV_OLT_INTERVAL", "2s")
+        // Not faster: the `due` demand counts 10 s / interval runs per OLT's discovery, and at
+        // 2 s four OLTs would claim all three workers for `discovery` before `get` or `smoke`
+        // had any demand, starving both (equal priorities, no preemption).
+        .env("FARO_DEV_OLT_INTERVAL", "5s")
         .current_dir(root)
         .env("FARO_DEV_BIN_DIR", &bin_dir)
         .env("FARO_DEV_STATE", state.path())
@@ -354,16 +401,39 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let row = cli.wait_listed_success("poll-1", "olt-1");
     assert!(row.contains("0.3s") && row.contains("yes"), "{row}");
 
-    // The simulated fleet is polled for real: each OLT's chain (discovery, descriptions,
-    // optical power) through snmpsim, the worker's values permission and the dispatcher.
+    // The simulated fleet, one OLT of each vendor, is polled for real: each OLT's chain
+    // (discovery, descriptions, optical power) through snmpsim, the worker's values
+    // permission and the dispatcher.
     let out = cli.run(&["target", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listed.contains(&format!("127.0.0.1:{}", snmp_base + 1)),
-        "{listed}"
-    );
-    cli.wait_listed_success("olt-huawei-1-optical", "olt-huawei-1");
-    cli.wait_listed_success("olt-zte-1-optical", "olt-zte-1");
+    for (i, (target, _)) in FLEET.iter().enumerate() {
+        let row = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(*target))
+            .unwrap_or_else(|| panic!("{target} is not a target: {listed}"));
+        let address = format!("127.0.0.1:{}", snmp_base + 1 + i as u16);
+        assert!(row.contains(&address), "{target} not on {address}: {row}");
+    }
+    for (target, job) in FLEET {
+        cli.wait_listed_success(job, target);
+    }
+    // Every OLT's values reached target_values, from each vendor's own MIB tree.
+    for (target, tree) in [
+        ("olt-huawei-1", "1.3.6.1.4.1.2011.6.128."),
+        ("olt-zte-1", "1.3.6.1.4.1.3902.1012.3."),
+        ("olt-zte-c600-1", "1.3.6.1.4.1.3902.1082.500."),
+        ("olt-fiberhome-1", "1.3.6.1.4.1.5875.800.3."),
+    ] {
+        let values: i64 = client
+            .query_one(
+                "SELECT count(*) FROM target_values WHERE target = $1 AND oid LIKE $2 || '%'",
+                &[&target, &tree],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(values > 0, "no values of {target} under {tree}");
+    }
     let out = cli.run(&["job", "disable", "poll-1"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("job poll-1 disabled"));
     let out = cli.run(&["job", "disable", "nope"]);

@@ -236,6 +236,9 @@ impl NatsConfig {
 pub struct PgConfig {
     pub url: Secret,
     pub pool_size: usize,
+    /// How long start-up (migrations, `faro migrate`) keeps trying a PostgreSQL that does not
+    /// answer yet: a container started next to its database, a database restarting.
+    pub connect_wait: Duration,
 }
 
 impl PgConfig {
@@ -243,6 +246,7 @@ impl PgConfig {
         Self {
             url: Secret::new(url),
             pool_size: 16,
+            connect_wait: Duration::from_secs(60),
         }
     }
 
@@ -261,6 +265,7 @@ impl PgConfig {
         Ok(Self {
             url: Secret(url),
             pool_size: env.parse("FARO_DB_POOL_SIZE", 16, "a whole number of connections")?,
+            connect_wait: env.duration("FARO_DATABASE_WAIT", Duration::from_secs(60))?,
         })
     }
 }

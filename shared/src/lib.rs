@@ -2,7 +2,7 @@
 //!
 //! Message types and their subjects (`messages`, `names`), validated names (`domain`), the JSON
 //! job format (`jobfile`), targets as operators write them (`targetfile`), SNMP params and values (`snmp`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
-//! `/metrics` and `/health` (`http`), NATS and PostgreSQL setup (`nats`, `pg`), expiring KV leases (`lease`),
+//! `/metrics` and `/health` (`http`), the process metrics (`process`), NATS and PostgreSQL setup (`nats`, `pg`), expiring KV leases (`lease`),
 //! shutdown (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
 //! Decisions belong to the services, not here.
 
@@ -15,6 +15,7 @@ pub mod messages;
 pub mod names;
 pub mod nats;
 pub mod pg;
+pub mod process;
 pub mod settings;
 pub mod shutdown;
 pub mod snmp;

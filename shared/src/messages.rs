@@ -458,11 +458,18 @@ pub struct Heartbeat {
     pub capacity: u32,
     pub kinds: Vec<Kind>,
     pub in_progress: u32,
-    /// Whole-machine CPU use in percent, when the worker can read it.
+    /// CPU use in percent, when the worker can read it: of its cgroup's CPU quota when it has
+    /// one, else of the whole machine (`load_source.cpu` says which).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f32>,
+    /// Memory in use in percent: its cgroup's working set of the cgroup's memory limit when it
+    /// has one, else the whole machine's (`load_source.mem` says which).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_percent: Option<f32>,
+    /// Where `cpu_percent` and `mem_percent` were read; `host` for both in a beat from a
+    /// worker older than this field.
+    #[serde(default)]
+    pub load_source: LoadSources,
     /// 0 (idle) to 100 (full): the larger of slot use, CPU and memory.
     pub load_score: u8,
     /// `idle` (nothing running), `available` (free slots, taking runs) or `busy` (no free
@@ -498,11 +505,52 @@ pub enum WorkerState {
     Busy,
 }
 
+/// Where a worker read one of its load figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadSource {
+    /// The whole machine (`/proc/stat`, `/proc/meminfo`): no cgroup limit applies, or it could
+    /// not be read.
+    #[default]
+    Host,
+    /// The worker's cgroup v2 (`cpu.max`/`cpu.stat`, `memory.max`/`memory.current`).
+    CgroupV2,
+    /// The worker's cgroup v1 (`cpu`/`cpuacct`, `memory` controllers).
+    CgroupV1,
+}
+
+impl LoadSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::CgroupV2 => "cgroup_v2",
+            Self::CgroupV1 => "cgroup_v1",
+        }
+    }
+}
+
+impl fmt::Display for LoadSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a heartbeat's CPU and memory figures come from, each on its own: a container may
+/// limit one and not the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadSources {
+    #[serde(default)]
+    pub cpu: LoadSource,
+    #[serde(default)]
+    pub mem: LoadSource,
+}
+
 /// The hot settings a worker follows, sent with its assignment (the balancer reads them from
 /// `system_config` every cycle).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSettings {
-    /// Whole-machine CPU use in percent above which the worker pulls no new runs.
+    /// CPU use in percent (of the cgroup quota in a limited container, else of the machine)
+    /// above which the worker pulls no new runs.
     pub cpu_max: u8,
     /// Memory use in percent above which the worker pulls no new runs.
     pub mem_max: u8,

@@ -22,6 +22,32 @@ pub struct TopologySettings {
     pub duplicate_window: Duration,
     /// How long audit events are kept.
     pub events_max_age: Duration,
+    /// Copies of every stream and bucket (`FARO_JETSTREAM_REPLICAS`): 1 on a single server, 3
+    /// on a three-node cluster, so losing one node loses no stored run, result or lease.
+    pub replicas: usize,
+}
+
+impl TopologySettings {
+    /// The operator's settings: `FARO_JETSTREAM_REPLICAS` (1 to 5).
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let replicas: usize = env.parse(
+            "FARO_JETSTREAM_REPLICAS",
+            1,
+            "a number of copies from 1 to 5 (3 on a three-node NATS cluster)",
+        )?;
+        if !(1..=5).contains(&replicas) {
+            return Err(crate::config::ConfigError {
+                var: "FARO_JETSTREAM_REPLICAS".to_owned(),
+                value: replicas.to_string(),
+                expected: "a number of copies from 1 to 5 (3 on a three-node NATS cluster)"
+                    .to_owned(),
+            });
+        }
+        Ok(Self {
+            replicas,
+            ..Self::default()
+        })
+    }
 }
 
 impl Default for TopologySettings {
@@ -30,6 +56,7 @@ impl Default for TopologySettings {
             heartbeat_ttl: Duration::from_secs(60),
             duplicate_window: Duration::from_secs(120),
             events_max_age: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
         }
     }
 }
@@ -82,8 +109,15 @@ pub async fn connect(
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
+    // FARO_NATS_URL lists one server or several, comma-separated (the nodes of a cluster).
+    let servers: Vec<&str> = config
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect();
     let client = options
-        .connect(config.url.as_str())
+        .connect(servers)
         .await
         .with_context(|| format!("cannot connect to NATS at {} (FARO_NATS_URL)", config.url))?;
     Ok(client)
@@ -107,8 +141,43 @@ pub struct Topology {
     pub cooling: kv::Store,
 }
 
-/// Declares every stream and bucket of `ns`, creating or updating them.
+/// How long start-up keeps declaring the topology while JetStream cannot take it yet: a
+/// cluster still electing its meta leader, or with too few nodes up for the replicas asked.
+const TOPOLOGY_WAIT: Duration = Duration::from_secs(60);
+
+/// Declares every stream and bucket of `ns`, creating or updating them; while JetStream does
+/// not take the declarations (a cluster forming, a node restarting), tries again for up to a
+/// minute, logging why.
 pub async fn ensure_topology(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    settings: &TopologySettings,
+) -> anyhow::Result<Topology> {
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match declare_topology(js, ns, settings).await {
+            Ok(topology) => return Ok(topology),
+            Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "JetStream does not take the topology yet; trying again"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                return Err(error.context(format!(
+                    "JetStream did not take the topology within {} s",
+                    TOPOLOGY_WAIT.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+async fn declare_topology(
     js: &jetstream::Context,
     ns: &Namespace,
     settings: &TopologySettings,
@@ -119,6 +188,7 @@ pub async fn ensure_topology(
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: window,
+        num_replicas: settings.replicas,
         ..Default::default()
     };
     let streams = [
@@ -145,6 +215,7 @@ pub async fn ensure_topology(
             max_messages_per_subject: 1,
             storage: stream::StorageType::File,
             allow_direct: true,
+            num_replicas: settings.replicas,
             ..Default::default()
         },
         stream::Config {
@@ -152,6 +223,7 @@ pub async fn ensure_topology(
             subjects: vec![ns.events_wildcard()],
             max_age: settings.events_max_age,
             storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
             ..Default::default()
         },
     ];
@@ -166,6 +238,7 @@ pub async fn ensure_topology(
         history: 1,
         max_age,
         storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
         ..Default::default()
     };
     let declare = |config: kv::Config| async move {
@@ -300,6 +373,31 @@ where
         };
         if let Err(error) = client.publish(reply, body.into()).await {
             tracing::warn!(%error, "cannot answer an API request");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    #[test]
+    fn replicas_default_to_one_and_refuse_what_no_cluster_takes() {
+        assert_eq!(
+            TopologySettings::from_env(&Env::default())
+                .unwrap()
+                .replicas,
+            1
+        );
+        let three = Env::from_pairs([("FARO_JETSTREAM_REPLICAS", "3")]);
+        assert_eq!(TopologySettings::from_env(&three).unwrap().replicas, 3);
+        for bad in ["0", "6", "three", "-1"] {
+            let error =
+                TopologySettings::from_env(&Env::from_pairs([("FARO_JETSTREAM_REPLICAS", bad)]))
+                    .unwrap_err();
+            assert_eq!(error.var, "FARO_JETSTREAM_REPLICAS");
+            assert!(error.expected.contains("1 to 5"), "{error}");
         }
     }
 }

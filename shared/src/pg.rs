@@ -45,10 +45,9 @@ pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
 }
 
 /// Applies every migration not yet applied. Safe to call from several processes at once.
+/// Waits up to `connect_wait` for a PostgreSQL that does not answer yet.
 pub async fn migrate(config: &PgConfig) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(config.url.expose(), NoTls)
-        .await
-        .context("cannot connect to PostgreSQL (FARO_DATABASE_URL) to migrate")?;
+    let (mut client, connection) = connect(config).await?;
     let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "migration connection ended");
@@ -78,25 +77,60 @@ pub async fn migrate(config: &PgConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until PostgreSQL answers, for services that start before it does.
-pub async fn wait_ready(pool: &Pool, timeout: std::time::Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// Connects once PostgreSQL answers: a refused connection, a server still starting or
+/// shutting down, or too many connections is tried again (backing off to 2 s) until
+/// `connect_wait` has passed; anything else (a wrong password, a database that does not exist)
+/// fails at once, since waiting will not fix it.
+pub async fn connect(
+    config: &PgConfig,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+)> {
+    let deadline = tokio::time::Instant::now() + config.connect_wait;
     let mut delay = std::time::Duration::from_millis(100);
+    let mut attempts = 0u32;
     loop {
-        match pool.get().await {
-            Ok(client) => {
-                client.simple_query("SELECT 1").await?;
-                return Ok(());
+        attempts += 1;
+        let error = match tokio_postgres::connect(config.url.expose(), NoTls).await {
+            Ok(connected) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "PostgreSQL answers");
+                }
+                return Ok(connected);
             }
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%error, "PostgreSQL not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(error) => {
-                return Err(error)
-                    .context("PostgreSQL did not become reachable (FARO_DATABASE_URL)")
-            }
+            Err(error) => error,
+        };
+        if !is_transient(&error) {
+            return Err(error).context("cannot connect to PostgreSQL (FARO_DATABASE_URL)");
         }
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(error).with_context(|| {
+                format!(
+                    "PostgreSQL (FARO_DATABASE_URL) did not answer within {} s (FARO_DATABASE_WAIT)",
+                    config.connect_wait.as_secs_f64()
+                )
+            });
+        }
+        // One line per attempt, so an operator watching the logs sees what it waits for.
+        tracing::warn!(%error, attempts, retry_in_ms = delay.as_millis() as u64, "PostgreSQL does not answer yet; waiting");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Whether a failed connection may succeed later: no answer at all (refused, reset, closed),
+/// or the server said it cannot take connections now.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match error.code() {
+        None => true,
+        Some(code) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+        ]
+        .contains(code),
     }
 }

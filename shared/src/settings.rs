@@ -26,7 +26,8 @@ pub enum Setting {
     LogLevel(String),
     /// Every SNMP run is simulated (a `sim` draw, marked `simulated`): nothing polls a device.
     SnmpTestMode(bool),
-    /// Whole-machine CPU use (percent) above which a worker pulls no new runs.
+    /// CPU use (percent; of the cgroup quota in a limited container, else of the machine)
+    /// above which a worker pulls no new runs.
     WorkerCpuMax(u8),
     /// Memory use (percent) above which a worker pulls no new runs.
     WorkerMemMax(u8),

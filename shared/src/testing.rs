@@ -37,6 +37,8 @@ pub fn init_test_log() {
 #[derive(Debug)]
 pub struct TestBus {
     pub server: NatsServer,
+    /// The other nodes when the bus is a cluster ([`TestBus::start_cluster`]); empty otherwise.
+    pub peers: Vec<NatsServer>,
     pub ns: Namespace,
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
@@ -47,18 +49,56 @@ impl TestBus {
     pub async fn start() -> anyhow::Result<Self> {
         init_test_log();
         let server = NatsServer::start()?;
+        Self::on(server, Vec::new()).await
+    }
+
+    /// A JetStream cluster of `nodes` servers; streams and buckets get one copy per node.
+    pub async fn start_cluster(nodes: usize) -> anyhow::Result<Self> {
+        init_test_log();
+        let mut servers = NatsServer::start_cluster(nodes)?;
+        let first = servers.remove(0);
+        Self::on(first, servers).await
+    }
+
+    async fn on(server: NatsServer, peers: Vec<NatsServer>) -> anyhow::Result<Self> {
         let ns = namespace();
+        let url = std::iter::once(&server)
+            .chain(&peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
         let client =
-            crate::nats::connect(&server.config(), "test", crate::nats::Retry::Never).await?;
+            crate::nats::connect(&NatsConfig::new(url), "test", crate::nats::Retry::Never).await?;
         let js = crate::nats::jetstream(client.clone());
-        let topology = crate::nats::ensure_topology(&js, &ns, &Default::default()).await?;
+        let settings = crate::nats::TopologySettings {
+            replicas: 1 + peers.len(),
+            ..Default::default()
+        };
+        let topology = crate::nats::ensure_topology(&js, &ns, &settings).await?;
         Ok(Self {
             server,
+            peers,
             ns,
             client,
             js,
             topology,
         })
+    }
+
+    /// Every node's URL, comma-separated, as `FARO_NATS_URL` takes them.
+    pub fn url(&self) -> String {
+        std::iter::once(&self.server)
+            .chain(&self.peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`n0`, `n1`, ... in a cluster).
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut NatsServer> {
+        std::iter::once(&mut self.server)
+            .chain(&mut self.peers)
+            .find(|node| node.name() == Some(name))
     }
 
     /// An ephemeral consumer that reads `stream` from its first message (one subject, or all).
@@ -83,8 +123,14 @@ impl TestBus {
     pub fn env(&self, db: Option<&TestDb>) -> crate::config::Env {
         let mut env = crate::config::Env::default();
         env.set("FARO_NAMESPACE", self.ns.as_str())
-            .set("FARO_NATS_URL", self.server.url())
+            .set("FARO_NATS_URL", self.url())
             .set("FARO_HTTP_ADDR", "127.0.0.1:0");
+        if !self.peers.is_empty() {
+            env.set(
+                "FARO_JETSTREAM_REPLICAS",
+                (1 + self.peers.len()).to_string(),
+            );
+        }
         if let Some(db) = db {
             env.set("FARO_DATABASE_URL", db.url());
         }
@@ -99,6 +145,16 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     binary: PathBuf,
+    /// Cluster arguments (server name, cluster port, routes), kept for restarts.
+    cluster: Option<ClusterNode>,
+}
+
+/// A node's place in a test cluster.
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    name: String,
+    port: u16,
+    routes: Vec<String>,
 }
 
 impl NatsServer {
@@ -112,9 +168,47 @@ impl NatsServer {
             port: 0,
             store,
             binary,
+            cluster: None,
         };
         server.spawn_on_free_port()?;
         Ok(server)
+    }
+
+    /// Starts `nodes` servers routed to each other in one JetStream cluster (`faro-test`),
+    /// named `n0`, `n1`, ...; each has its own store. JetStream answers once they have
+    /// elected a meta leader ([`crate::nats::ensure_topology`] waits for that).
+    pub fn start_cluster(nodes: usize) -> anyhow::Result<Vec<Self>> {
+        let binary = find_nats_server()?;
+        let cluster_ports = (0..nodes)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut servers = Vec::with_capacity(nodes);
+        for (index, cluster_port) in cluster_ports.iter().enumerate() {
+            let routes = cluster_ports
+                .iter()
+                .filter(|other| *other != cluster_port)
+                .map(|other| format!("nats://127.0.0.1:{other}"))
+                .collect();
+            let mut server = Self {
+                child: None,
+                port: 0,
+                store: tempfile::tempdir().context("cannot make a JetStream store dir")?,
+                binary: binary.clone(),
+                cluster: Some(ClusterNode {
+                    name: format!("n{index}"),
+                    port: *cluster_port,
+                    routes,
+                }),
+            };
+            server.spawn_on_free_port()?;
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    /// The server's name in its cluster, if it is in one.
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|node| node.name.as_str())
     }
 
     pub fn url(&self) -> String {
@@ -152,9 +246,17 @@ impl NatsServer {
     }
 
     fn spawn(&mut self, port: u16) -> anyhow::Result<()> {
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(node) = &self.cluster {
+            command
+                .args(["--server_name", &node.name, "--cluster_name", "faro-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", node.port)])
+                .args(["--routes", &node.routes.join(",")]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {

@@ -74,7 +74,24 @@ fn the_example_files_are_valid() {
         .into_iter()
         .map(|t| t.id.to_string())
         .collect();
-    for (template, target) in [("huawei-ma5800", "olt-huawei-1"), ("zte-c300", "olt-zte-1")] {
+    // Every template is checked here: one made for a new vendor must be added to this list.
+    let listed: std::collections::BTreeSet<String> =
+        std::fs::read_dir(root.join("examples/templates"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    let templates = [
+        ("huawei-ma5800", "olt-huawei-1"),
+        ("zte-c300", "olt-zte-1"),
+        ("zte-c600", "olt-zte-c600-1"),
+        ("fiberhome-an5516", "olt-fiberhome-1"),
+    ];
+    assert_eq!(
+        listed,
+        templates.iter().map(|(t, _)| format!("{t}.json")).collect(),
+        "examples/templates/"
+    );
+    for (template, target) in templates {
         assert!(fleet.contains(&target.to_owned()), "{fleet:?}");
         let file = std::fs::read(root.join(format!("examples/templates/{template}.json"))).unwrap();
         let jobs = faro_shared::jobfile::parse(&file).unwrap().jobs;
@@ -109,6 +126,45 @@ fn the_example_files_are_valid() {
     }
 }
 
+/// `scripts/olt-jobs` aims every template at another OLT: ids, targets and links renamed,
+/// the interval replaced, the chain still valid.
+#[test]
+fn olt_jobs_aims_each_template_at_any_olt() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for template in ["huawei-ma5800", "zte-c300", "zte-c600", "fiberhome-an5516"] {
+        let out = std::process::Command::new("python3")
+            .arg(root.join("scripts/olt-jobs"))
+            .arg(root.join(format!("examples/templates/{template}.json")))
+            .args(["olt-pop-7", "--interval", "90s"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{template}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let jobs = faro_shared::jobfile::parse(&out.stdout).unwrap().jobs;
+        assert_eq!(jobs.len(), 3, "{template}");
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|j| j.id.as_ref().unwrap().as_str().to_owned())
+            .collect();
+        assert_eq!(
+            ids,
+            ["discovery", "descriptions", "optical"].map(|s| format!("olt-pop-7-{s}")),
+            "{template}"
+        );
+        assert!(jobs
+            .iter()
+            .all(|j| j.target.as_ref().map(|t| t.as_str()) == Some("olt-pop-7")));
+        assert_eq!(
+            jobs[0].interval.map(|i| i.get()),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(jobs[1].after == jobs[0].id && jobs[2].after == jobs[1].id);
+    }
+}
+
 /// Every metric the Grafana dashboard plots is one the code exports.
 #[test]
 fn the_dashboard_plots_only_metrics_that_exist() {
@@ -128,15 +184,17 @@ fn the_dashboard_plots_only_metrics_that_exist() {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            let mut rest = expr;
-            while let Some(at) = rest.find("faro_") {
-                let name: String = rest[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
-                    .collect();
-                rest = &rest[at + name.len()..];
-                let name = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
-                plotted.push(name);
+            for prefix in ["faro_", "process_"] {
+                let mut rest = expr;
+                while let Some(at) = rest.find(prefix) {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    let name = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
+                    plotted.push(name);
+                }
             }
         }
     }
@@ -149,4 +207,46 @@ fn the_dashboard_plots_only_metrics_that_exist() {
         missing.is_empty(),
         "plotted but never exported: {missing:?}"
     );
+}
+
+/// Every query of the dashboard parses: each panel's expressions, Grafana's interval variables
+/// given a duration, go through `promtool check rules` as recording rules.
+#[test]
+fn every_dashboard_query_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dashboard =
+        std::fs::read_to_string(root.join("deploy/grafana/dashboards/faro.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let variables = [
+        ("${__rate_interval}", "1m"),
+        ("$__rate_interval", "1m"),
+        ("${__interval}", "1m"),
+        ("$__interval", "1m"),
+        ("${__range}", "1h"),
+        ("$__range", "1h"),
+    ];
+    let mut rules = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let id = &panel["id"];
+        for target in panel["targets"].as_array().unwrap() {
+            let mut expr = target["expr"].as_str().unwrap().to_owned();
+            for (variable, value) in variables {
+                expr = expr.replace(variable, value);
+            }
+            assert!(
+                !expr.contains('$'),
+                "panel {id}: a variable this test does not know: {expr}"
+            );
+            let record = format!("dashboard:panel_{id}_{}", target["refId"].as_str().unwrap());
+            rules.push(serde_json::json!({"record": record, "expr": expr}));
+        }
+    }
+    assert!(rules.len() >= 20, "{rules:?}");
+    // JSON is YAML: promtool reads it as a rules file.
+    let file = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+    let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(file.path(), serde_json::to_vec_pretty(&groups).unwrap()).unwrap();
+    let (parsed, printed) =
+        crate::metrics::promtool(&["check", "rules", file.path().to_str().unwrap()], b"");
+    assert!(parsed, "promtool check rules:\n{printed}");
 }

@@ -55,7 +55,10 @@ async fn maintenance_mode_holds_runs_until_it_is_switched_off() {
         .unwrap();
     // The dispatcher took them and holds them: its waiting gauge says so, nothing was published.
     system
-        .wait_metric("faro_dispatcher_runs_waiting 5", Duration::from_secs(20))
+        .wait_metric(
+            "faro_dispatcher_runs_waiting{reason=\"maintenance\"} 5",
+            Duration::from_secs(20),
+        )
         .await
         .unwrap();
     let jobs_stream = system.js.get_stream(system.ns.jobs_stream()).await.unwrap();

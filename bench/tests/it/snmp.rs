@@ -22,6 +22,9 @@ const ZTE_COLUMNS: [&str; 5] = [
     "28.2.1.4",
     "50.12.1.1.10",
 ];
+/// The ZTE C600's ZXAN tree and the FiberHome AN5516's GEPON-OLT-COMMON-MIB tree.
+const ZXAN: &str = "1.3.6.1.4.1.3902.1082.500";
+const FIBERHOME: &str = "1.3.6.1.4.1.5875.800.3";
 
 async fn define_targets(system: &System, targets: serde_json::Value) {
     let defined = targetfile::parse(targets.to_string().as_bytes()).unwrap();
@@ -61,6 +64,25 @@ fn table(name: &str, root: &str, columns: &[&str]) -> BTreeMap<String, (String, 
         .into_iter()
         .filter(|line| prefixes.iter().any(|p| line.oid.starts_with(p.as_str())))
         .map(|line| (line.oid, expected(&line.tag, &line.value)))
+        .collect()
+}
+
+/// Every value of a simulated OLT, the system group included: OID -> (type, value).
+fn every_value(name: &str) -> BTreeMap<String, (String, String)> {
+    read_snmprec(&olt_snmprec(name))
+        .unwrap()
+        .into_iter()
+        .map(|line| (line.oid, expected(&line.tag, &line.value)))
+        .collect()
+}
+
+/// One column of a simulated OLT: row index (the OID after `column.`) -> value as written.
+fn column(name: &str, column: &str) -> BTreeMap<String, String> {
+    let prefix = format!("{column}.");
+    read_snmprec(&olt_snmprec(name))
+        .unwrap()
+        .into_iter()
+        .filter_map(|line| Some((line.oid.strip_prefix(&prefix)?.to_owned(), line.value)))
         .collect()
 }
 
@@ -161,6 +183,96 @@ async fn walks_of_both_olts_match_their_snmprec_data_value_for_value() {
     system.stop().await.unwrap();
 }
 
+/// Runs the vendor's job template (`examples/templates/<vendor>.json`) once against its
+/// simulated OLT served by snmpsim, with a walk of the system group beside it: the chain
+/// (discovery, descriptions, optical power) must leave in `target_values` every value of the
+/// `.snmprec` file, each with its type, and nothing else. A template column that walks
+/// nothing, or a value the pipeline drops or alters, fails here.
+async fn the_template_chain_reads_every_value(vendor: &str) {
+    let agent = Snmpsim::start(&olt_snmprec(vendor)).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let template = std::fs::read(root.join(format!("examples/templates/{vendor}.json"))).unwrap();
+    let template: serde_json::Value = serde_json::from_slice(&template).unwrap();
+    let mut jobs = template["jobs"].as_array().unwrap().clone();
+    assert_eq!(
+        jobs.len(),
+        3,
+        "{vendor}: discovery, descriptions, optical power"
+    );
+    let target = jobs[0]["target"].as_str().unwrap().to_owned();
+    // One round of the chain: its head runs once instead of every 5 minutes.
+    assert!(jobs[0]
+        .as_object_mut()
+        .unwrap()
+        .remove("interval")
+        .is_some());
+    jobs.push(serde_json::json!({
+        "id": format!("{target}-system"), "queue": "discovery", "kind": "snmp.walk",
+        "target": target, "max_attempts": 1, "params": {"oids": ["1.3.6.1.2.1.1"]}
+    }));
+    let system = System::start(Options::default()).await.unwrap();
+    define_targets(
+        &system,
+        serde_json::json!([{"id": target, "address": agent.address(),
+                            "snmp": {"version": "2c", "community": "public"}}]),
+    )
+    .await;
+    system.submit_jobs(&jobs, vendor).await.unwrap();
+    system
+        .wait_terminal(4, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = system
+        .pairs("SELECT job_id, status || ' ' || coalesce(error, '') FROM runs ORDER BY started_at")
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    for (job, outcome) in &outcomes {
+        assert_eq!(outcome.trim(), "succeeded", "{job}: {outcome}");
+    }
+
+    let want = every_value(vendor);
+    let got: BTreeMap<String, (String, String)> = system
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT oid, type, value FROM target_values WHERE target = $1",
+            &[&target],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+    let missing: Vec<_> = want.keys().filter(|oid| !got.contains_key(*oid)).collect();
+    assert!(
+        missing.is_empty(),
+        "{vendor}: {} values never recorded, first {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(got, want, "{vendor}: values differ from the .snmprec data");
+    // The runs' results count what they sent: each value once.
+    let sent: i64 = system
+        .one("SELECT sum((output->>'values')::bigint)::bigint FROM runs")
+        .await
+        .unwrap();
+    assert_eq!(sent, want.len() as i64);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zte_c600_template_reads_every_value_of_its_simulated_olt() {
+    the_template_chain_reads_every_value("zte-c600").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fiberhome_an5516_template_reads_every_value_of_its_simulated_olt() {
+    the_template_chain_reads_every_value("fiberhome-an5516").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_agent_times_out_and_an_undefined_target_fails_with_its_cause() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -214,7 +326,7 @@ fn the_simulated_olt_files_are_the_generators_output() {
         .status()
         .unwrap();
     assert!(status.success());
-    for name in ["huawei-ma5800", "zte-c300"] {
+    for name in ["huawei-ma5800", "zte-c300", "zte-c600", "fiberhome-an5516"] {
         let file = format!("{name}.snmprec");
         let written = std::fs::read(out.path().join(&file)).unwrap();
         let committed = std::fs::read(root.join("sim/olts").join(&file)).unwrap();
@@ -229,6 +341,72 @@ fn the_simulated_olt_files_are_the_generators_output() {
         .filter(|l| l.oid.starts_with(&format!("{HUAWEI}.43.1.3.")))
         .count();
     assert_eq!(onts, 1024);
+
+    // The ZTE C600: 384 ONUs indexed by the C600's ifIndex (gpon_olt-1/2/1 is 0x11010201),
+    // and an ONU that is not working (phase state other than 4) has the rx power 65535.
+    let states = column("zte-c600", &format!("{ZXAN}.10.2.3.8.1.4"));
+    assert_eq!(states.len(), 384);
+    assert_eq!(
+        states.keys().next().map(String::as_str),
+        Some("285278721.1")
+    );
+    let serials = column("zte-c600", &format!("{ZXAN}.10.2.3.3.1.18"));
+    assert!(serials.values().all(|s| s.starts_with("1,ZTEG")));
+    assert_eq!(
+        serials.keys().collect::<Vec<_>>(),
+        states.keys().collect::<Vec<_>>()
+    );
+    let rx = column("zte-c600", &format!("{ZXAN}.20.2.2.2.1.10"));
+    assert_eq!(rx.len(), states.len());
+    for (index, state) in &states {
+        let power = &rx[&format!("{index}.1")];
+        assert_eq!(
+            state == "4",
+            power != "65535",
+            "C600 ONU {index}: {state} {power}"
+        );
+    }
+    assert!(states.values().any(|s| s != "4"), "some C600 ONUs are down");
+
+    // The FiberHome AN5516: 320 ONUs by signed index (slot 11, PON 1, ONU 1 is
+    // 11 * 2^25 + 2^19 + 2^8), each column of the auth list on every ONU, and an ONU that is
+    // not online (status other than 1) has the rx power 0.
+    let auth = |c: &str| column("fiberhome-an5516", &format!("{FIBERHOME}.10.1.1.{c}"));
+    let status = auth("11");
+    assert_eq!(status.len(), 320);
+    assert_eq!(status.keys().next().map(String::as_str), Some("369623296"));
+    for c in ["2", "3", "4", "7", "10"] {
+        assert_eq!(
+            auth(c).keys().collect::<Vec<_>>(),
+            status.keys().collect::<Vec<_>>()
+        );
+    }
+    let (slots, pons, onus) = (auth("2"), auth("3"), auth("4"));
+    for index in status.keys() {
+        let i: u32 = index.parse().unwrap();
+        let decoded = [i >> 25, (i >> 19) & 0x3f, (i >> 8) & 0x7ff].map(|n| n.to_string());
+        assert_eq!(
+            decoded,
+            [&slots[index], &pons[index], &onus[index]].map(|s| s.clone())
+        );
+    }
+    let rx = column("fiberhome-an5516", &format!("{FIBERHOME}.9.3.3.1.6"));
+    assert_eq!(
+        rx.keys().collect::<Vec<_>>(),
+        status.keys().collect::<Vec<_>>()
+    );
+    for (index, state) in &status {
+        let power = &rx[index];
+        assert_eq!(
+            state == "1",
+            power != "0",
+            "AN5516 ONU {index}: {state} {power}"
+        );
+    }
+    assert!(
+        status.values().any(|s| s != "1"),
+        "some AN5516 ONUs are down"
+    );
 }
 
 /// SNMPv3 with authentication and privacy against net-snmp's snmpd: the right credentials

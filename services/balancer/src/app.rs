@@ -52,7 +52,7 @@ pub struct State {
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    m::describe();
+    http::recorder().describe(m::METRICS);
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
@@ -331,6 +331,14 @@ impl Balancer {
             })
             .collect();
         metrics::gauge!(m::WORKERS).set(workers.len() as f64);
+        let oldest_beat = state
+            .registry
+            .live()
+            .map(|(_, entry)| now - entry.last_seen)
+            .max()
+            .and_then(|age| age.to_std().ok())
+            .unwrap_or_default();
+        metrics::gauge!(m::OLDEST_HEARTBEAT_SECONDS).set(oldest_beat.as_secs_f64());
         let demand: BTreeMap<QueueName, Demand> = state
             .demand
             .iter()
@@ -551,16 +559,26 @@ impl Balancer {
 }
 
 /// Every value of a bucket, by key; a malformed value is skipped with a warning.
+///
+/// The keys come from the stream's subjects (one request to the stream's leader), not from
+/// `keys()`, whose ephemeral push consumer timed out on every cycle for minutes after a NATS
+/// cluster node died (the balancer then moved no worker); deleted keys read as `None`.
 async fn read_all<T: serde::de::DeserializeOwned>(
     bucket: &kv::Store,
 ) -> anyhow::Result<BTreeMap<String, T>> {
-    let keys: Vec<String> = bucket
-        .keys()
+    let subjects: Vec<(String, usize)> = bucket
+        .stream
+        .info_with_subjects(format!("{}>", bucket.prefix))
         .await
-        .context("cannot list keys")?
+        .with_context(|| format!("cannot list the keys of {}", bucket.name))?
         .try_collect()
         .await
-        .context("cannot list keys")?;
+        .with_context(|| format!("cannot list the keys of {}", bucket.name))?;
+    let keys = subjects.into_iter().filter_map(|(subject, _)| {
+        subject
+            .strip_prefix(bucket.prefix.as_str())
+            .map(str::to_owned)
+    });
     let mut values = BTreeMap::new();
     for key in keys {
         let Some(bytes) = bucket.get(&key).await.context("cannot read a key")? else {

@@ -30,7 +30,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::default(),
+            topology: TopologySettings::from_env(env)?,
             cycle_interval: env.duration("FARO_BALANCER_CYCLE", Duration::from_secs(5))?,
             max_missed: env.parse(
                 "FARO_BALANCER_MAX_MISSED",

@@ -9,7 +9,7 @@ mod api;
 mod app;
 pub mod config;
 pub mod decide;
-mod metrics;
+pub mod metrics;
 pub mod registry;
 mod store;
 

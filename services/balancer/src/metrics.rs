@@ -1,6 +1,10 @@
-//! Every metric the balancer exports, declared with its help text.
+//! Every metric the balancer exports, declared with its help text and unit in [`METRICS`].
+//!
+//! The balancer describes them at start (`http::recorder().describe(METRICS)`); recording
+//! happens where the work is done.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use faro_shared::http::Metric;
+use metrics::Unit;
 
 pub const CYCLES: &str = "faro_balancer_cycles_total";
 pub const CYCLE_SECONDS: &str = "faro_balancer_cycle_duration_seconds";
@@ -11,35 +15,63 @@ pub const MOVES: &str = "faro_balancer_moves_total";
 pub const QUEUE_WORKERS: &str = "faro_balancer_queue_workers";
 pub const QUEUE_HELD: &str = "faro_balancer_queue_held";
 pub const WORKERS_BY_STATE: &str = "faro_balancer_registry_workers";
+pub const OLDEST_HEARTBEAT_SECONDS: &str = "faro_balancer_oldest_heartbeat_age_seconds";
 
-pub fn describe() {
-    describe_counter!(CYCLES, "Balancing cycles, by result (ok, failed).");
-    describe_histogram!(
+/// Every metric above, with its kind, unit and help text.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        CYCLES,
+        Unit::Count,
+        "Balancing cycles, by result (ok, failed).",
+    ),
+    Metric::histogram(
         CYCLE_SECONDS,
         Unit::Seconds,
-        "Time of one balancing cycle, I/O included."
-    );
-    describe_histogram!(
+        "Time of one balancing cycle, I/O included.",
+    ),
+    Metric::histogram(
         DECIDE_SECONDS,
         Unit::Seconds,
-        "Time of the decision alone (the pure function), without I/O."
-    );
-    describe_gauge!(WORKERS, "Workers active or unstable in the registry.");
-    describe_counter!(
+        "Time of the decision alone (the pure function), without I/O.",
+    ),
+    Metric::gauge(
+        WORKERS,
+        Unit::Count,
+        "Workers active or unstable in the registry.",
+    ),
+    Metric::counter(
         MOVES,
-        "Workers moved, by reason (scale_out, scale_in, preempted, borrowed, returned, unfit)."
-    );
-    describe_gauge!(QUEUE_WORKERS, "Workers serving each queue.");
-    describe_gauge!(
+        Unit::Count,
+        "Workers moved, by reason (scale_out, scale_in, preempted, borrowed, returned, unfit).",
+    ),
+    Metric::gauge(QUEUE_WORKERS, Unit::Count, "Workers serving each queue."),
+    Metric::gauge(
         QUEUE_HELD,
-        "1 when a queue has fewer workers than its demand or minimum asks for."
-    );
-    describe_gauge!(
+        Unit::Count,
+        "1 when a queue has fewer workers than its demand or minimum asks for.",
+    ),
+    Metric::gauge(
         WORKERS_BY_STATE,
-        "Workers in the registry, by state (active, unstable, lost, left)."
-    );
-    describe_counter!(
+        Unit::Count,
+        "Workers in the registry, by state (active, unstable, lost, left).",
+    ),
+    Metric::gauge(
+        OLDEST_HEARTBEAT_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest last heartbeat among active and unstable workers at the last cycle (0 with none): past a few intervals, a worker is about to be lost.",
+    ),
+    Metric::counter(
         ASSIGNMENT_CHANGES,
-        "Assignments written because they changed."
-    );
+        Unit::Count,
+        "Assignments written because they changed.",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    /// Every name this file declares is in `METRICS`, so none goes without help text.
+    #[test]
+    fn every_metric_is_described() {
+        faro_shared::http::assert_all_declared(include_str!("metrics.rs"), super::METRICS);
+    }
 }

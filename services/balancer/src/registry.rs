@@ -275,6 +275,7 @@ mod tests {
             in_progress: 0,
             cpu_percent: None,
             mem_percent: None,
+            load_source: Default::default(),
             load_score: 0,
             state: Default::default(),
             admission_closed: None,

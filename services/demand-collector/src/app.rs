@@ -24,7 +24,7 @@ use crate::snapshot::{snapshots, Answer};
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    m::describe();
+    http::recorder().describe(m::METRICS);
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;

@@ -143,7 +143,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::default(),
+            topology: TopologySettings::from_env(env)?,
             interval: env.duration("FARO_DEMAND_INTERVAL", Duration::from_secs(5))?,
             provider_timeout: env
                 .duration("FARO_DEMAND_PROVIDER_TIMEOUT", Duration::from_secs(3))?,

@@ -6,7 +6,7 @@
 
 mod app;
 pub mod config;
-mod metrics;
+pub mod metrics;
 pub mod providers;
 pub mod snapshot;
 

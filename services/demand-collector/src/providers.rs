@@ -21,6 +21,8 @@ use faro_shared::domain::QueueName;
 use faro_shared::{nats, Namespace};
 use futures::future::BoxFuture;
 
+use crate::metrics as m;
+
 /// One source of demand.
 pub trait Provider: Send + Sync {
     /// A short fixed name, used in snapshots and metric labels.
@@ -58,6 +60,8 @@ impl Provider for JetStreamBacklog {
                     .await
                     .with_context(|| format!("cannot read the backlog of queue {queue}"))?;
                 let pending = info.num_pending + info.num_ack_pending as u64;
+                metrics::gauge!(m::JETSTREAM_PENDING, "queue" => queue.to_string())
+                    .set(pending as f64);
                 out.push((queue.to_string(), pending));
             }
             Ok(out)

@@ -128,6 +128,33 @@ pub enum Wait {
     },
 }
 
+/// How many runs wait, by [`Wait`] reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitingByReason {
+    pub maintenance: usize,
+    pub target_disabled: usize,
+    /// For their queue's limit.
+    pub queue: usize,
+    /// For a slot of their target.
+    pub target: usize,
+}
+
+impl WaitingByReason {
+    /// Each count with its label value in the waiting gauge.
+    pub fn labelled(&self) -> [(&'static str, usize); 4] {
+        [
+            ("maintenance", self.maintenance),
+            ("target_disabled", self.target_disabled),
+            ("queue", self.queue),
+            ("target", self.target),
+        ]
+    }
+
+    pub fn total(&self) -> usize {
+        self.maintenance + self.target_disabled + self.queue + self.target
+    }
+}
+
 /// A target slot taken or given back, for the slot leases in KV.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotChange {
@@ -383,6 +410,40 @@ impl Admission {
         self.waiting
     }
 
+    /// Runs waiting, by why they wait, as [`Admission::why_waiting`] tells for each. O(1)
+    /// when none waits or in maintenance; else one pass over the targets and their queues of
+    /// waiting runs (not over the runs), for the waiting gauge.
+    pub fn waiting_by_reason(&self) -> WaitingByReason {
+        let mut counts = WaitingByReason::default();
+        if self.waiting == 0 {
+            return counts;
+        }
+        if self.paused {
+            counts.maintenance = self.waiting;
+            return counts;
+        }
+        for (slot, target) in &self.targets {
+            if target.waiting_ids.is_empty() {
+                continue;
+            }
+            if slot
+                .as_ref()
+                .is_some_and(|t| self.limits.disabled.contains(t))
+            {
+                counts.target_disabled += target.waiting_ids.len();
+                continue;
+            }
+            for (queue, heap) in &target.waiting {
+                if self.limits.queue_full(queue, self.queue_load(queue)) {
+                    counts.queue += heap.len();
+                } else {
+                    counts.target += heap.len();
+                }
+            }
+        }
+        counts
+    }
+
     /// Why `run` waits; `None` when it does not (admitted, ended or unknown).
     pub fn why_waiting(&self, run: Uuid) -> Option<Wait> {
         let (slot, queue) = self
@@ -636,6 +697,51 @@ mod tests {
     }
 
     #[test]
+    fn waiting_runs_are_counted_by_why_they_wait() {
+        let mut a = Admission::new(Limits {
+            default: 1,
+            queue_set: HashMap::from([(q("limited"), Some(1))]),
+            disabled: HashSet::from([t("off")]),
+            ..Limits::default()
+        });
+        let offered = vec![
+            in_queue("free", Some("olt"), 5),
+            in_queue("free", Some("olt"), 5),
+            in_queue("limited", Some("a"), 5),
+            in_queue("limited", Some("b"), 5),
+            in_queue("limited", None, 5),
+            in_queue("free", Some("off"), 5),
+        ];
+        let ids: Vec<Uuid> = offered.iter().map(|r| r.run_id).collect();
+        assert_eq!(a.offer(offered).len(), 2);
+        let counts = a.waiting_by_reason();
+        assert_eq!(
+            counts,
+            WaitingByReason {
+                maintenance: 0,
+                target_disabled: 1,
+                queue: 2,
+                target: 1,
+            }
+        );
+        // The same as asking for each run.
+        let mut asked = WaitingByReason::default();
+        for id in ids {
+            match a.why_waiting(id) {
+                Some(Wait::Maintenance) => asked.maintenance += 1,
+                Some(Wait::TargetDisabled { .. }) => asked.target_disabled += 1,
+                Some(Wait::Queue { .. }) => asked.queue += 1,
+                Some(Wait::Target { .. }) => asked.target += 1,
+                None => {}
+            }
+        }
+        assert_eq!(asked, counts);
+        a.set_paused(true);
+        assert_eq!(a.waiting_by_reason().maintenance, 4);
+        assert_eq!(a.waiting_by_reason().total(), 4);
+    }
+
+    #[test]
     fn a_higher_default_limit_starts_waiting_runs_at_once() {
         let mut a = Admission::new(limits(1));
         a.offer((0..4).map(|_| run(Some("olt"), 5)).collect());
@@ -848,6 +954,7 @@ mod tests {
                 }
             }
             prop_assert_eq!(offered, admitted_total + a.waiting());
+            prop_assert_eq!(a.waiting_by_reason().total(), a.waiting());
             prop_assert_eq!(running.len(), admitted_total - ended);
         }
     }

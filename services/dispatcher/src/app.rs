@@ -75,6 +75,8 @@ struct Dispatcher {
     deadlines_changed: Notify,
     /// Runs cancelled by an operator: never offered or published again.
     cancelled: Mutex<Cancelled>,
+    /// The slot of each recurring run fired and not yet published, for the schedule lag.
+    slot_times: Mutex<SlotTimes>,
     /// Held from reading the settings to applying them, and from storing a changed setting to
     /// applying it: a reload that read before a change never applies after it.
     settings: tokio::sync::Mutex<()>,
@@ -83,6 +85,9 @@ struct Dispatcher {
     /// `snmp.test_mode`: SNMP runs are published to be simulated.
     snmp_test_mode: std::sync::atomic::AtomicBool,
 }
+
+/// Recurring runs fired and not yet published, with their slot.
+type SlotTimes = HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>;
 
 /// The most recent cancelled runs, bounded.
 #[derive(Debug, Default)]
@@ -151,6 +156,12 @@ impl Dispatcher {
         dropped
     }
 
+    fn slot_times(&self) -> std::sync::MutexGuard<'_, SlotTimes> {
+        self.slot_times
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The admission state, locked; whatever slots change while it is held are written to
     /// the slot leases when the lock is let go.
     fn admission(&self) -> AdmissionGuard<'_> {
@@ -195,10 +206,51 @@ impl Drop for AdmissionGuard<'_> {
     }
 }
 
-/// Runs the dispatcher until `shutdown` is cancelled or one of its loops fails: stands by
-/// until it holds the leader lease, leads while it holds it, and stands by again if it loses it.
+/// First pause before a dispatcher whose leading failed competes for the lease again; it
+/// doubles with each failure in a row, up to [`LEAD_RETRY_MAX_PAUSE`].
+const LEAD_RETRY_PAUSE: Duration = Duration::from_millis(500);
+const LEAD_RETRY_MAX_PAUSE: Duration = Duration::from_secs(15);
+
+/// What a dispatcher does once it no longer leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterLeading {
+    /// The service is shutting down.
+    Stop,
+    /// The lease was lost (renewal failed): compete for it again at once.
+    StandBy,
+    /// A loop of the leader failed (NATS or PostgreSQL gone for a moment: a NATS node died, a
+    /// database restarted): the lease was given up, so a standby may lead at once; compete
+    /// again after this pause. The process stays up: only a shutdown ends it.
+    Pause(Duration),
+}
+
+/// Decides [`AfterLeading`] from how leading ended; counts leaderships that failed in a row,
+/// and the pause doubles with each, from [`LEAD_RETRY_PAUSE`] to [`LEAD_RETRY_MAX_PAUSE`].
+fn after_leading(
+    led: &anyhow::Result<()>,
+    shutting_down: bool,
+    failed_in_a_row: &mut u32,
+) -> AfterLeading {
+    if shutting_down {
+        return AfterLeading::Stop;
+    }
+    if led.is_ok() {
+        *failed_in_a_row = 0;
+        return AfterLeading::StandBy;
+    }
+    *failed_in_a_row += 1;
+    AfterLeading::Pause(
+        LEAD_RETRY_PAUSE
+            .saturating_mul(1 << (*failed_in_a_row - 1).min(6))
+            .min(LEAD_RETRY_MAX_PAUSE),
+    )
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled: stands by until it holds the leader
+/// lease, leads while it holds it, and stands by again if it loses it or one of its loops
+/// fails (then after a pause, giving a standby the lease first).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    m::describe();
+    http::recorder().describe(m::METRICS);
     let health = Health::default();
     let stop_http = shutdown.child_token();
     let (_, http_task) =
@@ -226,6 +278,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // A standby is healthy: it is ready to take over.
     health.set_ready(true);
     let instance = config.instance.as_str();
+    let mut failed_leaderships = 0u32;
     let outcome = loop {
         metrics::gauge!(m::LEADER).set(0.0);
         tracing::info!(instance, "waiting for the leader lease");
@@ -260,9 +313,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     );
                 }
             }
-            break led;
         }
-        tracing::warn!(instance, "no longer the leader; standing by");
+        match after_leading(&led, shutdown.is_cancelled(), &mut failed_leaderships) {
+            AfterLeading::Stop => break led,
+            AfterLeading::StandBy => {
+                tracing::warn!(instance, "no longer the leader; standing by");
+            }
+            AfterLeading::Pause(pause) => {
+                if let Err(error) = &led {
+                    tracing::error!(
+                        instance,
+                        error = format!("{error:#}"),
+                        failed_leaderships,
+                        pause_ms = pause.as_millis() as u64,
+                        "leading failed; lease given up, standing by"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
     };
     metrics::gauge!(m::LEADER).set(0.0);
     stop_http.cancel();
@@ -374,6 +446,7 @@ async fn lead(
         deadlines: Mutex::new(deadlines),
         deadlines_changed: Notify::new(),
         cancelled: Mutex::new(Cancelled::default()),
+        slot_times: Mutex::default(),
         settings: tokio::sync::Mutex::new(()),
         devices: std::sync::RwLock::default(),
         snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
@@ -446,6 +519,7 @@ async fn submissions_loop(
             }
             None => anyhow::bail!("the submission stream ended"),
         };
+        count_redelivery(&message, "submit");
         let ack = match handle_submission(&d, &message).await {
             Ok(ack) => ack,
             Err(error) => {
@@ -459,6 +533,14 @@ async fn submissions_loop(
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, "cannot acknowledge a submission");
         }
+    }
+}
+
+/// Counts a message JetStream delivers again: its earlier delivery was not acknowledged in
+/// time (a dispatcher failed over) or was given back (recording failed).
+fn count_redelivery(message: &jetstream::Message, stream: &'static str) {
+    if message.info().is_ok_and(|info| info.delivered > 1) {
+        metrics::counter!(m::REDELIVERIES, "stream" => stream).increment(1);
     }
 }
 
@@ -592,10 +674,18 @@ fn dispatch(d: &Dispatcher, mut runs: Vec<RunMessage>) {
 
 /// Hands admitted runs to the publisher task (they hold their slots already).
 fn publish_admitted(d: &Dispatcher, admitted: Vec<RunMessage>) {
-    metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
+    gauge_waiting(d);
     if !admitted.is_empty() && d.publisher.send(admitted).is_err() {
         // Only when the service is stopping: the runs stay in the outbox for the next start.
         tracing::info!("publisher stopped; admitted runs stay in the outbox");
+    }
+}
+
+/// Sets the waiting gauge, one series per reason.
+fn gauge_waiting(d: &Dispatcher) {
+    let counts = d.admission().waiting_by_reason();
+    for (reason, runs) in counts.labelled() {
+        metrics::gauge!(m::RUNS_WAITING, "reason" => reason).set(runs as f64);
     }
 }
 
@@ -673,12 +763,29 @@ async fn publish_and_mark(
         Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
         None => bus::publish_runs(&d.js, &d.ns, runs).await?,
     };
+    record_schedule_lag(d, runs);
     let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
     store::mark_published(&d.pool, &published).await?;
     for run in runs {
         metrics::counter!(m::RUNS_DISPATCHED, "queue" => run.queue.to_string()).increment(1);
     }
     Ok(())
+}
+
+/// Records how late each recurring run among `runs`, just stored in its queue's stream, went
+/// out after its slot. Once per run: a republish finds its slot gone.
+fn record_schedule_lag(d: &Dispatcher, runs: &[RunMessage]) {
+    let mut slots = d.slot_times();
+    if slots.is_empty() {
+        return;
+    }
+    let now = chrono::Utc::now();
+    for run in runs {
+        if let Some(slot) = slots.remove(&run.run_id) {
+            let lag = (now - slot).to_std().unwrap_or_default();
+            metrics::histogram!(m::SCHEDULE_LAG_SECONDS).record(lag.as_secs_f64());
+        }
+    }
 }
 
 /// Offers every run waiting in the outbox (all, or one submission's) to admission.
@@ -776,6 +883,16 @@ async fn fire_slots(d: &Dispatcher, scheduler: &mut Scheduler, fires: Vec<Fire>)
         Ok(runs) => {
             metrics::counter!(m::SLOTS, "result" => "fired").increment(runs.len() as u64);
             metrics::counter!(m::SLOTS, "result" => "skipped").increment(skipped as u64);
+            // A job fires at most one slot per call.
+            let slot_of: HashMap<&JobId, _> = fires.iter().map(|f| (&f.job, f.slot)).collect();
+            {
+                let mut slots = d.slot_times();
+                for run in &runs {
+                    if let Some(slot) = slot_of.get(&run.job_id) {
+                        slots.insert(run.run_id, *slot);
+                    }
+                }
+            }
             for run in &runs {
                 scheduler.opened(run.job_id.clone(), run.run_id);
             }
@@ -873,6 +990,7 @@ async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     let mut chunks = Vec::new();
     let mut accepted = Vec::with_capacity(messages.len());
     for message in messages {
+        count_redelivery(&message, "results");
         let decoded = if message.subject.starts_with(values_prefix.as_str()) {
             serde_json::from_slice::<ValuesChunk>(&message.payload).map(|c| chunks.push(c))
         } else {
@@ -1221,6 +1339,8 @@ async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result<CancelRepl
         return Ok(reply(CancelState::Ended, status.as_str(), None));
     }
     d.cancelled().insert(run_id);
+    // Never published now: no schedule lag to record.
+    d.slot_times().remove(&run_id);
     let waiting = {
         let mut admission = d.admission();
         admission.withdraw(run_id) || !admission.is_running(run_id)
@@ -1228,7 +1348,7 @@ async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result<CancelRepl
     if waiting {
         // Waiting for a slot, a queue, maintenance or a retry: it was never handed out.
         store::drop_from_outbox(&d.pool, run_id).await?;
-        metrics::gauge!(m::RUNS_WAITING).set(d.admission().waiting() as f64);
+        gauge_waiting(d);
         let result = own_result(
             &run,
             Outcome::Cancelled,
@@ -1448,5 +1568,50 @@ async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Ve
         other => anyhow::bail!(
             "unknown verb {other:?}; expected status, submission, config, cancel, explain, targets or jobs"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_leadership_stands_by_and_retries_after_a_growing_pause() {
+        let mut failed = 0;
+        let error = || {
+            Err(anyhow::anyhow!(
+                "cannot list the keys of faro_leases: timed out"
+            ))
+        };
+        let pauses: Vec<AfterLeading> = (0..8)
+            .map(|_| after_leading(&error(), false, &mut failed))
+            .collect();
+        assert_eq!(
+            pauses,
+            [500, 1000, 2000, 4000, 8000, 15000, 15000, 15000]
+                .map(|ms| AfterLeading::Pause(Duration::from_millis(ms)))
+        );
+        // A leadership that ended without error (its lease was lost) starts the count again.
+        assert_eq!(
+            after_leading(&Ok(()), false, &mut failed),
+            AfterLeading::StandBy
+        );
+        assert_eq!(
+            after_leading(&error(), false, &mut failed),
+            AfterLeading::Pause(LEAD_RETRY_PAUSE)
+        );
+    }
+
+    #[test]
+    fn only_a_shutdown_stops_the_dispatcher() {
+        let mut failed = 3;
+        assert_eq!(
+            after_leading(&Ok(()), true, &mut failed),
+            AfterLeading::Stop
+        );
+        assert_eq!(
+            after_leading(&Err(anyhow::anyhow!("broken")), true, &mut failed),
+            AfterLeading::Stop
+        );
     }
 }

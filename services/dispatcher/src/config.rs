@@ -40,7 +40,7 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::default(),
+            topology: TopologySettings::from_env(env)?,
             result_batch: env.parse(
                 "FARO_DISPATCHER_RESULT_BATCH",
                 2000,

@@ -16,7 +16,7 @@ pub mod explain;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
-mod metrics;
+pub mod metrics;
 pub mod plan;
 pub mod retry;
 pub mod schedule;

@@ -1,16 +1,22 @@
-//! Every metric the dispatcher exports, declared with its help text.
+//! Every metric the dispatcher exports, declared with its help text and unit in [`METRICS`].
+//!
+//! The dispatcher describes them at start (`http::recorder().describe(METRICS)`); recording
+//! happens where the work is done.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use faro_shared::http::Metric;
+use metrics::Unit;
 
 pub const SUBMISSIONS: &str = "faro_dispatcher_submissions_total";
 pub const RUNS_DISPATCHED: &str = "faro_dispatcher_runs_dispatched_total";
 pub const RESULTS: &str = "faro_dispatcher_results_total";
 pub const RESULTS_IGNORED: &str = "faro_dispatcher_results_ignored_total";
 pub const BAD_MESSAGES: &str = "faro_dispatcher_bad_messages_total";
+pub const REDELIVERIES: &str = "faro_dispatcher_redeliveries_total";
 pub const RUNS_WATCHED: &str = "faro_dispatcher_runs_watched";
 pub const MAINTENANCE: &str = "faro_dispatcher_maintenance_mode";
 pub const TIMEOUTS: &str = "faro_dispatcher_timeouts_total";
 pub const SLOTS: &str = "faro_dispatcher_slots_total";
+pub const SCHEDULE_LAG_SECONDS: &str = "faro_dispatcher_schedule_lag_seconds";
 pub const RUNS_WAITING: &str = "faro_dispatcher_runs_waiting";
 pub const RETRIES: &str = "faro_dispatcher_retries_total";
 pub const RESULT_BATCH_SECONDS: &str = "faro_dispatcher_result_batch_seconds";
@@ -20,62 +26,110 @@ pub const SLOT_LEASE_ERRORS: &str = "faro_dispatcher_slot_lease_errors_total";
 pub const RECURRING_JOBS: &str = "faro_dispatcher_recurring_jobs";
 pub const VALUES: &str = "faro_dispatcher_values_total";
 
-pub fn describe() {
-    describe_counter!(
-        VALUES,
-        "Polled values received, by result (recorded: the latest per target and OID; late: of an attempt no longer current, dropped)."
-    );
-    describe_counter!(
+/// Every metric above, with its kind, unit and help text.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
         SUBMISSIONS,
-        "Submissions received, by outcome (accepted, duplicate, rejected)."
-    );
-    describe_counter!(RUNS_DISPATCHED, "Runs published to their queue, by queue.");
-    describe_counter!(RESULTS, "Runs ended by a result, by status.");
-    describe_counter!(
+        Unit::Count,
+        "Submissions received, by outcome (accepted, duplicate, rejected).",
+    ),
+    Metric::counter(
+        RUNS_DISPATCHED,
+        Unit::Count,
+        "Runs published to their queue, by queue.",
+    ),
+    Metric::counter(
+        RESULTS,
+        Unit::Count,
+        "Runs ended by a result recorded, by outcome (the run's final status).",
+    ),
+    Metric::counter(
         RESULTS_IGNORED,
-        "Results that changed nothing: a late or repeated result of an attempt already ended."
-    );
-    describe_gauge!(
+        Unit::Count,
+        "Results that changed nothing: a late or repeated result of an attempt already ended.",
+    ),
+    Metric::counter(
+        BAD_MESSAGES,
+        Unit::Count,
+        "Messages refused as malformed, by stream.",
+    ),
+    Metric::counter(
+        REDELIVERIES,
+        Unit::Count,
+        "Messages JetStream delivered again (not acknowledged in time: a dispatcher failed over, or recording failed), by stream (submit, results).",
+    ),
+    Metric::gauge(
         RUNS_WATCHED,
-        "Attempts published and watched for their deadline (no result yet)."
-    );
-    describe_gauge!(
+        Unit::Count,
+        "Attempts published and watched for their deadline (no result yet).",
+    ),
+    Metric::gauge(
         MAINTENANCE,
-        "1 while maintenance mode holds new dispatches, else 0."
-    );
-    describe_counter!(
+        Unit::Count,
+        "1 while maintenance mode holds new dispatches, else 0.",
+    ),
+    Metric::counter(
         TIMEOUTS,
-        "Attempts recorded timed_out: no result by their timeout and grace."
-    );
-    describe_counter!(
+        Unit::Count,
+        "Attempts recorded timed_out: no result by their timeout and grace.",
+    ),
+    Metric::counter(
         SLOTS,
-        "Slots of recurring jobs, by result (fired, skipped: the previous run still going, failed)."
-    );
-    describe_gauge!(
+        Unit::Count,
+        "Slots of recurring jobs, by result (fired, skipped: the previous run still going, failed).",
+    ),
+    Metric::histogram(
+        SCHEDULE_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from a recurring job's slot to its run stored in its queue's stream (a run that waits for a target slot or a queue limit waits in it too).",
+    ),
+    Metric::gauge(
         RUNS_WAITING,
-        "Runs waiting for a free slot of their target (the per-target concurrency limit)."
-    );
-    describe_counter!(
+        Unit::Count,
+        "Runs held by admission, by reason (target: its target's slots are all taken; queue: its queue's limit is reached; target_disabled; maintenance).",
+    ),
+    Metric::counter(
         RETRIES,
-        "Attempts that failed and were scheduled to run again."
-    );
-    describe_gauge!(
-        LEADER,
-        "1 while this dispatcher holds the leader lease and schedules, 0 while it stands by."
-    );
-    describe_counter!(LEADERSHIPS, "Times this dispatcher took the leader lease.");
-    describe_gauge!(
-        RECURRING_JOBS,
-        "Recurring jobs in the schedule (set once the schedule is loaded, then on every change)."
-    );
-    describe_counter!(
-        SLOT_LEASE_ERRORS,
-        "Slot lease writes to the leases bucket that failed (the key then lives until its TTL)."
-    );
-    describe_counter!(BAD_MESSAGES, "Messages refused as malformed, by stream.");
-    describe_histogram!(
+        Unit::Count,
+        "Attempts that failed and were scheduled to run again.",
+    ),
+    Metric::histogram(
         RESULT_BATCH_SECONDS,
         Unit::Seconds,
-        "Time to record one batch of results in PostgreSQL."
-    );
+        "Time to record one batch of results in PostgreSQL.",
+    ),
+    Metric::gauge(
+        LEADER,
+        Unit::Count,
+        "1 while this dispatcher holds the leader lease and schedules, 0 while it stands by.",
+    ),
+    Metric::counter(
+        LEADERSHIPS,
+        Unit::Count,
+        "Times this dispatcher took the leader lease.",
+    ),
+    Metric::counter(
+        SLOT_LEASE_ERRORS,
+        Unit::Count,
+        "Slot lease writes to the leases bucket that failed (the key then lives until its TTL).",
+    ),
+    Metric::gauge(
+        RECURRING_JOBS,
+        Unit::Count,
+        "Recurring jobs in the schedule (set once the schedule is loaded, then on every change).",
+    ),
+    Metric::counter(
+        VALUES,
+        Unit::Count,
+        "Polled values received, by result (recorded: the latest per target and OID; late: of an attempt no longer current, dropped).",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    /// Every name this file declares is in `METRICS`, so none goes without help text.
+    #[test]
+    fn every_metric_is_described() {
+        faro_shared::http::assert_all_declared(include_str!("metrics.rs"), super::METRICS);
+    }
 }

@@ -16,7 +16,7 @@ use chrono::Utc;
 use faro_shared::domain::QueueName;
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{
-    Assignment, Heartbeat, WorkerCancel, WorkerCancelReply, WorkerSettings,
+    Assignment, Heartbeat, LoadSources, WorkerCancel, WorkerCancelReply, WorkerSettings,
 };
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::execute::Executor;
 use crate::load;
 use crate::metrics as m;
+use crate::sampler::{self, Sampler};
 
 /// How often CPU and memory are read.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,6 +77,7 @@ impl Worker {
             in_progress,
             cpu_percent: reading.cpu,
             mem_percent: reading.mem,
+            load_source: reading.source,
             load_score: load::load_score(in_progress, capacity, reading.cpu, reading.mem),
             state: load::state(in_progress, capacity, reading.closed.is_some()),
             admission_closed: reading.closed,
@@ -91,7 +93,7 @@ impl Worker {
 
 /// Runs the worker until `shutdown` is cancelled or one of its loops fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    m::describe();
+    http::recorder().describe(m::METRICS);
     let health = Health::default();
     let (_, http_task) =
         http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
@@ -187,13 +189,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 struct LoadReading {
     cpu: Option<f32>,
     mem: Option<f32>,
+    source: LoadSources,
     closed: Option<String>,
 }
 
-/// Reads CPU and memory every second; closes admission above `worker.cpu_max` or
-/// `worker.mem_max` and opens it again below them.
+/// Reads CPU and memory every second (of the worker's cgroup where it limits them, else of the
+/// machine); closes admission above `worker.cpu_max` or `worker.mem_max` and opens it again
+/// below them.
 async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut sampler = load::Sampler::default();
+    let mut sampler = Sampler::new();
     let mut tick = tokio::time::interval(LOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -201,7 +205,7 @@ async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let (cpu, mem) = sampler.sample();
+        let sampler::Reading { cpu, mem, source } = sampler.sample();
         let limits = worker
             .settings
             .read()
@@ -227,10 +231,16 @@ async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::
             *open = now_open;
             true
         });
+        let reading = LoadReading {
+            cpu,
+            mem,
+            source,
+            closed,
+        };
         *worker
             .load
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = LoadReading { cpu, mem, closed };
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reading;
     }
 }
 

@@ -75,7 +75,7 @@ impl Config {
         }
         Ok(Self {
             common: CommonConfig::from_env(env)?,
-            topology: TopologySettings::default(),
+            topology: TopologySettings::from_env(env)?,
             worker_id,
             pool: env.parse(
                 "FARO_WORKER_POOL",

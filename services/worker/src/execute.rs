@@ -61,6 +61,10 @@ impl Executor {
                 return;
             }
         };
+        if message.info().is_ok_and(|info| info.delivered > 1) {
+            // Its earlier delivery was not acknowledged in time, or was given back.
+            metrics::counter!(m::REDELIVERIES, "queue" => run.queue.to_string()).increment(1);
+        }
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
         self.run(run, message).instrument(span).await;
     }

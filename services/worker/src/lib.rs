@@ -4,19 +4,22 @@
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
 //! run), `cancel` (cancels asked for by the dispatcher),
-//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `exec` (allow-listed programs), `reach` (pure: which agents answer), `load` (CPU, memory, admission by load), `metrics`.
+//! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `exec` (allow-listed programs), `reach` (pure: which agents answer), `load` (pure: CPU, memory, admission by load), `cgroup` (pure: the process's cgroup and
+//! its CPU and memory files), `sampler` (reads the load from the cgroup or the machine), `metrics`.
 
 // async-snmp's futures nest deeply inside a run's future.
 #![recursion_limit = "256"]
 
 mod app;
 mod cancel;
+mod cgroup;
 pub mod config;
 pub mod exec;
 mod execute;
 mod load;
-mod metrics;
+pub mod metrics;
 pub mod reach;
+mod sampler;
 pub mod sim;
 pub mod snmp;
 

@@ -25,6 +25,7 @@ async fn beat(bus: &TestBus, id: &str, kinds: Vec<Kind>, interval_ms: u32) {
         in_progress: 0,
         cpu_percent: None,
         mem_percent: None,
+        load_source: Default::default(),
         load_score: 0,
         state: Default::default(),
         admission_closed: None,

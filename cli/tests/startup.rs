@@ -1,0 +1,192 @@
+//! Start-up order, as `docker compose up` meets it: `faro migrate` waits for a PostgreSQL that
+//! does not answer yet, and a command waits for a dispatcher that has not taken the lead yet;
+//! each gives up after its bound with an error naming what it waited for.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faro_shared::testing::{TestBus, TestDb};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A TCP front on a free port that closes the first `refuse` connections at once (a database
+/// still starting), then forwards every later one to `backend`.
+struct FlakyFront {
+    addr: SocketAddr,
+    refused: Arc<AtomicUsize>,
+}
+
+impl FlakyFront {
+    async fn start(refuse: usize, backend: Option<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let count = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                match backend {
+                    Some(backend) if count.load(Ordering::SeqCst) >= refuse => {
+                        tokio::spawn(async move {
+                            let mut outbound = TcpStream::connect(backend).await.unwrap();
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        });
+                    }
+                    _ => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        drop(inbound);
+                    }
+                }
+            }
+        });
+        Self { addr, refused }
+    }
+}
+
+/// The test database's URL, through `front`.
+fn url_through(db: &TestDb, front: SocketAddr) -> String {
+    let config: tokio_postgres::Config = db.url().parse().unwrap();
+    let user = config.get_user().unwrap_or("postgres");
+    format!("postgres://{user}@{front}/{}", db.name())
+}
+
+fn postgres_addr(db: &TestDb) -> SocketAddr {
+    let config: tokio_postgres::Config = db.url().parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("the test database is not on TCP: {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A command's variables on `bus`, waiting at most `wait` for an answer.
+fn cli_env(bus: &TestBus, wait: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = bus
+        .env(None)
+        .faro_vars()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    env.push(("FARO_API_WAIT".into(), wait.to_owned()));
+    env
+}
+
+async fn faro(args: &[&str], env: Vec<(String, String)>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_faro"));
+    command.args(args).env_clear().envs(env);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_waits_for_a_postgres_that_does_not_answer_yet() {
+    let db = TestDb::create().await.unwrap();
+    let front = FlakyFront::start(3, Some(postgres_addr(&db))).await;
+
+    let output = faro(
+        &["migrate"],
+        vec![("FARO_DATABASE_URL".into(), url_through(&db, front.addr))],
+    )
+    .await;
+
+    assert!(
+        output.status.success(),
+        "faro migrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(front.refused.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_gives_up_after_faro_database_wait_naming_it() {
+    let db = TestDb::create().await.unwrap();
+    let front = FlakyFront::start(usize::MAX, None).await;
+
+    let output = faro(
+        &["migrate"],
+        vec![
+            ("FARO_DATABASE_URL".into(), url_through(&db, front.addr)),
+            ("FARO_DATABASE_WAIT".into(), "1s".into()),
+        ],
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("did not answer within 1 s (FARO_DATABASE_WAIT)"),
+        "{stderr}"
+    );
+    assert!(front.refused.load(Ordering::SeqCst) >= 2, "tried once only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_waits_for_a_leading_dispatcher() {
+    let bus = TestBus::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let env = cli_env(&bus, "60s");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faro"))
+        .args(["target", "list"])
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The command says it waits: only then does a dispatcher start and take the lead.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("the command said nothing")
+    .unwrap();
+    assert!(
+        first.contains("waiting for a leading dispatcher"),
+        "{first}"
+    );
+    let shutdown = CancellationToken::new();
+    let dispatcher = tokio::spawn(faro_dispatcher::run(
+        faro_dispatcher::Config::from_env(&bus.env(Some(&db))).unwrap(),
+        shutdown.clone(),
+    ));
+
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the command did not end once a dispatcher led")
+    .unwrap();
+    assert!(output.status.success(), "{first}");
+    shutdown.cancel();
+    dispatcher.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_gives_up_after_faro_api_wait_naming_it() {
+    let bus = TestBus::start().await.unwrap();
+    let output = faro(&["target", "list"], cli_env(&bus, "1s")).await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no dispatcher answered within 1 s (FARO_API_WAIT)"),
+        "{stderr}"
+    );
+}
