@@ -99,9 +99,10 @@ macro_rules! token_newtype {
             }
         }
 
+        // `pad`, not `write_str`: a width (`{:<12}`) or precision in a format applies.
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
     };
@@ -213,7 +214,7 @@ impl FromStr for Priority {
 
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -305,7 +306,7 @@ impl FromStr for RunStatus {
 
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -404,6 +405,15 @@ impl From<MaxAttempts> for u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_statuses_and_priorities_honour_a_width() {
+        let queue = QueueName::parse("get").unwrap();
+        assert_eq!(format!("[{queue:<6}]"), "[get   ]");
+        assert_eq!(format!("[{queue:>6}]"), "[   get]");
+        assert_eq!(format!("[{:<11}]", RunStatus::Succeeded), "[succeeded  ]");
+        assert_eq!(format!("[{:>3}]", Priority::new(5).unwrap()), "[  5]");
+    }
 
     #[test]
     fn names_refuse_subject_metacharacters() {

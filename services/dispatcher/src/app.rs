@@ -342,6 +342,55 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     outcome
 }
 
+/// How long a new leader may take to open its consumers and read its state before it gives
+/// the lease up and tries again.
+const LEAD_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a new leader rebuilds from PostgreSQL: admission (limits, settings, slots of the runs
+/// in flight), their deadlines, the slot changes to write, the chains.
+async fn restore(
+    pool: &Pool,
+    config: &Config,
+) -> anyhow::Result<(Admission, Deadlines, Vec<SlotChange>, Chains)> {
+    // Slots held by runs already in flight, from before a restart.
+    let mut admission = Admission::new(Limits {
+        default: config.target_max_concurrency,
+        per_target: store::target_limits(pool).await?,
+        queue_defined: store::queue_limits(pool).await?,
+        queue_set: HashMap::new(),
+        disabled: catalog::disabled_targets(pool).await?,
+    });
+    // Hot settings in force before the first run is offered.
+    for setting in store::settings(pool).await? {
+        apply_to(&mut admission, &setting);
+    }
+    // Attempts in flight before a restart keep their slots and are watched for a deadline
+    // from when they were published.
+    let mut deadlines = Deadlines::default();
+    for (run, published) in store::in_flight_runs(pool).await? {
+        admission.restore_in_flight(
+            run.target.clone(),
+            run.queue.clone(),
+            run.run_id,
+            run.attempt,
+            run.timeout_ms,
+        );
+        let timeout = run
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(config.run_timeout)
+            + config.run_timeout_grace;
+        let deadline = published + chrono::Duration::from_std(timeout).unwrap_or_default();
+        deadlines.track(run, deadline);
+    }
+    let restored_slots = admission.take_changes();
+    let mut chains = Chains::default();
+    for (parent, child) in store::chained_jobs(pool).await? {
+        chains.define(parent, child);
+    }
+    Ok((admission, deadlines, restored_slots, chains))
+}
+
 /// Does the leader's work until `leading` is cancelled: rebuilds its state from PostgreSQL
 /// (slots in flight, deadlines, chains, the schedule, the outbox), then runs every loop.
 async fn lead(
@@ -377,46 +426,30 @@ async fn lead(
             .context("cannot open the leases bucket")?;
         anyhow::Ok((submissions, results, leases))
     };
+    // Bounded: a request JetStream never answers (a stream whose new leader is still being
+    // elected after a NATS node died) must not hold the lease with nothing led.
+    let consumers = async {
+        tokio::time::timeout(LEAD_START_TIMEOUT, consumers)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the leader's consumers and leases bucket did not open within {} s",
+                    LEAD_START_TIMEOUT.as_secs()
+                )
+            })?
+    };
     let Some((submissions, results, leases)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
-
-    // Slots held by runs already in flight, from before a restart.
-    let mut admission = Admission::new(Limits {
-        default: config.target_max_concurrency,
-        per_target: store::target_limits(&pool).await?,
-        queue_defined: store::queue_limits(&pool).await?,
-        queue_set: HashMap::new(),
-        disabled: catalog::disabled_targets(&pool).await?,
-    });
-    // Hot settings in force before the first run is offered.
-    for setting in store::settings(&pool).await? {
-        apply_to(&mut admission, &setting);
-    }
-    // Attempts in flight before a restart keep their slots and are watched for a deadline
-    // from when they were published.
-    let mut deadlines = Deadlines::default();
-    for (run, published) in store::in_flight_runs(&pool).await? {
-        admission.restore_in_flight(
-            run.target.clone(),
-            run.queue.clone(),
-            run.run_id,
-            run.attempt,
-            run.timeout_ms,
-        );
-        let timeout = run
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(config.run_timeout)
-            + config.run_timeout_grace;
-        let deadline = published + chrono::Duration::from_std(timeout).unwrap_or_default();
-        deadlines.track(run, deadline);
-    }
-    let restored_slots = admission.take_changes();
-    let mut chains = Chains::default();
-    for (parent, child) in store::chained_jobs(&pool).await? {
-        chains.define(parent, child);
-    }
+    let (admission, deadlines, restored_slots, chains) =
+        tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the leader's state was not read from PostgreSQL within {} s",
+                    LEAD_START_TIMEOUT.as_secs()
+                )
+            })??;
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();

@@ -45,6 +45,10 @@ struct Worker {
     load: std::sync::Mutex<LoadReading>,
     /// Open (true) while the worker takes new runs.
     admission: watch::Sender<bool>,
+    /// Whether its latest heartbeat was stored. A worker that cannot write to JetStream (its
+    /// NATS node lost the streams while a cluster node died) takes no runs it could not
+    /// report: they go to workers that can.
+    bus_ok: std::sync::atomic::AtomicBool,
     js: jetstream::Context,
     ns: Namespace,
     slots: Arc<Semaphore>,
@@ -114,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         settings: std::sync::RwLock::default(),
         load: std::sync::Mutex::default(),
         admission: watch::Sender::new(true),
+        bus_ok: std::sync::atomic::AtomicBool::new(true),
         slots: Arc::new(Semaphore::new(config.capacity as usize)),
         runs: TaskTracker::new(),
         executing: AtomicU32::new(0),
@@ -211,7 +216,11 @@ async fn load_loop(worker: Arc<Worker>, shutdown: CancellationToken) -> anyhow::
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let closed = load::closed_by(cpu, mem, &limits);
+        let closed = if worker.bus_ok.load(Ordering::Relaxed) {
+            load::closed_by(cpu, mem, &limits)
+        } else {
+            Some("its heartbeat could not be stored in NATS".to_owned())
+        };
         if let Some(cpu) = cpu {
             metrics::gauge!(m::CPU_PERCENT).set(f64::from(cpu));
         }
@@ -282,7 +291,9 @@ async fn heartbeat_loop(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match put_heartbeat(&worker, &bucket).await {
+        let beat = put_heartbeat(&worker, &bucket).await;
+        worker.bus_ok.store(beat.is_ok(), Ordering::Relaxed);
+        match beat {
             Ok(()) => metrics::counter!(m::HEARTBEATS, "result" => "ok").increment(1),
             Err(error) => {
                 // A missed beat is the balancer's business; keep trying.
@@ -454,7 +465,6 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
         // Drain the pull to its end; after `stop`, whatever still arrives is given back at once,
         // and the drain lasts at most one fetch expiry more.
         let expiry = worker.config.fetch_expiry;
@@ -463,6 +473,7 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
             tokio::time::sleep(expiry).await;
         };
         tokio::pin!(drain_deadline);
+        let mut interrupted = false;
         loop {
             let next = tokio::select! {
                 next = batch.next() => next,
@@ -473,9 +484,11 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(%queue, %error, "pull interrupted");
+                    interrupted = true;
                     break;
                 }
             };
+            backoff = Duration::from_millis(100);
             // Stopped, or over the load limits since the pull began: given back at once.
             let permit = match permits.pop() {
                 Some(permit) if !stop.is_cancelled() && *admission.borrow() => permit,
@@ -491,6 +504,17 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                 executing.executing.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
+        }
+        // A pull the server refused at once (no consumer leader while a NATS node is down,
+        // 503) is asked again after a pause that grows until a run arrives: asked again at
+        // once, it spun tens of thousands of times a minute and starved the machine.
+        if interrupted {
+            drop(permits);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
