@@ -156,6 +156,23 @@ olt-huawei-1-discovery  discovery  2s                            2026-11-30 15:2
     assert_eq!(cell(header, "", "LAST RUN"), None);
 }
 
+/// The other tests load this machine's CPU: the workers must not stop taking runs for it;
+/// pools cool for `cooling`.
+async fn seed_settings(db: &TestDb, cooling: &str) {
+    let (seed, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    seed.execute(
+        "INSERT INTO system_config (key, value)
+         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
+                ('cooling_period', to_jsonb($1::text))",
+        &[&cooling],
+    )
+    .await
+    .unwrap();
+}
+
 /// Starts `scripts/dev` with `args` and `env` in `root`; its standard output, line by line.
 fn start_dev(root: &Path, args: &[&str], env: &[(&str, String)]) -> (Dev, mpsc::Receiver<String>) {
     let mut child = Command::new(root.join("scripts/dev"))
@@ -220,20 +237,8 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let (nats_port, http_base, snmp_base) = quiet_ports();
-    // The other tests load this machine's CPU: the workers must not stop taking runs for it.
-    let (seed, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     // Pools cool for 2 s, not 30: the smoke queue gets a worker soon after the fleet's.
-    seed.execute(
-        "INSERT INTO system_config (key, value)
-         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
-                ('cooling_period', '\"2s\"'::jsonb)",
-        &[],
-    )
-    .await
-    .unwrap();
+    seed_settings(&db, "2s").await;
 
     let (dev, lines) = start_dev(
         root,
@@ -566,18 +571,7 @@ async fn scripts_dev_runs_on_a_three_node_nats_cluster_and_survives_losing_one()
     let db = TestDb::create().await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let (nats_port, http_base, _) = quiet_ports();
-    let (seed, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    seed.execute(
-        "INSERT INTO system_config (key, value)
-         VALUES ('worker.cpu_max', '100'::jsonb), ('worker.mem_max', '100'::jsonb),
-                ('cooling_period', '\"0s\"'::jsonb)",
-        &[],
-    )
-    .await
-    .unwrap();
+    seed_settings(&db, "0s").await;
     let (_dev, lines) = start_dev(
         root,
         &[
