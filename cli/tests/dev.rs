@@ -201,8 +201,8 @@ fn wait_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
     let (mut url, mut password) = (None, None);
     loop {
         let line = lines
-            .recv_timeout(Duration::from_secs(90))
-            .expect("scripts/dev did not report ready within 90 s");
+            .recv_timeout(Duration::from_secs(150))
+            .expect("scripts/dev did not report ready within 150 s");
         if let Some(at) = line.find("FARO_NATS_URL=") {
             url = line[at + "FARO_NATS_URL=".len()..]
                 .split_whitespace()
@@ -557,12 +557,11 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     std::mem::forget(dev);
 }
 
-// Not in CI yet: it passed in one full run here and failed in the next four, every stream
-// declaration timing out (JetStream created each stream, its answer never reached the
-// service) with the per-service users and accounts of nats/nats-server.conf; the cluster of
-// bench/tests/it/cluster.rs (no accounts) declares at once. Run it with `cargo test -p
-// faro-cli --test dev -- --ignored`.
-#[ignore = "stream declarations time out on the three-node cluster with accounts; run with --ignored"]
+// Not in CI yet: since the system account became `$SYS` (naming another one broke every
+// stream declaration on a cluster) it passed 4 of 6 runs here; the others gave up waiting for
+// the cluster (a service's topology wait of a minute ran out, or health after 30 s). Run it
+// with `cargo test -p faro-cli --test dev -- --ignored`.
+#[ignore = "a forming cluster sometimes takes the services' topology for over a minute; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_dev_runs_on_a_three_node_nats_cluster_and_survives_losing_one() {
     let faro = PathBuf::from(env!("CARGO_BIN_EXE_faro"));
