@@ -558,7 +558,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
 }
 
 // Not in CI yet: since the system account became `$SYS` (naming another one broke every
-// stream declaration on a cluster) it passed 4 of 6 runs here; the others gave up waiting for
+// stream declaration on a cluster) it passed 3 of 5 runs here; the others gave up waiting for
 // the cluster (a service's topology wait of a minute ran out, or health after 30 s). Run it
 // with `cargo test -p faro-cli --test dev -- --ignored`.
 #[ignore = "a forming cluster sometimes takes the services' topology for over a minute; run with --ignored"]
