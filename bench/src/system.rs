@@ -29,6 +29,15 @@ pub async fn seed_test_settings(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a leading dispatcher answers its status API within a second.
+pub async fn dispatcher_answers(client: &async_nats::Client, ns: &Namespace) -> bool {
+    let subject = ns.api_subject("dispatcher", "status");
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), client.request(subject, "".into())).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Runs a service, writing why it stopped to standard error if it failed: a test that sees a
 /// service stop then says why, not only which.
 async fn reporting(
@@ -172,15 +181,9 @@ impl System {
 
     /// Waits until the dispatcher answers its status API (it has started).
     async fn wait_dispatcher(&self) -> anyhow::Result<()> {
-        let subject = self.ns.api_subject("dispatcher", "status");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let reply = tokio::time::timeout(
-                Duration::from_secs(1),
-                self.client.request(subject.clone(), "".into()),
-            )
-            .await;
-            if matches!(reply, Ok(Ok(_))) {
+            if dispatcher_answers(&self.client, &self.ns).await {
                 return Ok(());
             }
             if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {

@@ -135,16 +135,8 @@ async fn wait_emitted(services: &[Service]) {
 
 /// Waits until the leading dispatcher answers its API.
 async fn wait_dispatcher(bus: &TestBus) {
-    let subject = bus.ns.api_subject("dispatcher", "status");
     let deadline = tokio::time::Instant::now() + LIMIT;
-    while !matches!(
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            bus.client.request(subject.clone(), "".into())
-        )
-        .await,
-        Ok(Ok(_))
-    ) {
+    while !faro_bench::system::dispatcher_answers(&bus.client, &bus.ns).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the dispatcher did not answer"
