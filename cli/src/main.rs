@@ -7,7 +7,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::future::IntoFuture;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -467,8 +466,15 @@ pub struct Sent {
     pub duplicates: usize,
 }
 
+/// How long a chunk of a submission is published again while JetStream cannot store it: the
+/// submissions stream has no leader for a few seconds after a NATS cluster node dies ("no
+/// stream found"), or its ack does not come in time. Republishing is safe: the chunk's
+/// `Nats-Msg-Id` makes a second copy a duplicate.
+const STORE_WAIT: Duration = Duration::from_secs(30);
+
 /// Publishes a validated submission in chunks under the server's payload limit, each with a
-/// `Nats-Msg-Id` derived from the content's digest, and waits until NATS has stored them.
+/// `Nats-Msg-Id` derived from the content's digest, and waits until NATS has stored them
+/// (publishing a chunk again, for up to [`STORE_WAIT`], while JetStream cannot store it).
 pub async fn submit(
     client: &async_nats::Client,
     config: &CommonConfig,
@@ -481,24 +487,50 @@ pub async fn submit(
     let ids: Vec<String> = (0..chunks.len())
         .map(|index| format!("file-{digest}-{index}"))
         .collect();
-    let mut acks = Vec::with_capacity(chunks.len());
-    for (body, id) in chunks.iter().zip(&ids) {
-        let ack = js
-            .send_publish(
-                config.namespace.submit_subject(),
-                async_nats::jetstream::message::PublishMessage::build()
-                    .payload(body.clone().into())
-                    .message_id(id),
-            )
-            .await
-            .context("cannot publish the submission")?;
-        acks.push(ack.into_future());
-    }
+    let mut backoff = NoResponders::new(tokio::time::Instant::now() + STORE_WAIT);
     let mut duplicates = 0;
-    for ack in acks {
-        let ack = tokio::time::timeout(Duration::from_secs(30), ack)
-            .await
-            .context("NATS did not confirm the submission within 30 s")??;
+    for (body, id) in chunks.iter().zip(&ids) {
+        let ack = loop {
+            let stored = async {
+                js.send_publish(
+                    config.namespace.submit_subject(),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .payload(body.clone().into())
+                        .message_id(id),
+                )
+                .await?
+                .await
+            };
+            let error = match stored.await {
+                Ok(ack) => break ack,
+                Err(error) => error,
+            };
+            use async_nats::jetstream::context::PublishErrorKind as Kind;
+            let transient = matches!(
+                error.kind(),
+                Kind::StreamNotFound | Kind::TimedOut | Kind::BrokenPipe
+            );
+            match backoff.next() {
+                Some((delay, first)) if transient => {
+                    if first {
+                        eprintln!(
+                            "faro: NATS cannot store the submission yet ({error}); trying again for up to {} s",
+                            STORE_WAIT.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Some(_) => return Err(error).context("cannot publish the submission"),
+                None => {
+                    return Err(error).with_context(|| {
+                        format!(
+                            "NATS did not store the submission within {} s",
+                            STORE_WAIT.as_secs()
+                        )
+                    })
+                }
+            }
+        };
         duplicates += usize::from(ack.duplicate);
     }
     Ok(Sent { ids, duplicates })

@@ -87,6 +87,45 @@ async fn faro(args: &[&str], env: Vec<(String, String)>) -> Output {
         .unwrap()
 }
 
+/// `faro args` started, its output piped.
+fn spawn_faro(args: &[&str], env: Vec<(String, String)>) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_faro"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The first line a command writes on stderr (what it says it waits for), within 30 s.
+async fn first_stderr_line(child: &mut std::process::Child) -> String {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("the command said nothing")
+    .unwrap()
+}
+
+/// The command's end, within 60 s; `what` says what it waited for.
+async fn ended(child: std::process::Child, what: &str) -> Output {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the command did not end once {what}"))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_waits_for_a_postgres_that_does_not_answer_yet() {
     let db = TestDb::create().await.unwrap();
@@ -134,28 +173,10 @@ async fn a_command_waits_for_a_leading_dispatcher() {
     let bus = TestBus::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
     let env = cli_env(&bus, "60s");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faro"))
-        .args(["target", "list"])
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_faro(&["target", "list"], env);
 
     // The command says it waits: only then does a dispatcher start and take the lead.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let first = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            stderr.read_line(&mut line).unwrap();
-            line
-        }),
-    )
-    .await
-    .expect("the command said nothing")
-    .unwrap();
+    let first = first_stderr_line(&mut child).await;
     assert!(
         first.contains("waiting for a leading dispatcher"),
         "{first}"
@@ -166,13 +187,7 @@ async fn a_command_waits_for_a_leading_dispatcher() {
         shutdown.clone(),
     ));
 
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("the command did not end once a dispatcher led")
-    .unwrap();
+    let output = ended(child, "a dispatcher led").await;
     assert!(output.status.success(), "{first}");
     shutdown.cancel();
     dispatcher.await.unwrap().unwrap();
@@ -189,4 +204,36 @@ async fn a_command_gives_up_after_faro_api_wait_naming_it() {
         stderr.contains("no dispatcher answered within 1 s (FARO_API_WAIT)"),
         "{stderr}"
     );
+}
+
+/// While JetStream cannot store a submission (its stream has no leader for a moment after a
+/// NATS node died; here the stream is missing until the test declares it again), `faro
+/// submit` says so and publishes again, rather than fail with "no stream found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_waits_while_nats_cannot_store_the_submission() {
+    let bus = TestBus::start().await.unwrap();
+    bus.js.delete_stream(bus.ns.submit_stream()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.json");
+    std::fs::write(
+        &file,
+        r#"[{"id": "one", "queue": "q", "kind": "sim", "params": {}}]"#,
+    )
+    .unwrap();
+    let mut child = spawn_faro(&["submit", file.to_str().unwrap()], cli_env(&bus, "1s"));
+
+    // The command says it cannot store the submission yet: only then is the stream back.
+    let first = first_stderr_line(&mut child).await;
+    assert!(
+        first.contains("NATS cannot store the submission yet"),
+        "{first}"
+    );
+    faro_shared::nats::ensure_topology(&bus.js, &bus.ns, &Default::default())
+        .await
+        .unwrap();
+
+    let output = ended(child, "the stream was back").await;
+    assert!(output.status.success(), "{first}");
+    let mut stream = bus.js.get_stream(bus.ns.submit_stream()).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }

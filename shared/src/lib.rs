@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod follow;
 pub mod http;
 pub mod jobfile;
 pub mod lease;

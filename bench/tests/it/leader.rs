@@ -174,6 +174,28 @@ async fn standby_takes_over_when_the_leader_dies() {
     system.stop().await.unwrap();
 }
 
+/// Writes the leader lease as "intruder", waits until the dispatcher stops leading, and frees
+/// the lease again.
+async fn take_the_lease_away(system: &System, limit: Duration) {
+    let store = system
+        .js
+        .get_key_value(system.ns.leases_bucket())
+        .await
+        .unwrap();
+    store
+        .put(faro_dispatcher::leader::LEADER_KEY, "intruder".into())
+        .await
+        .unwrap();
+    system
+        .wait_metric("faro_dispatcher_leader 0", limit)
+        .await
+        .unwrap();
+    store
+        .delete(faro_dispatcher::leader::LEADER_KEY)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_its_lease_steps_down_and_can_lead_again() {
     let system = System::start(Options {
@@ -190,26 +212,9 @@ async fn a_leader_that_loses_its_lease_steps_down_and_can_lead_again() {
         .unwrap();
 
     // Someone else writes the lease (a partition healed, an operator's hand): the leader's
-    // next renewal fails and it stops leading at once.
-    let store = system
-        .js
-        .get_key_value(system.ns.leases_bucket())
-        .await
-        .unwrap();
-    store
-        .put(faro_dispatcher::leader::LEADER_KEY, "intruder".into())
-        .await
-        .unwrap();
-    system
-        .wait_metric("faro_dispatcher_leader 0", limit)
-        .await
-        .unwrap();
-
-    // Free again: the same dispatcher leads again, rebuilt from PostgreSQL, and runs work.
-    store
-        .delete(faro_dispatcher::leader::LEADER_KEY)
-        .await
-        .unwrap();
+    // next renewal fails and it stops leading at once. Free again: the same dispatcher
+    // leads again, rebuilt from PostgreSQL, and runs work.
+    take_the_lease_away(&system, limit).await;
     assert_eq!(
         system.wait_leader(Some("intruder"), limit).await.unwrap(),
         "d0"
@@ -221,6 +226,51 @@ async fn a_leader_that_loses_its_lease_steps_down_and_can_lead_again() {
     let job = serde_json::json!({"queue": "poll", "kind": "sim", "target": "olt-1",
         "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}});
     system.submit_jobs(&[job], "after-relead").await.unwrap();
+    system.wait_terminal(1, limit).await.unwrap();
+    system.stop().await.unwrap();
+}
+
+/// A new leader whose start fails (here: its submissions stream is gone) gives the lease up
+/// and competes again after a pause, rather than renew a lease with nothing led, which
+/// stopped every run for as long as the process lived. Once the stream is back, it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
+    let system = System::start(Options {
+        env: vec![("FARO_LEADER_LEASE_TTL".into(), "2s".into())],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let limit = Duration::from_secs(30);
+    system
+        .wait_metric("faro_dispatcher_leaderships_total 1", limit)
+        .await
+        .unwrap();
+    system
+        .js
+        .delete_stream(system.ns.submit_stream())
+        .await
+        .unwrap();
+    take_the_lease_away(&system, limit).await;
+    // The second leadership cannot open its submissions consumer; a third follows it.
+    system
+        .wait_metric("faro_dispatcher_leaderships_total 3", limit)
+        .await
+        .unwrap();
+
+    faro_shared::nats::ensure_topology(
+        &system.js,
+        &system.ns,
+        &faro_shared::nats::TopologySettings::default(),
+    )
+    .await
+    .unwrap();
+    let job = serde_json::json!({"queue": "poll", "kind": "sim", "target": "olt-1",
+        "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}});
+    system
+        .submit_jobs(&[job], "after-failed-start")
+        .await
+        .unwrap();
     system.wait_terminal(1, limit).await.unwrap();
     system.stop().await.unwrap();
 }

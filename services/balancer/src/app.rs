@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
+use faro_shared::follow::Follow;
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{
     Assignment, BalancerEvent, DemandSnapshot, Heartbeat, WorkerEvent, WorkerSettings,
@@ -18,7 +19,7 @@ use faro_shared::messages::{
 use faro_shared::nats::{Retry, Topology};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -114,12 +115,17 @@ struct Balancer {
 
 impl Balancer {
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut beats = self
-            .topology
-            .workers
-            .watch_with_history(">")
-            .await
-            .context("cannot watch heartbeats")?;
+        let workers = self.topology.workers.clone();
+        let mut beats = Follow::open("heartbeat watch", move || {
+            let workers = workers.clone();
+            async move {
+                workers
+                    .watch_with_history(">")
+                    .await
+                    .context("cannot watch heartbeats")
+            }
+        })
+        .await?;
         // Every worker's last beat first: a first cycle that saw only some would take the
         // assignments of the others away.
         let mut stored = self
@@ -134,10 +140,9 @@ impl Balancer {
             .state
             .messages;
         if stored > 0 {
-            while let Ok(Some(entry)) =
-                tokio::time::timeout(Duration::from_secs(2), beats.next()).await
+            while let Ok(entry) =
+                tokio::time::timeout(CATCH_UP_WAIT, beats.next(BEATS_SILENCE_IDLE)).await
             {
-                let Ok(entry) = entry else { break };
                 let caught_up = entry.delta == 0;
                 self.observe_beat(entry).await;
                 if caught_up {
@@ -145,47 +150,46 @@ impl Balancer {
                 }
             }
         }
-        let (mut demand, mut replay) = self.follow_demand().await?;
+        let replay = self.demand_stored().await?;
+        let (js, ns) = (self.js.clone(), self.ns.clone());
+        let mut demand = Follow::open("demand watch", move || {
+            follow_demand(js.clone(), ns.clone())
+        })
+        .await?;
+        let demand_silence = demand_silence(self.config.demand_max_age);
         // The latest snapshots first: a first cycle without them would see no demand at all.
+        let mut replay = replay;
         while replay > 0 {
-            match tokio::time::timeout(Duration::from_secs(2), demand.next()).await {
-                Ok(Some(Ok(message))) => {
+            match tokio::time::timeout(CATCH_UP_WAIT, demand.next(demand_silence)).await {
+                Ok(message) => {
                     self.observe_demand(&message.payload).await;
                     replay = message.info().map_or(0, |info| info.pending);
                 }
-                Ok(Some(Err(error))) => {
-                    tracing::warn!(%error, "demand stream error");
-                    break;
-                }
-                Ok(None) | Err(_) => break,
+                Err(_) => break,
             }
         }
         let mut next = tokio::time::Instant::now();
         let mut cycles: u64 = 0;
         loop {
+            // A watch silent for longer than the workers beat is dead, not quiet: it is opened
+            // again before its silence makes them lost.
+            let beats_silence = {
+                let state = self.state.lock().await;
+                beats_silence(state.registry.longest_beat_interval())
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep_until(next) => {}
-                entry = beats.next() => {
-                    match entry {
-                        Some(Ok(entry)) => {
-                            if self.observe_beat(entry).await {
-                                // A worker joined, returned or left: decide at once.
-                                next = next.min(tokio::time::Instant::now());
-                            }
-                        }
-                        Some(Err(error)) => tracing::warn!(%error, "heartbeat watch error"),
-                        None => anyhow::bail!("the heartbeat watch ended"),
+                entry = beats.next(beats_silence) => {
+                    if self.observe_beat(entry).await {
+                        // A worker joined, returned or left: decide at once.
+                        next = next.min(tokio::time::Instant::now());
                     }
                     continue;
                 }
-                message = demand.next() => {
-                    match message {
-                        Some(Ok(message)) => self.observe_demand(&message.payload).await,
-                        Some(Err(error)) => tracing::warn!(%error, "demand stream error"),
-                        None => anyhow::bail!("the demand stream ended"),
-                    }
+                message = demand.next(demand_silence) => {
+                    self.observe_demand(&message.payload).await;
                     continue;
                 }
             }
@@ -215,33 +219,20 @@ impl Balancer {
         }
     }
 
-    /// Every queue's latest snapshot first, then each new one; with the number of snapshots
-    /// stored now.
-    async fn follow_demand(&self) -> anyhow::Result<(jetstream::consumer::pull::Ordered, u64)> {
+    /// How many demand snapshots the stream holds now: the latest of each queue, replayed
+    /// before the first cycle.
+    async fn demand_stored(&self) -> anyhow::Result<u64> {
         let mut stream = self
             .js
             .get_stream(self.ns.demand_stream())
             .await
             .context("cannot open the demand stream")?;
-        let stored = stream
+        Ok(stream
             .info()
             .await
             .context("cannot read the demand stream")?
             .state
-            .messages;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: self.ns.demand_wildcard(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .context("cannot follow the demand stream")?;
-        let messages = consumer
-            .messages()
-            .await
-            .context("cannot follow the demand stream")?;
-        Ok((messages, stored))
+            .messages)
     }
 
     async fn observe_demand(&self, payload: &[u8]) {
@@ -558,6 +549,55 @@ impl Balancer {
     }
 }
 
+/// How long the first reads of the heartbeat and demand watches may wait for the next entry
+/// before the balancer stops catching up and decides.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// Heartbeat-watch silence allowed while no worker is live: the watch is opened again this
+/// often on an idle system (cheap), so a dead one cannot hide a worker that starts later.
+const BEATS_SILENCE_IDLE: Duration = Duration::from_secs(10);
+
+/// Heartbeat-watch silence allowed at least, however fast workers beat.
+const BEATS_SILENCE_MIN: Duration = Duration::from_secs(2);
+
+/// Pure: how long the heartbeat watch may say nothing before it is opened again: three beats
+/// of the slowest live worker (it is lost only after `max_missed`, 5 by default), at least
+/// [`BEATS_SILENCE_MIN`]; [`BEATS_SILENCE_IDLE`] with no live worker.
+fn beats_silence(longest_interval: Option<Duration>) -> Duration {
+    longest_interval.map_or(BEATS_SILENCE_IDLE, |interval| {
+        (interval * 3).max(BEATS_SILENCE_MIN)
+    })
+}
+
+/// Pure: how long the demand watch may say nothing before it is opened again: a third of the
+/// age at which demand counts as stale, at least 2 s.
+fn demand_silence(max_age: Duration) -> Duration {
+    (max_age / 3).max(Duration::from_secs(2))
+}
+
+/// Every queue's latest demand snapshot, then each new one, as a new ordered consumer.
+async fn follow_demand(
+    js: jetstream::Context,
+    ns: Namespace,
+) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+    let stream = js
+        .get_stream(ns.demand_stream())
+        .await
+        .context("cannot open the demand stream")?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: ns.demand_wildcard(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .context("cannot follow the demand stream")?;
+    consumer
+        .messages()
+        .await
+        .context("cannot follow the demand stream")
+}
+
 /// Every value of a bucket, by key; a malformed value is skipped with a warning.
 ///
 /// The keys come from the stream's subjects (one request to the stream's leader), not from
@@ -592,4 +632,36 @@ async fn read_all<T: serde::de::DeserializeOwned>(
         }
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_watch_may_be_quiet_three_beats_and_longer_when_idle() {
+        assert_eq!(
+            beats_silence(Some(Duration::from_secs(5))),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            beats_silence(Some(Duration::from_millis(100))),
+            BEATS_SILENCE_MIN
+        );
+        assert_eq!(beats_silence(None), BEATS_SILENCE_IDLE);
+        // Reopened before a worker beating every 5 s is lost (5 missed beats, 27.5 s).
+        assert!(beats_silence(Some(Duration::from_secs(5))) < Duration::from_millis(27_500));
+    }
+
+    #[test]
+    fn the_demand_watch_may_be_quiet_a_third_of_the_stale_age() {
+        assert_eq!(
+            demand_silence(Duration::from_secs(30)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            demand_silence(Duration::from_secs(1)),
+            Duration::from_secs(2)
+        );
+    }
 }

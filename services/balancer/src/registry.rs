@@ -235,6 +235,15 @@ impl Registry {
             .iter()
             .filter(|(_, e)| matches!(e.state, RegState::Active | RegState::Unstable))
     }
+
+    /// The longest heartbeat interval among live workers: how long the heartbeat watch may
+    /// be quiet while it works. `None` when no worker is live.
+    pub fn longest_beat_interval(&self) -> Option<std::time::Duration> {
+        self.live()
+            .filter_map(|(_, entry)| entry.beat.as_ref())
+            .map(|beat| std::time::Duration::from_millis(u64::from(beat.interval_ms.max(1))))
+            .max()
+    }
 }
 
 fn interval_of(beat: &Heartbeat) -> chrono::Duration {
@@ -289,6 +298,34 @@ mod tests {
 
     fn kinds(events: &[Event]) -> Vec<&'static str> {
         events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn the_longest_beat_interval_is_of_live_workers_only() {
+        let mut reg = Registry::default();
+        assert_eq!(reg.longest_beat_interval(), None);
+        let slow = Heartbeat {
+            interval_ms: 20_000,
+            ..hb("slow")
+        };
+        reg.beat(hb("w1"), t(0));
+        reg.beat(slow, t(0));
+        assert_eq!(
+            reg.longest_beat_interval(),
+            Some(std::time::Duration::from_secs(20))
+        );
+        // The slow one leaves: the watch is then expected to hear from w1 every 5 s.
+        reg.left(&WorkerId::parse("slow").unwrap(), t(1));
+        assert_eq!(
+            reg.longest_beat_interval(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        reg.tick(t(60), 5);
+        assert_eq!(
+            reg.longest_beat_interval(),
+            None,
+            "a lost worker beats no more"
+        );
     }
 
     #[test]

@@ -300,10 +300,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         // killed process) stops renewing at once.
         let leading = shutdown.child_token();
         let (led, lease) = tokio::join!(
-            lead(&config, &pool, &client, &js, leading.clone()),
+            async {
+                let led = lead(&config, &pool, &client, &js, leading.clone()).await;
+                // However leading ended (its start failed too), renewing ends with it: a
+                // lease kept with nothing led stops every run until the process dies.
+                leading.cancel();
+                led
+            },
             election.keep(lease, leading.clone()),
         );
-        leading.cancel();
         if shutdown.is_cancelled() || led.is_err() {
             if let Some(lease) = lease {
                 if let Err(error) = lease.release(&topology.leases).await {

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, AckKind};
 use chrono::Utc;
 use faro_shared::domain::QueueName;
+use faro_shared::follow::Follow;
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{
     Assignment, Heartbeat, LoadSources, WorkerCancel, WorkerCancelReply, WorkerSettings,
@@ -346,6 +347,14 @@ async fn cancel_loop(
     }
 }
 
+/// How often a worker reads its assignment key itself, to catch a change its watch missed
+/// (a watch can die without a word when a NATS node dies; see `faro_shared::follow`).
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(10);
+
+/// Assignment-watch silence after which it is opened again anyway: assignments change
+/// rarely, so this is long; [`ASSIGNMENT_CHECK`] finds a dead watch sooner.
+const ASSIGNMENT_SILENCE: Duration = Duration::from_secs(300);
+
 /// Follows this worker's key in the assignments bucket, starting and stopping pull loops.
 async fn assignment_loop(
     worker: Arc<Worker>,
@@ -353,35 +362,61 @@ async fn assignment_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let key = worker.config.worker_id.to_string();
-    let mut watch = bucket
-        .watch_with_history(&key)
-        .await
-        .context("cannot watch the assignment")?;
+    let (watched, watched_key) = (bucket.clone(), key.clone());
+    let mut follow = Follow::open("assignment watch", move || {
+        let (bucket, key) = (watched.clone(), watched_key.clone());
+        async move {
+            bucket
+                .watch_with_history(key)
+                .await
+                .context("cannot watch the assignment")
+        }
+    })
+    .await?;
+    let mut check = tokio::time::interval_at(
+        tokio::time::Instant::now() + ASSIGNMENT_CHECK,
+        ASSIGNMENT_CHECK,
+    );
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The revision of the latest entry acted on: a reopened watch replays it.
+    let mut seen: Option<u64> = None;
     let mut loops: HashMap<QueueName, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     let result = loop {
         let entry = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            entry = watch.next() => entry,
-        };
-        let queues: Vec<QueueName> = match entry {
-            Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                match serde_json::from_slice::<Assignment>(&entry.value) {
-                    Ok(assignment) => {
-                        apply_settings(&worker, assignment.settings);
-                        assignment.queues
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "malformed assignment ignored");
-                        continue;
-                    }
+            entry = follow.next(ASSIGNMENT_SILENCE) => entry,
+            _ = check.tick() => match bucket.entry(&key).await {
+                Ok(Some(entry)) if seen.is_none_or(|seen| entry.revision > seen) => {
+                    tracing::warn!(
+                        revision = entry.revision,
+                        "the assignment watch missed a change; following it again"
+                    );
+                    follow.restart();
+                    entry
                 }
-            }
-            Some(Ok(_)) => Vec::new(),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "assignment watch error");
-                continue;
-            }
-            None => break Err(anyhow::anyhow!("the assignment watch ended")),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the assignment");
+                    continue;
+                }
+            },
+        };
+        if seen.is_some_and(|seen| entry.revision <= seen) {
+            continue;
+        }
+        seen = Some(entry.revision);
+        let queues: Vec<QueueName> = match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<Assignment>(&entry.value) {
+                Ok(assignment) => {
+                    apply_settings(&worker, assignment.settings);
+                    assignment.queues
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "malformed assignment ignored");
+                    continue;
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => Vec::new(),
         };
         loops.retain(|queue, (stop, _)| {
             let keep = queues.contains(queue);
