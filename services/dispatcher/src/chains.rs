@@ -11,7 +11,7 @@ use faro_shared::domain::{JobId, RunStatus};
 pub use faro_shared::messages::RunIf;
 use uuid::Uuid;
 
-use crate::scheduler::JobDef;
+use crate::timetable::JobDef;
 
 /// A chained job: what runs, and when.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! Pure: runs in flight and when each must have a result by.
+//! The deadlines task, and the pure book it keeps: runs in flight and when each must have a
+//! result by.
 //!
 //! A published attempt gets a deadline (its timeout plus a grace). An attempt with no result by
 //! then is recorded as `timed_out` by the dispatcher, through the same path as a worker's
@@ -7,10 +8,19 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::messages::RunMessage;
+use faro_shared::messages::RunResult;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::metrics as m;
+use crate::results::apply_results;
+use crate::state::Dispatcher;
 
 /// Deadlines of the attempts in flight.
 #[derive(Debug, Default)]
@@ -72,6 +82,79 @@ impl Deadlines {
 
     pub fn is_empty(&self) -> bool {
         self.by_run.is_empty()
+    }
+}
+
+/// A result the dispatcher records itself (a timeout, a cancel) for `run`'s attempt.
+pub(crate) fn own_result(run: &RunMessage, outcome: Outcome, error: String) -> RunResult {
+    let now = chrono::Utc::now();
+    RunResult {
+        run_id: run.run_id,
+        attempt: run.attempt,
+        job_id: run.job_id.clone(),
+        queue: run.queue.clone(),
+        target: run.target.clone(),
+        worker_id: WorkerId::parse("dispatcher").expect("a valid worker id"),
+        outcome,
+        simulated: false,
+        started_at: now,
+        finished_at: now,
+        output: None,
+        error: Some(error),
+    }
+}
+
+/// Records `timed_out` for attempts with no result by their deadline (timeout and grace).
+pub(crate) async fn deadlines_loop(
+    d: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    const IDLE: Duration = Duration::from_secs(3600);
+    loop {
+        let wait = d
+            .deadlines()
+            .next_wake()
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(IDLE)
+            .min(IDLE);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = d.deadlines_changed.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let expired = d.deadlines().expired(chrono::Utc::now());
+        if expired.is_empty() {
+            continue;
+        }
+        let results: Vec<RunResult> = expired
+            .iter()
+            .map(|run| {
+                own_result(
+                    run,
+                    Outcome::TimedOut,
+                    format!(
+                        "no result within the timeout ({} ms) and grace ({} ms)",
+                        run.timeout_ms
+                            .unwrap_or(d.config.run_timeout.as_millis() as u64),
+                        d.config.run_timeout_grace.as_millis()
+                    ),
+                )
+            })
+            .collect();
+        tracing::warn!(runs = results.len(), "attempts timed out");
+        metrics::counter!(m::TIMEOUTS).increment(results.len() as u64);
+        if let Err(error) = apply_results(&d, &results).await {
+            // Watch them again: the next wake records them.
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot record timeouts; trying again"
+            );
+            let retry_at = chrono::Utc::now() + chrono::Duration::seconds(1);
+            let mut deadlines = d.deadlines();
+            for run in expired {
+                deadlines.track(run, retry_at);
+            }
+        }
     }
 }
 

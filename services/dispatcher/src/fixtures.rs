@@ -6,7 +6,7 @@ use faro_shared::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, Ta
 use faro_shared::messages::{Overlap, RunMessage, SimParams, Task};
 use uuid::Uuid;
 
-use crate::scheduler::JobDef;
+use crate::timetable::JobDef;
 
 /// A `sim` run of job `job` on `target`, with a fresh id.
 pub fn run(job: &str, target: Option<&str>, priority: u8) -> RunMessage {

@@ -1,11 +1,24 @@
 //! faro's dispatcher: turns submissions into runs, publishes them to their queues, and records
 //! every outcome in PostgreSQL.
 //!
-//! Modules: `config` (settings), `app` (the service's loops), `plan` (pure: submission to runs),
-//! `store` (PostgreSQL), `bus` (NATS publishing), `metrics`. Scheduling of recurring jobs,
-//! admission, retries and chains build on these.
+//! One rule: each task owns its state behind a channel (the scheduler its timetable, the
+//! publisher its queue of admitted runs, the slot lease writer its slot changes), or the state
+//! is in `state` behind a lock whose kind is justified there.
+//!
+//! The service: `app` (stand by, lead, stand by again), `state` (what the tasks share),
+//! `leader` (the leader lease), `config` (settings), `metrics`. Its tasks, one module each:
+//! `intake` (submissions to runs), `publisher` (admission to the queues), `scheduler` (slots
+//! of recurring jobs), `retries` (retries due), `results` (the completer: results recorded),
+//! `deadlines` (attempts with no result in time), `settings` (hot settings reloaded),
+//! `slot_leases` (target slots in KV), `api` (one function per verb).
+//! Pure decisions: `plan` (a submission's runs), `admission` (target and queue slots),
+//! `timetable` (which recurring slot fires next), `schedule` (slot arithmetic), `retry`
+//! (retry policy), `chains` (children of a finished parent), `explain` (why a run waits).
+//! At the edges: `store` and `catalog` (PostgreSQL), `bus` (NATS publishing), `values` (SNMP
+//! values of a result).
 
 pub mod admission;
+mod api;
 mod app;
 mod bus;
 pub mod catalog;
@@ -15,14 +28,21 @@ pub mod deadlines;
 pub mod explain;
 #[cfg(test)]
 mod fixtures;
+mod intake;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+mod publisher;
+mod results;
+mod retries;
 pub mod retry;
 pub mod schedule;
-pub mod scheduler;
+mod scheduler;
+mod settings;
 pub mod slot_leases;
+mod state;
 pub mod store;
+pub mod timetable;
 pub mod values;
 
 pub use app::run;

@@ -20,7 +20,7 @@ use crate::chains::{self, Chains, Child, RunIf};
 use crate::explain::{AttemptFact, JobFacts, RunFacts};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
-use crate::scheduler::{Fire, JobDef, Recurring};
+use crate::timetable::{Fire, JobDef, Recurring};
 use faro_shared::settings::Setting;
 
 /// What recording a submission found.

@@ -1,0 +1,192 @@
+//! The intake task: pulls submissions, plans and records their runs, offers them to admission.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use faro_shared::domain::JobId;
+use faro_shared::jobfile;
+use faro_shared::jobfile::JobFileError;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus;
+use crate::chains::Child;
+use crate::metrics as m;
+use crate::plan::plan_submission;
+use crate::publisher::{dispatch, publish_outbox};
+use crate::state::{Dispatcher, ScheduleEvent};
+use crate::store::{self, Recorded};
+use crate::timetable::JobDef;
+
+pub(crate) async fn submissions_loop(
+    d: Arc<Dispatcher>,
+    consumer: PullConsumer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Runs recorded before a crash but never published go out first.
+    publish_outbox(&d, None).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(16)
+        .messages()
+        .await
+        .context("cannot pull submissions")?;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "submission pull failed; retrying");
+                continue;
+            }
+            None => anyhow::bail!("the submission stream ended"),
+        };
+        count_redelivery(&message, "submit");
+        let ack = match handle_submission(&d, &message).await {
+            Ok(ack) => ack,
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot process a submission; it will be retried"
+                );
+                AckKind::Nak(Some(Duration::from_secs(2)))
+            }
+        };
+        if let Err(error) = message.ack_with(ack).await {
+            tracing::warn!(%error, "cannot acknowledge a submission");
+        }
+    }
+}
+
+/// Counts a message JetStream delivers again: its earlier delivery was not acknowledged in
+/// time (a dispatcher failed over) or was given back (recording failed).
+pub(crate) fn count_redelivery(message: &jetstream::Message, stream: &'static str) {
+    if message.info().is_ok_and(|info| info.delivered > 1) {
+        metrics::counter!(m::REDELIVERIES, "stream" => stream).increment(1);
+    }
+}
+
+/// The id that deduplicates a submission: its `Nats-Msg-Id`, or its stream sequence.
+pub(crate) fn submission_id(message: &jetstream::Message) -> String {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned());
+    header.unwrap_or_else(|| match message.info() {
+        Ok(info) => format!("seq-{}", info.stream_sequence),
+        Err(_) => format!("anon-{}", uuid::Uuid::now_v7()),
+    })
+}
+
+pub(crate) async fn handle_submission(
+    d: &Dispatcher,
+    message: &jetstream::Message,
+) -> anyhow::Result<AckKind> {
+    let id = submission_id(message);
+    let submission = match jobfile::parse(&message.payload) {
+        Ok(submission) => submission,
+        Err(error) => return Ok(reject(d, &id, error).await),
+    };
+    let runs = plan_submission(&submission);
+    // Chains must stay acyclic, counting the chains already defined.
+    let edges: Vec<(JobId, JobId)> = runs
+        .iter()
+        .filter_map(|r| Some((r.message.job_id.clone(), r.after.clone()?)))
+        .collect();
+    if let Err(cycle) = d.chains.read().await.check(&edges) {
+        let index = runs.iter().position(|r| r.message.job_id == cycle.job);
+        return Ok(reject(
+            d,
+            &id,
+            JobFileError::in_job_field(index, "after", cycle.to_string()),
+        )
+        .await);
+    }
+    match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
+        Recorded::New => {
+            let mut once = Vec::new();
+            let mut recurring = Vec::new();
+            let mut not_recurring = Vec::new();
+            let mut chains = d.chains.write().await;
+            for run in runs {
+                // A job redefined from recurring to chained (or back) leaves its old role.
+                if run.is_definition() && run.interval.is_none() {
+                    not_recurring.push(run.message.job_id.clone());
+                }
+                if run.after.is_none() {
+                    chains.remove(&run.message.job_id);
+                }
+                let def = JobDef {
+                    interval: run.interval.map(|i| i.get()).unwrap_or_default(),
+                    template: run.message.clone(),
+                    max_attempts: run.max_attempts,
+                    retry_on: run.retry_on.clone(),
+                    last_slot: None,
+                    overlap: run.overlap,
+                };
+                match (&run.interval, &run.after) {
+                    (Some(_), _) => recurring.push(def.recurring()),
+                    (None, Some(parent)) => chains.define(
+                        parent.clone(),
+                        Child {
+                            def,
+                            run_if: run.run_if,
+                        },
+                    ),
+                    (None, None) => once.push(run.message),
+                }
+            }
+            drop(chains);
+            if !not_recurring.is_empty() {
+                let _ = d.schedule.send(ScheduleEvent::Remove(not_recurring));
+            }
+            if !recurring.is_empty() {
+                let _ = d.schedule.send(ScheduleEvent::Define(recurring));
+            }
+            let count = once.len();
+            dispatch(d, once);
+            metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
+            tracing::debug!(submission = %id, runs = count, "submission accepted");
+        }
+        Recorded::Duplicate => {
+            // Seen before; publish whatever a crash left unpublished.
+            publish_outbox(d, Some(&id)).await?;
+            metrics::counter!(m::SUBMISSIONS, "outcome" => "duplicate").increment(1);
+            tracing::info!(submission = %id, "duplicate submission ignored");
+        }
+        Recorded::MissingParents(missing) => {
+            let index = runs.iter().position(|r| {
+                r.after
+                    .as_ref()
+                    .is_some_and(|p| missing.iter().any(|m| m == p.as_str()))
+            });
+            let problem = format!(
+                "after names jobs that do not exist: {}; expected the id of a job in this submission or already defined",
+                missing.join(", ")
+            );
+            return Ok(reject(d, &id, JobFileError::in_job_field(index, "after", problem)).await);
+        }
+    }
+    Ok(AckKind::Ack)
+}
+
+/// Refuses a whole submission: logged, counted, and published on `faro.events.dispatcher`
+/// with the job index and field, so the submitter can see why.
+pub(crate) async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> AckKind {
+    tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
+    metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
+    bus::publish_event(
+        &d.js,
+        &d.ns,
+        "dispatcher",
+        &serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error}),
+    )
+    .await;
+    AckKind::Term
+}

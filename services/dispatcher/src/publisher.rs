@@ -1,0 +1,147 @@
+//! The publisher task: offers runs to admission and publishes the admitted ones to their queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faro_shared::messages::RunMessage;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus;
+use crate::metrics as m;
+use crate::state::Dispatcher;
+use crate::store;
+
+/// Offers runs to admission; those whose target has a free slot go to the publisher, the
+/// others wait in the outbox until a run of their target ends.
+pub(crate) fn dispatch(d: &Dispatcher, mut runs: Vec<RunMessage>) {
+    d.not_cancelled(&mut runs);
+    let admitted = d.admission().offer(runs);
+    publish_admitted(d, admitted);
+}
+
+/// Hands admitted runs to the publisher task (they hold their slots already).
+pub(crate) fn publish_admitted(d: &Dispatcher, admitted: Vec<RunMessage>) {
+    gauge_waiting(d);
+    if !admitted.is_empty() && d.publisher.send(admitted).is_err() {
+        // Only when the service is stopping: the runs stay in the outbox for the next start.
+        tracing::info!("publisher stopped; admitted runs stay in the outbox");
+    }
+}
+
+/// Sets the waiting gauge, one series per reason.
+pub(crate) fn gauge_waiting(d: &Dispatcher) {
+    let counts = d.admission().waiting_by_reason();
+    for (reason, runs) in counts.labelled() {
+        metrics::gauge!(m::RUNS_WAITING, "reason" => reason).set(runs as f64);
+    }
+}
+
+/// Publishes admitted runs as they come, coalescing what is queued, and retries until
+/// JetStream has stored them: an admitted run holds its slot until it is published.
+pub(crate) async fn publisher_loop(
+    d: Arc<Dispatcher>,
+    mut admitted: mpsc::UnboundedReceiver<Vec<RunMessage>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let mut batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = admitted.recv() => match next {
+                Some(batch) => batch,
+                None => return Ok(()),
+            },
+        };
+        while batch.len() < 10_000 {
+            match admitted.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        // A run cancelled after its admission gives its slots back unpublished.
+        let dropped = d.not_cancelled(&mut batch);
+        if !dropped.is_empty() {
+            let mut admitted = Vec::new();
+            for run in dropped {
+                admitted.extend(d.admission().release(run.run_id));
+            }
+            publish_admitted(&d, admitted);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        // Watched before it is published: a fast result may be recorded before the publish
+        // call even returns, and must find the deadline to clear.
+        let now = chrono::Utc::now();
+        {
+            let mut deadlines = d.deadlines();
+            for run in &batch {
+                deadlines.track(run.clone(), now + d.deadline_after(run));
+            }
+            metrics::gauge!(m::RUNS_WATCHED).set(deadlines.len() as f64);
+        }
+        d.deadlines_changed.notify_one();
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = publish_and_mark(&d, &batch).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                runs = batch.len(),
+                "cannot publish admitted runs; retrying"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+pub(crate) async fn publish_and_mark(
+    d: &Dispatcher,
+    runs: &[faro_shared::messages::RunMessage],
+) -> anyhow::Result<()> {
+    let devices = d
+        .devices
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let test_mode = d.snmp_test_mode.load(std::sync::atomic::Ordering::Relaxed);
+    match bus::with_devices(runs, &devices, test_mode) {
+        Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
+        None => bus::publish_runs(&d.js, &d.ns, runs).await?,
+    };
+    record_schedule_lag(d, runs);
+    let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
+    store::mark_published(&d.pool, &published).await?;
+    for run in runs {
+        metrics::counter!(m::RUNS_DISPATCHED, "queue" => run.queue.to_string()).increment(1);
+    }
+    Ok(())
+}
+
+/// Records how late each recurring run among `runs`, just stored in its queue's stream, went
+/// out after its slot. Once per run: a republish finds its slot gone.
+pub(crate) fn record_schedule_lag(d: &Dispatcher, runs: &[RunMessage]) {
+    let mut slots = d.slot_times();
+    if slots.is_empty() {
+        return;
+    }
+    let now = chrono::Utc::now();
+    for run in runs {
+        if let Some(slot) = slots.remove(&run.run_id) {
+            let lag = (now - slot).to_std().unwrap_or_default();
+            metrics::histogram!(m::SCHEDULE_LAG_SECONDS).record(lag.as_secs_f64());
+        }
+    }
+}
+
+/// Offers every run waiting in the outbox (all, or one submission's) to admission.
+pub(crate) async fn publish_outbox(d: &Dispatcher, submission: Option<&str>) -> anyhow::Result<()> {
+    let runs = store::unpublished_runs(&d.pool, submission, i64::MAX).await?;
+    if !runs.is_empty() {
+        tracing::info!(runs = runs.len(), "offering runs waiting in the outbox");
+        dispatch(d, runs);
+    }
+    Ok(())
+}
