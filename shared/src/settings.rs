@@ -283,6 +283,68 @@ impl fmt::Display for Setting {
     }
 }
 
+/// Every hot setting stored, as [`load`] read it: a key not stored takes its default, which
+/// the service that follows it knows (see [`KEYS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HotSettings {
+    stored: Vec<Setting>,
+}
+
+impl HotSettings {
+    /// From settings already read (tests, a setting just stored).
+    pub fn new(stored: Vec<Setting>) -> Self {
+        Self { stored }
+    }
+
+    /// Every setting stored, by key.
+    pub fn all(&self) -> &[Setting] {
+        &self.stored
+    }
+
+    /// `maintenance_mode`: false unless stored true.
+    pub fn maintenance(&self) -> bool {
+        self.stored.contains(&Setting::MaintenanceMode(true))
+    }
+
+    /// `log.level`, when stored.
+    pub fn log_level(&self) -> Option<&str> {
+        self.stored.iter().find_map(|setting| match setting {
+            Setting::LogLevel(filter) => Some(filter.as_str()),
+            _ => None,
+        })
+    }
+
+    /// `target.max_concurrency`, when stored.
+    pub fn target_max_concurrency(&self) -> Option<u32> {
+        self.stored.iter().find_map(|setting| match setting {
+            Setting::TargetMaxConcurrency(n) => Some(*n),
+            _ => None,
+        })
+    }
+}
+
+/// Reads every hot setting from `system_config`: the one reader of that table, for every
+/// service. A row this version cannot read (a key it does not know, a value out of range) is
+/// skipped with a warning naming it, and its default applies.
+pub async fn load(pool: &deadpool_postgres::Pool) -> anyhow::Result<HotSettings> {
+    use anyhow::Context as _;
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query("SELECT key, value FROM system_config ORDER BY key", &[])
+        .await
+        .context("cannot read the hot settings (system_config)")?;
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key: String = row.get(0);
+        let value: serde_json::Value = row.get(1);
+        match Setting::from_stored(&key, &value) {
+            Some(setting) => stored.push(setting),
+            None => tracing::warn!(%key, %value, "stored setting unreadable; its default applies"),
+        }
+    }
+    Ok(HotSettings { stored })
+}
+
 /// The request of `faro.api.dispatcher.config`: set a key (`value` given) or list all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigRequest {
@@ -389,5 +451,37 @@ mod tests {
             Setting::from_stored("retired.key", &serde_json::json!(1)),
             None
         );
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod load_tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    #[tokio::test]
+    async fn load_reads_every_readable_row_and_skips_the_others() {
+        let db = TestDb::create().await.unwrap();
+        let pool = crate::pg::pool(&db.config()).unwrap();
+        let client = pool.get().await.unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO system_config (key, value) VALUES
+                   ('maintenance_mode', 'true'),
+                   ('target.max_concurrency', '7'),
+                   ('log.level', '\"debug\"'),
+                   ('worker.cpu_max', '900'),
+                   ('retired.key', '1');",
+            )
+            .await
+            .unwrap();
+        let hot = load(&pool).await.unwrap();
+        assert!(hot.maintenance());
+        assert_eq!(hot.target_max_concurrency(), Some(7));
+        assert_eq!(hot.log_level(), Some("debug"));
+        // 900 % is out of range and the retired key unknown: both skipped, defaults apply.
+        assert_eq!(hot.all().len(), 3, "{hot:?}");
+        assert_eq!(HotSettings::default().target_max_concurrency(), None);
+        assert!(!HotSettings::default().maintenance());
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
 use faro_shared::messages::{BalancerEvent, Heartbeat, Kind, WorkerSettings};
-use faro_shared::settings::Setting;
+use faro_shared::settings::{HotSettings, Setting};
 
 use crate::decide::{Decision, Policy, QueueSpec};
 use crate::registry::{Entry, Event, RegState, Registry};
@@ -79,43 +79,41 @@ pub struct Hot {
     pub workers: WorkerSettings,
 }
 
-/// Reads the hot settings from `system_config`; a value that cannot be read keeps its
-/// default, with a warning.
+/// The hot settings the balancer follows, read by `faro_shared::settings::load`.
 pub async fn hot(pool: &Pool) -> anyhow::Result<Hot> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let rows = client
-        .query(
-            "SELECT key, value FROM system_config
-             WHERE key IN ('worker.cpu_max', 'worker.mem_max', 'log.level', 'maintenance_mode',
-                           'strict_isolation', 'preemption_mode', 'cooling_period',
-                           'cycle_interval')",
-            &[],
-        )
-        .await
-        .context("cannot read the hot settings")?;
-    let mut hot = Hot {
-        policy: Policy::default(),
-        cycle_interval: None,
-        workers: WorkerSettings::default(),
-    };
-    for row in rows {
-        let key: String = row.get(0);
-        match Setting::from_stored(&key, &row.get(1)) {
-            Some(Setting::WorkerCpuMax(n)) => hot.workers.cpu_max = n,
-            Some(Setting::WorkerMemMax(n)) => hot.workers.mem_max = n,
-            Some(Setting::LogLevel(filter)) => hot.workers.log_level = Some(filter),
-            Some(Setting::MaintenanceMode(on)) => hot.policy.maintenance = on,
-            Some(Setting::StrictIsolation(on)) => hot.policy.strict_isolation = on,
-            Some(Setting::PreemptionMode(on)) => hot.policy.preemption = on,
-            Some(Setting::CoolingPeriod(d)) => {
-                hot.policy.cooling_period =
-                    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+    Ok(Hot::from_settings(
+        &faro_shared::settings::load(pool).await?,
+    ))
+}
+
+impl Hot {
+    /// Pure: what the balancer follows among the hot settings; a key not stored keeps its
+    /// default.
+    pub fn from_settings(settings: &HotSettings) -> Self {
+        let mut hot = Hot {
+            policy: Policy::default(),
+            cycle_interval: None,
+            workers: WorkerSettings::default(),
+        };
+        for setting in settings.all() {
+            match setting {
+                Setting::WorkerCpuMax(n) => hot.workers.cpu_max = *n,
+                Setting::WorkerMemMax(n) => hot.workers.mem_max = *n,
+                Setting::LogLevel(filter) => hot.workers.log_level = Some(filter.clone()),
+                Setting::MaintenanceMode(on) => hot.policy.maintenance = *on,
+                Setting::StrictIsolation(on) => hot.policy.strict_isolation = *on,
+                Setting::PreemptionMode(on) => hot.policy.preemption = *on,
+                Setting::CoolingPeriod(d) => {
+                    hot.policy.cooling_period =
+                        chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::zero());
+                }
+                Setting::CycleInterval(d) => hot.cycle_interval = Some(*d),
+                // The dispatcher's: target and queue limits, SNMP test mode.
+                _ => {}
             }
-            Some(Setting::CycleInterval(d)) => hot.cycle_interval = Some(d),
-            _ => tracing::warn!(%key, "stored setting unreadable; its default applies"),
         }
+        hot
     }
-    Ok(hot)
 }
 
 /// The registry as last saved: every worker but those that left, and those lost for longer
@@ -400,4 +398,32 @@ pub async fn prune_decisions(pool: &Pool, keep: Duration) -> anyhow::Result<u64>
         )
         .await
         .context("cannot prune old decisions")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balancer_follows_its_settings_and_ignores_the_dispatchers() {
+        let defaults = Hot::from_settings(&HotSettings::default());
+        assert_eq!(defaults.policy, Policy::default());
+        assert_eq!(defaults.workers, WorkerSettings::default());
+        assert_eq!(defaults.cycle_interval, None);
+
+        let hot = Hot::from_settings(&HotSettings::new(vec![
+            Setting::WorkerCpuMax(60),
+            Setting::LogLevel("debug".into()),
+            Setting::PreemptionMode(true),
+            Setting::CoolingPeriod(Duration::from_secs(90)),
+            Setting::CycleInterval(Duration::from_secs(2)),
+            Setting::TargetMaxConcurrency(9),
+        ]));
+        assert_eq!(hot.workers.cpu_max, 60);
+        assert_eq!(hot.workers.mem_max, WorkerSettings::default().mem_max);
+        assert_eq!(hot.workers.log_level.as_deref(), Some("debug"));
+        assert!(hot.policy.preemption);
+        assert_eq!(hot.policy.cooling_period, chrono::Duration::seconds(90));
+        assert_eq!(hot.cycle_interval, Some(Duration::from_secs(2)));
+    }
 }

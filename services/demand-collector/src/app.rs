@@ -21,6 +21,7 @@ use crate::providers::{
     DispatcherWaiting, DueSoon, HttpSource, JetStreamBacklog, Provider, SqlSource,
 };
 use crate::snapshot::{snapshots, Answer};
+use crate::store;
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -145,9 +146,10 @@ async fn collect_once(
     providers: &[Arc<dyn Provider>],
     fed: &BTreeMap<&'static str, BTreeSet<QueueName>>,
 ) -> anyhow::Result<BTreeMap<&'static str, BTreeSet<QueueName>>> {
-    let queues = queue_names(pool).await?;
-    let mappings = mappings(pool).await?;
-    faro_shared::telemetry::follow_log_level(log_level(pool).await?.as_deref());
+    let queues = store::queue_names(pool).await?;
+    let mappings = store::mappings(pool).await?;
+    let settings = faro_shared::settings::load(pool).await?;
+    faro_shared::telemetry::follow_log_level(settings.log_level());
     let asked = providers.iter().map(|provider| {
         let queues = &queues;
         async move {
@@ -208,47 +210,4 @@ async fn collect_once(
             .context("demand snapshot not stored")?;
     }
     Ok(collected.fed)
-}
-
-/// External demand names mapped to queues (`faro mapping add`).
-async fn mappings(pool: &Pool) -> anyhow::Result<BTreeMap<String, QueueName>> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let rows = client
-        .query("SELECT external_name, queue FROM demand_mappings", &[])
-        .await
-        .context("cannot read the demand mappings")?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| Some((row.get(0), QueueName::parse(row.get::<_, String>(1)).ok()?)))
-        .collect())
-}
-
-/// The hot `log.level`, if one is set.
-async fn log_level(pool: &Pool) -> anyhow::Result<Option<String>> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let row = client
-        .query_opt(
-            "SELECT value FROM system_config WHERE key = 'log.level'",
-            &[],
-        )
-        .await
-        .context("cannot read log.level")?;
-    Ok(row.and_then(|row| {
-        match faro_shared::settings::Setting::from_stored("log.level", &row.get(0)) {
-            Some(faro_shared::settings::Setting::LogLevel(filter)) => Some(filter),
-            _ => None,
-        }
-    }))
-}
-
-async fn queue_names(pool: &Pool) -> anyhow::Result<Vec<QueueName>> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let rows = client
-        .query("SELECT name FROM queues ORDER BY name", &[])
-        .await
-        .context("cannot read queues")?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| QueueName::parse(row.get::<_, String>(0)).ok())
-        .collect())
 }

@@ -262,7 +262,7 @@ pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow
                 apply_setting(d, &setting);
                 tracing::info!(%setting, "setting changed");
             }
-            let settings = store::settings(&d.pool).await?;
+            let settings = faro_shared::settings::load(&d.pool).await?.all().to_vec();
             Ok(serde_json::to_vec(&ConfigReply { settings })?)
         }
         "cancel" => {

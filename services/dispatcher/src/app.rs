@@ -200,8 +200,8 @@ async fn restore(
         disabled: catalog::disabled_targets(pool).await?,
     });
     // Hot settings in force before the first run is offered.
-    for setting in store::settings(pool).await? {
-        apply_to(&mut admission, &setting);
+    for setting in faro_shared::settings::load(pool).await?.all() {
+        apply_to(&mut admission, setting);
     }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
     // from when they were published.

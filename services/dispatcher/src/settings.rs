@@ -86,7 +86,7 @@ pub(crate) async fn settings_loop(
 
 pub(crate) async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     let _serialized = d.settings.lock().await;
-    let stored = store::settings(&d.pool).await?;
+    let stored = faro_shared::settings::load(&d.pool).await?;
     let targets = store::target_limits(&d.pool).await?;
     let disabled = catalog::disabled_targets(&d.pool).await?;
     let devices = catalog::devices(&d.pool).await?;
@@ -94,27 +94,19 @@ pub(crate) async fn reload_settings(d: &Dispatcher) -> anyhow::Result<()> {
     *d.devices
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(devices);
-    let maintenance = stored.contains(&Setting::MaintenanceMode(true));
-    apply_setting(d, &Setting::MaintenanceMode(maintenance));
+    apply_setting(d, &Setting::MaintenanceMode(stored.maintenance()));
     let limit = stored
-        .iter()
-        .find_map(|s| match s {
-            Setting::TargetMaxConcurrency(n) => Some(*n),
-            _ => None,
-        })
+        .target_max_concurrency()
         .unwrap_or(d.config.target_max_concurrency);
     apply_setting(d, &Setting::TargetMaxConcurrency(limit));
     let filter = stored
-        .iter()
-        .find_map(|s| match s {
-            Setting::LogLevel(filter) => Some(filter.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(faro_shared::telemetry::default_filter);
+        .log_level()
+        .map_or_else(faro_shared::telemetry::default_filter, str::to_owned);
     apply_setting(d, &Setting::LogLevel(filter));
-    let test_mode = stored.contains(&Setting::SnmpTestMode(true));
+    let test_mode = stored.all().contains(&Setting::SnmpTestMode(true));
     apply_setting(d, &Setting::SnmpTestMode(test_mode));
     let queue_set = stored
+        .all()
         .iter()
         .filter_map(|s| match s {
             Setting::QueueMaxInFlight(queue, limit) => Some((queue.clone(), *limit)),

@@ -1327,19 +1327,6 @@ pub async fn submission_progress(
     })
 }
 
-/// Hot settings stored in `system_config`; rows this version does not know are skipped.
-pub async fn settings(pool: &Pool) -> anyhow::Result<Vec<Setting>> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    let rows = client
-        .query("SELECT key, value FROM system_config ORDER BY key", &[])
-        .await
-        .context("cannot read system_config")?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| Setting::from_stored(row.get(0), &row.get::<_, serde_json::Value>(1)))
-        .collect())
-}
-
 /// Stores a hot setting.
 pub async fn store_setting(pool: &Pool, setting: &Setting) -> anyhow::Result<()> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
