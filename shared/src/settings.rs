@@ -345,6 +345,22 @@ pub async fn load(pool: &deadpool_postgres::Pool) -> anyhow::Result<HotSettings>
     Ok(HotSettings { stored })
 }
 
+/// Stores a hot setting (the dispatcher's `config` verb): with [`load`], the only SQL on
+/// `system_config`.
+pub async fn store(pool: &deadpool_postgres::Pool, setting: &Setting) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    client
+        .execute(
+            "INSERT INTO system_config (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[&setting.key(), &setting.value()],
+        )
+        .await
+        .with_context(|| format!("cannot store the setting {}", setting.key()))?;
+    Ok(())
+}
+
 /// The request of `faro.api.dispatcher.config`: set a key (`value` given) or list all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigRequest {
@@ -460,7 +476,7 @@ mod load_tests {
     use crate::testing::TestDb;
 
     #[tokio::test]
-    async fn load_reads_every_readable_row_and_skips_the_others() {
+    async fn load_reads_every_readable_row_and_skips_the_others_and_store_overwrites() {
         let db = TestDb::create().await.unwrap();
         let pool = crate::pg::pool(&db.config()).unwrap();
         let client = pool.get().await.unwrap();
@@ -481,6 +497,10 @@ mod load_tests {
         assert_eq!(hot.log_level(), Some("debug"));
         // 900 % is out of range and the retired key unknown: both skipped, defaults apply.
         assert_eq!(hot.all().len(), 3, "{hot:?}");
+        store(&pool, &Setting::TargetMaxConcurrency(2))
+            .await
+            .unwrap();
+        assert_eq!(load(&pool).await.unwrap().target_max_concurrency(), Some(2));
         assert_eq!(HotSettings::default().target_max_concurrency(), None);
         assert!(!HotSettings::default().maintenance());
     }

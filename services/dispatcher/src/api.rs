@@ -258,7 +258,7 @@ pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow
             if let (Some(key), Some(value)) = (&request.key, &request.value) {
                 let setting = Setting::parse(key, value)?;
                 let _serialized = d.settings.lock().await;
-                store::store_setting(&d.pool, &setting).await?;
+                faro_shared::settings::store(&d.pool, &setting).await?;
                 apply_setting(d, &setting);
                 tracing::info!(%setting, "setting changed");
             }

@@ -21,7 +21,6 @@ use crate::explain::{AttemptFact, JobFacts, RunFacts};
 use crate::plan::NewRun;
 use crate::retry::{self, Decision, RetryPolicy, RunState};
 use crate::timetable::{Fire, JobDef, Recurring};
-use faro_shared::settings::Setting;
 
 /// What recording a submission found.
 #[derive(Debug, PartialEq, Eq)]
@@ -1325,20 +1324,6 @@ pub async fn submission_progress(
         runs,
         recorded: usize::try_from(recorded).unwrap_or(0),
     })
-}
-
-/// Stores a hot setting.
-pub async fn store_setting(pool: &Pool, setting: &Setting) -> anyhow::Result<()> {
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    client
-        .execute(
-            "INSERT INTO system_config (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            &[&setting.key(), &setting.value()],
-        )
-        .await
-        .context("cannot store the setting")?;
-    Ok(())
 }
 
 /// The status of one run, for tests and `faro explain`.
