@@ -214,12 +214,7 @@ async fn restore(
             run.attempt,
             run.timeout_ms,
         );
-        let timeout = run
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(config.run_timeout)
-            + config.run_timeout_grace;
-        let deadline = published + chrono::Duration::from_std(timeout).unwrap_or_default();
+        let deadline = config.run_deadline().at(published, run.timeout_ms);
         deadlines.track(run, deadline);
     }
     let restored_slots = admission.take_changes();
@@ -300,8 +295,7 @@ async fn lead(
         store: leases,
         bucket: ns.leases_bucket(),
         holder: config.instance.clone(),
-        default_timeout: config.run_timeout,
-        grace: config.run_timeout_grace,
+        deadline: config.run_deadline(),
     };
     let dispatcher = Arc::new(Dispatcher {
         pool,

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use faro_shared::domain::{JobId, RunStatus};
 pub use faro_shared::messages::RunIf;
+use faro_shared::messages::RunMessage;
 use uuid::Uuid;
 
 use crate::timetable::JobDef;
@@ -35,6 +36,17 @@ pub struct Triggered {
     pub parent_run: Uuid,
     /// `None`: it runs; `Some(reason)`: it is recorded as skipped.
     pub skip: Option<String>,
+}
+
+impl Triggered {
+    /// The run as it is recorded and, unless skipped, published: the child's template with
+    /// this run's id, attempt 1.
+    pub fn run(&self) -> RunMessage {
+        let mut run = self.child.def.template.clone();
+        run.run_id = self.run_id;
+        run.attempt = 1;
+        run
+    }
 }
 
 /// A run that just ended, as chains see it.

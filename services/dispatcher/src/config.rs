@@ -6,6 +6,7 @@ use faro_shared::config::{ConfigError, Env, PgConfig};
 use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
+use crate::deadlines::RunDeadline;
 use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// When an attempt must have a result by: its timeout plus the grace.
+    pub fn run_deadline(&self) -> RunDeadline {
+        RunDeadline {
+            default_timeout: self.run_timeout,
+            grace: self.run_timeout_grace,
+        }
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env)?,

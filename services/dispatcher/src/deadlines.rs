@@ -22,6 +22,31 @@ use crate::metrics as m;
 use crate::results::apply_results;
 use crate::state::Dispatcher;
 
+/// The deadline arithmetic, in one place: an attempt must have a result by its timeout (its
+/// own, else the default) plus a grace for the result's way back. Deadlines and target slot
+/// leases both end there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunDeadline {
+    /// The timeout of a run without one of its own (`FARO_RUN_TIMEOUT`).
+    pub default_timeout: Duration,
+    /// Added to every timeout (`FARO_RUN_TIMEOUT_GRACE`).
+    pub grace: Duration,
+}
+
+impl RunDeadline {
+    /// How long after its start an attempt with `timeout_ms` must have a result.
+    pub fn allowed(&self, timeout_ms: Option<u64>) -> chrono::Duration {
+        let timeout = timeout_ms.map_or(self.default_timeout, Duration::from_millis);
+        chrono::Duration::from_std(timeout + self.grace)
+            .unwrap_or_else(|_| chrono::Duration::days(1))
+    }
+
+    /// When an attempt with `timeout_ms` that started at `start` must have a result by.
+    pub fn at(&self, start: DateTime<Utc>, timeout_ms: Option<u64>) -> DateTime<Utc> {
+        start + self.allowed(timeout_ms)
+    }
+}
+
 /// Deadlines of the attempts in flight.
 #[derive(Debug, Default)]
 pub struct Deadlines {
@@ -170,6 +195,18 @@ mod tests {
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn a_deadline_is_the_timeout_plus_the_grace() {
+        let rule = RunDeadline {
+            default_timeout: Duration::from_secs(600),
+            grace: Duration::from_secs(30),
+        };
+        assert_eq!(rule.at(at(0), None), at(630_000));
+        assert_eq!(rule.at(at(1_000), Some(2_500)), at(33_500));
+        // A timeout too large for a date is held to a day, never an overflow.
+        assert_eq!(rule.allowed(Some(u64::MAX)), chrono::Duration::days(1));
     }
 
     #[test]

@@ -37,3 +37,25 @@ pub fn def(job: &str, interval_ms: u64) -> JobDef {
         overlap: Overlap::Skip,
     }
 }
+
+/// A result of attempt 1 of `run` (job `poll` on queue `q`) with `outcome`.
+pub fn result(
+    run: Uuid,
+    outcome: faro_shared::domain::Outcome,
+) -> faro_shared::messages::RunResult {
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+    faro_shared::messages::RunResult {
+        run_id: run,
+        attempt: 1,
+        job_id: JobId::parse("poll").expect("valid job id"),
+        queue: QueueName::parse("q").expect("valid queue"),
+        target: None,
+        worker_id: faro_shared::domain::WorkerId::parse("w1").expect("valid worker id"),
+        outcome,
+        simulated: true,
+        started_at: at,
+        finished_at: at,
+        output: None,
+        error: (outcome != faro_shared::domain::Outcome::Succeeded).then(|| "failed".to_owned()),
+    }
+}

@@ -8,14 +8,16 @@
 //! The service: `app` (stand by, lead, stand by again), `state` (what the tasks share),
 //! `leader` (the leader lease), `config` (settings), `metrics`. Its tasks, one module each:
 //! `intake` (submissions to runs), `publisher` (admission to the queues), `scheduler` (slots
-//! of recurring jobs), `retries` (retries due), `results` (the completer: results recorded),
-//! `deadlines` (attempts with no result in time), `settings` (hot settings reloaded),
+//! of recurring jobs), `retries` (retries due), `results` (the completer: results recorded as
+//! the pure `results::plan` decides), `deadlines` (attempts with no result in time; its
+//! `RunDeadline` is the one place a deadline is computed), `settings` (hot settings reloaded),
 //! `slot_leases` (target slots in KV), `api` (one function per verb).
 //! Pure decisions: `plan` (a submission's runs), `admission` (target and queue slots),
 //! `timetable` (which recurring slot fires next), `schedule` (slot arithmetic), `retry`
 //! (retry policy), `chains` (children of a finished parent), `explain` (why a run waits).
-//! At the edges: `store` and `catalog` (PostgreSQL), `bus` (NATS publishing), `values` (SNMP
-//! values of a result).
+//! At the edges: `store` (PostgreSQL, one module per table family; it executes plans),
+//! `catalog` (targets and jobs as operators define them), `bus` (NATS publishing), `values`
+//! (SNMP values of a result).
 
 pub mod admission;
 mod api;

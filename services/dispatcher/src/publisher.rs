@@ -76,7 +76,7 @@ pub(crate) async fn publisher_loop(
         {
             let mut deadlines = d.deadlines();
             for run in &batch {
-                deadlines.track(run.clone(), now + d.deadline_after(run));
+                deadlines.track(run.clone(), d.config.run_deadline().at(now, run.timeout_ms));
             }
             metrics::gauge!(m::RUNS_WATCHED).set(deadlines.len() as f64);
         }

@@ -19,6 +19,9 @@ use crate::state::{Dispatcher, ScheduleEvent};
 use crate::store;
 use crate::values;
 
+mod plan;
+pub use plan::{plan, ResultPlan, Retry};
+
 pub(crate) async fn results_loop(
     d: Arc<Dispatcher>,
     consumer: PullConsumer,

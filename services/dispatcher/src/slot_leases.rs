@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::admission::SlotChange;
+use crate::deadlines::RunDeadline;
 use crate::metrics as m;
 
 /// Key prefix of the slot leases in the bucket.
@@ -63,13 +64,11 @@ pub struct TargetSlots {
 type Held = HashMap<TargetId, BTreeMap<Uuid, DateTime<Utc>>>;
 
 /// Applies changes to the slots held; returns the targets whose slots changed. A run's lease
-/// ends its timeout (its own, else `default_timeout`) plus `grace` after `now`, as its
-/// deadline does.
+/// ends at its deadline counted from `now`.
 fn apply(
     held: &mut Held,
     changes: Vec<SlotChange>,
-    default_timeout: Duration,
-    grace: Duration,
+    deadline: RunDeadline,
     now: DateTime<Utc>,
 ) -> HashSet<TargetId> {
     let mut dirty = HashSet::new();
@@ -80,10 +79,7 @@ fn apply(
                 run,
                 timeout_ms,
             } => {
-                let timeout = timeout_ms.map_or(default_timeout, Duration::from_millis);
-                let until = now
-                    + chrono::Duration::from_std(timeout + grace)
-                        .unwrap_or_else(|_| chrono::Duration::days(1));
+                let until = deadline.at(now, timeout_ms);
                 held.entry(target.clone()).or_default().insert(run, until);
                 dirty.insert(target);
             }
@@ -108,10 +104,8 @@ pub struct SlotLeases {
     pub store: kv::Store,
     pub bucket: String,
     pub holder: String,
-    /// Time-to-live of a run without a timeout of its own (the default timeout).
-    pub default_timeout: Duration,
-    /// Added to every run's timeout, as its deadline is.
-    pub grace: Duration,
+    /// How long a slot is held: until its run's deadline.
+    pub deadline: RunDeadline,
 }
 
 impl SlotLeases {
@@ -157,7 +151,7 @@ impl SlotLeases {
     }
 
     fn apply(&self, held: &mut Held, changes: Vec<SlotChange>) -> HashSet<TargetId> {
-        apply(held, changes, self.default_timeout, self.grace, Utc::now())
+        apply(held, changes, self.deadline, Utc::now())
     }
 
     /// Sends the slots of every dirty target: its runs, or a purge when none is left.
@@ -317,8 +311,10 @@ mod tests {
                     run: r1,
                 },
             ],
-            minute,
-            Duration::from_secs(30),
+            RunDeadline {
+                default_timeout: minute,
+                grace: Duration::from_secs(30),
+            },
             now,
         );
         assert_eq!(dirty, HashSet::from([a.clone(), b.clone()]));
@@ -335,8 +331,10 @@ mod tests {
                 target: a.clone(),
                 run: Uuid::new_v4(),
             }],
-            minute,
-            Duration::ZERO,
+            RunDeadline {
+                default_timeout: minute,
+                grace: Duration::ZERO,
+            },
             now,
         );
         assert_eq!(dirty.len(), 1);

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
@@ -99,16 +98,6 @@ impl Dispatcher {
         self.deadlines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// How long after its publication an attempt must have a result: timeout plus grace.
-    pub(crate) fn deadline_after(&self, run: &RunMessage) -> chrono::Duration {
-        let timeout = run
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(self.config.run_timeout);
-        chrono::Duration::from_std(timeout + self.config.run_timeout_grace)
-            .unwrap_or_else(|_| chrono::Duration::days(1))
     }
 
     /// Drops the runs an operator cancelled.

@@ -1,0 +1,32 @@
+//! The dispatcher's SQL, one module per table family: `submissions`, `outbox`, `definitions`
+//! (jobs, targets, queues and the runs made from definitions), `results` (executing a result
+//! plan) and `facts` (what operators ask). Hot settings are read and written by
+//! `faro_shared::settings`.
+//!
+//! Every write on a hot path is one statement per batch (`unnest` of arrays), never a round
+//! trip per run. States become SQL text here and only here. No decision is made here: what a
+//! batch of results does is planned by `crate::results::plan`, what a submission records by
+//! `crate::plan`.
+
+mod definitions;
+mod facts;
+mod outbox;
+mod results;
+mod submissions;
+
+pub use definitions::{
+    chained_jobs, definition, open_recurring_runs, queue_limits, record_slots, recurring_jobs,
+    target_limits,
+};
+pub use facts::{job_facts, run_facts, run_status, status};
+pub use outbox::{
+    drop_from_outbox, in_flight_runs, mark_published, next_retry, run_message, take_due_retries,
+    unpublished_runs,
+};
+pub use results::{record_results, Recording};
+pub use submissions::{record_submission, submission_progress, Recorded};
+
+/// A count or attempt number as PostgreSQL's `int4`.
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,351 @@
+//! Results: executes a [`ResultPlan`](crate::results::ResultPlan) (end runs, schedule
+//! retries, insert chained runs, keep attempts) in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use faro_shared::domain::{Retryable, RunStatus};
+use faro_shared::messages::{RunMessage, RunResult};
+use uuid::Uuid;
+
+use super::definitions::{insert_defined_runs, DefinedRuns};
+use super::to_i32;
+use crate::chains::{Chains, Triggered};
+use crate::results::{plan, ResultPlan, Retry};
+use crate::retry::{RetryPolicy, RunState};
+
+/// What a batch of results did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recording {
+    /// Runs that ended, with their status.
+    pub ended: Vec<(Uuid, RunStatus)>,
+    /// Runs whose attempt failed and that will run again, with the next attempt's due time.
+    pub retried: Vec<(Uuid, u32, DateTime<Utc>)>,
+    /// Results that changed nothing (an attempt superseded or ended, or a repeat), recorded
+    /// in `run_attempts` as late.
+    pub late: Vec<Uuid>,
+    /// Runs of chained jobs that the ended runs triggered, to dispatch.
+    pub triggered: Vec<RunMessage>,
+    /// Runs of chained jobs recorded as skipped (a parent did not succeed).
+    pub skipped: Vec<Uuid>,
+}
+
+/// Records a batch of results in one transaction: locks the runs they name, plans what the
+/// results do ([`plan`]) and writes the plan. A batch of successes no chain listens for takes
+/// one statement instead ([`record_successes`]).
+pub async fn record_results(
+    pool: &Pool,
+    results: &[RunResult],
+    policy: &RetryPolicy,
+    jitter: impl FnMut() -> f64,
+    chains: &Chains,
+) -> anyhow::Result<Recording> {
+    if ResultPlan::fencing_only(results, chains) {
+        return record_successes(pool, results).await;
+    }
+    let mut client = pool.get().await.context("no PostgreSQL connection")?;
+    let tx = client.transaction().await?;
+    let states = lock_states(&tx, results).await?;
+    let plan = plan(
+        results,
+        &states,
+        chains,
+        policy,
+        jitter,
+        Uuid::now_v7,
+        Utc::now(),
+    );
+    let recording = Recording::of(&plan);
+    end_runs(&tx, &plan.ended).await?;
+    // Chained jobs get their runs in this same transaction: a crash cannot lose them.
+    let children: Vec<&Triggered> = plan.triggered.iter().chain(&plan.skipped).collect();
+    if !children.is_empty() {
+        let mut rows = DefinedRuns::with_capacity(children.len());
+        for t in children {
+            rows.push(
+                &t.run(),
+                &t.child.def,
+                None,
+                Some(t.parent_run),
+                t.skip.clone(),
+            )?;
+        }
+        insert_defined_runs(&tx, &rows).await?;
+    }
+    schedule_retries(&tx, &plan.retries).await?;
+    let retried: Vec<&RunResult> = plan.retries.iter().map(|r| r.result).collect();
+    insert_attempts(&tx, &retried, false).await?;
+    insert_attempts(&tx, &plan.late, true).await?;
+    tx.commit().await?;
+    Ok(recording)
+}
+
+impl Recording {
+    fn of(plan: &ResultPlan<'_>) -> Self {
+        Recording {
+            ended: plan.ended.iter().map(|(r, s)| (r.run_id, *s)).collect(),
+            retried: plan
+                .retries
+                .iter()
+                .map(|r| (r.result.run_id, r.next, r.due))
+                .collect(),
+            late: plan.late.iter().map(|r| r.run_id).collect(),
+            triggered: plan.triggered.iter().map(Triggered::run).collect(),
+            skipped: plan.skipped.iter().map(|t| t.run_id).collect(),
+        }
+    }
+}
+
+/// Locks the runs `results` name, in id order (two batches never wait on each other in a
+/// cycle), and reads their states: under these locks the plan's fencing is the truth.
+async fn lock_states(
+    tx: &deadpool_postgres::Transaction<'_>,
+    results: &[RunResult],
+) -> anyhow::Result<HashMap<Uuid, RunState>> {
+    let mut ids: Vec<Uuid> = results.iter().map(|r| r.run_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT id, attempt, status, max_attempts, retry_on FROM runs
+              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .context("cannot lock runs to record their results")?;
+    let mut states = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.get(2);
+        states.insert(
+            row.get(0),
+            RunState {
+                attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+                status: status.parse().map_err(anyhow::Error::msg)?,
+                max_attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(1),
+                retry_on: match row.get::<_, Option<Vec<String>>>(4) {
+                    None => Retryable::DEFAULT.to_vec(),
+                    Some(listed) => listed.iter().filter_map(|s| s.parse().ok()).collect(),
+                },
+            },
+        );
+    }
+    Ok(states)
+}
+
+/// Moves retried runs to their next attempt and queues it in the outbox for its due time.
+async fn schedule_retries(
+    tx: &deadpool_postgres::Transaction<'_>,
+    retries: &[Retry<'_>],
+) -> anyhow::Result<()> {
+    if retries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = retries.iter().map(|r| r.result.run_id).collect();
+    let attempts: Vec<i32> = retries.iter().map(|r| to_i32(r.result.attempt)).collect();
+    let next: Vec<i32> = retries.iter().map(|r| to_i32(r.next)).collect();
+    let due: Vec<DateTime<Utc>> = retries.iter().map(|r| r.due).collect();
+    let errors: Vec<Option<String>> = retries.iter().map(|r| r.result.error.clone()).collect();
+    let moved = tx
+        .execute(
+            "WITH moved AS (
+                 UPDATE runs r SET attempt = u.next, retry_at = u.due, error = u.error
+                   FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::timestamptz[], $5::text[])
+                     AS u(id, attempt, next, due, error)
+                  WHERE r.id = u.id AND r.attempt = u.attempt AND r.status = 'dispatched'
+              RETURNING r.id, r.submission_id, u.due, u.next
+             )
+             INSERT INTO run_outbox (run_id, submission_id, not_before, retry, attempt)
+             SELECT id, submission_id, due, true, next FROM moved
+             ON CONFLICT (run_id) DO UPDATE
+                SET not_before = EXCLUDED.not_before, retry = true, attempt = EXCLUDED.attempt",
+            &[&ids, &attempts, &next, &due, &errors],
+        )
+        .await
+        .context("cannot schedule retries")?;
+    expect_all("retried", moved as usize, retries.len())
+}
+
+/// Under the runs' locks every planned write applies; a shortfall means the plan was made on
+/// states that changed, and the whole batch is rolled back (and redelivered) rather than
+/// recorded half right.
+fn expect_all(what: &str, written: usize, planned: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        written == planned,
+        "{what} {written} of {planned} runs planned: their states changed under lock"
+    );
+    Ok(())
+}
+
+/// The common case, a batch of successes: one statement ends the runs whose current attempt
+/// they are and files the others as late, atomically, with no transaction round trips.
+async fn record_successes(pool: &Pool, results: &[RunResult]) -> anyhow::Result<Recording> {
+    let mut seen = HashSet::new();
+    let (first, repeats): (Vec<&RunResult>, Vec<&RunResult>) = results
+        .iter()
+        .partition(|r| seen.insert((r.run_id, r.attempt)));
+    let columns = ResultColumns::of(first.iter().map(|r| (*r, RunStatus::Succeeded)))?;
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let statement = client
+        .prepare_cached(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
+                                      $5::timestamptz[], $6::timestamptz[], $7::bool[],
+                                      $8::jsonb[], $9::text[])
+                     AS u(id, attempt, status, worker, started, finished, simulated, output, error)
+             ), ended AS (
+                 UPDATE runs r
+                    SET status = u.status, worker_id = u.worker, started_at = u.started,
+                        finished_at = u.finished, simulated = u.simulated, output = u.output,
+                        error = u.error, recorded_at = clock_timestamp()
+                   FROM u
+                  WHERE r.id = u.id AND r.attempt = u.attempt
+                    AND r.status IN ('pending', 'dispatched')
+              RETURNING r.id
+             ), late AS (
+                 INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at,
+                                           finished_at, error, late)
+                 SELECT u.id, u.attempt, u.status, u.worker, u.started, u.finished, u.error, true
+                   FROM u WHERE u.id NOT IN (SELECT id FROM ended)
+             )
+             SELECT id FROM ended",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &columns.params())
+        .await
+        .context("cannot record results")?;
+    let ended: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+    let mut recording = Recording::default();
+    for result in first {
+        if ended.contains(&result.run_id) {
+            recording.ended.push((result.run_id, RunStatus::Succeeded));
+        } else {
+            recording.late.push(result.run_id);
+        }
+    }
+    if !repeats.is_empty() {
+        let mut client = client;
+        let tx = client.transaction().await?;
+        insert_attempts(&tx, &repeats, true).await?;
+        tx.commit().await?;
+        recording.late.extend(repeats.iter().map(|r| r.run_id));
+    }
+    Ok(recording)
+}
+
+/// Results as the column arrays of an `unnest`.
+struct ResultColumns<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    workers: Vec<&'a str>,
+    started: Vec<DateTime<Utc>>,
+    finished: Vec<DateTime<Utc>>,
+    simulated: Vec<bool>,
+    outputs: Vec<Option<serde_json::Value>>,
+    errors: Vec<Option<String>>,
+}
+
+impl<'a> ResultColumns<'a> {
+    fn of(results: impl Iterator<Item = (&'a RunResult, RunStatus)>) -> anyhow::Result<Self> {
+        let mut c = ResultColumns {
+            ids: Vec::new(),
+            attempts: Vec::new(),
+            statuses: Vec::new(),
+            workers: Vec::new(),
+            started: Vec::new(),
+            finished: Vec::new(),
+            simulated: Vec::new(),
+            outputs: Vec::new(),
+            errors: Vec::new(),
+        };
+        for (result, status) in results {
+            c.ids.push(result.run_id);
+            c.attempts.push(to_i32(result.attempt));
+            c.statuses.push(status.as_str());
+            c.workers.push(result.worker_id.as_str());
+            c.started.push(result.started_at);
+            c.finished.push(result.finished_at);
+            c.simulated.push(result.simulated);
+            c.outputs.push(
+                result
+                    .output
+                    .as_ref()
+                    .map(serde_json::to_value)
+                    .transpose()?,
+            );
+            c.errors.push(result.error.clone());
+        }
+        Ok(c)
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.ids,
+            &self.attempts,
+            &self.statuses,
+            &self.workers,
+            &self.started,
+            &self.finished,
+            &self.simulated,
+            &self.outputs,
+            &self.errors,
+        ]
+    }
+}
+
+/// Ends the runs whose current attempt these results are.
+async fn end_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    end: &[(&RunResult, RunStatus)],
+) -> anyhow::Result<()> {
+    if end.is_empty() {
+        return Ok(());
+    }
+    let columns = ResultColumns::of(end.iter().copied())?;
+    let ended = tx
+        .execute(
+            "UPDATE runs r
+                SET status = u.status, worker_id = u.worker, started_at = u.started,
+                    finished_at = u.finished, simulated = u.simulated, output = u.output,
+                    error = u.error, recorded_at = clock_timestamp()
+               FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::timestamptz[],
+                           $6::timestamptz[], $7::bool[], $8::jsonb[], $9::text[])
+                 AS u(id, attempt, status, worker, started, finished, simulated, output, error)
+              WHERE r.id = u.id AND r.attempt = u.attempt
+                AND r.status IN ('pending', 'dispatched')",
+            &columns.params(),
+        )
+        .await
+        .context("cannot record results")?;
+    expect_all("ended", ended as usize, end.len())
+}
+
+/// Keeps attempts that did not end their run: retried ones, and late ones.
+async fn insert_attempts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    results: &[&RunResult],
+    late: bool,
+) -> anyhow::Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = results.iter().map(|r| r.run_id).collect();
+    let attempts: Vec<i32> = results.iter().map(|r| to_i32(r.attempt)).collect();
+    let outcomes: Vec<&str> = results.iter().map(|r| r.outcome.as_str()).collect();
+    let workers: Vec<&str> = results.iter().map(|r| r.worker_id.as_str()).collect();
+    let started: Vec<DateTime<Utc>> = results.iter().map(|r| r.started_at).collect();
+    let finished: Vec<DateTime<Utc>> = results.iter().map(|r| r.finished_at).collect();
+    let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
+    tx.execute(
+        "INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at, finished_at, error, late)
+         SELECT u.*, $8 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
+                                   $5::timestamptz[], $6::timestamptz[], $7::text[]) AS u",
+        &[&ids, &attempts, &outcomes, &workers, &started, &finished, &errors, &late],
+    )
+    .await
+    .context("cannot record attempts")?;
+    Ok(())
+}
