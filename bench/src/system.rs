@@ -31,7 +31,8 @@ pub async fn seed_test_settings(pool: &Pool) -> anyhow::Result<()> {
 
 /// Whether a leading dispatcher answers its status API within a second.
 pub async fn dispatcher_answers(client: &async_nats::Client, ns: &Namespace) -> bool {
-    let subject = ns.api_subject("dispatcher", "status");
+    use faro_shared::messages::{Request as _, StatusRequest};
+    let subject = StatusRequest::subject(ns);
     matches!(
         tokio::time::timeout(Duration::from_secs(1), client.request(subject, "".into())).await,
         Ok(Ok(_))

@@ -10,8 +10,9 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
 use faro_shared::messages::{
-    BalanceExplainReply, BalanceExplainRequest, BalancerEvent, Mapping, MappingReply,
-    MappingRequest, QueueRow, QueuesReply, WorkerRow, WorkersReply,
+    reply, unknown_verb, BalanceExplainReply, BalanceExplainRequest, BalancerEvent, Mapping,
+    MappingReply, MappingRequest, QueueRow, QueuesReply, QueuesRequest, Request, Service,
+    WorkerRow, WorkersReply, WorkersRequest, BALANCER_VERBS,
 };
 use faro_shared::Namespace;
 use tokio::sync::Mutex;
@@ -30,11 +31,17 @@ pub async fn serve(
     state: Arc<Mutex<State>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let subject = ns.api_subject("balancer", "*");
-    faro_shared::nats::serve_api(&client, subject, "balancer", shutdown, |verb, payload| {
-        let (pool, state) = (pool.clone(), state.clone());
-        async move { answer(&pool, &state, &verb, &payload).await }
-    })
+    let subject = ns.api_subject(Service::Balancer.as_str(), "*");
+    faro_shared::nats::serve_api(
+        &client,
+        subject,
+        Service::Balancer.as_str(),
+        shutdown,
+        |verb, payload| {
+            let (pool, state) = (pool.clone(), state.clone());
+            async move { answer(&pool, &state, &verb, &payload).await }
+        },
+    )
     .await
 }
 
@@ -45,41 +52,49 @@ async fn answer(
     payload: &[u8],
 ) -> anyhow::Result<Vec<u8>> {
     match verb {
-        "workers" => Ok(serde_json::to_vec(&workers(&*state.lock().await))?),
-        "queues" => Ok(serde_json::to_vec(&queues(&*state.lock().await))?),
-        "explain" => {
-            let request: BalanceExplainRequest = serde_json::from_slice(payload)
-                .context("expected {\"queue\": NAME} or {\"pool\": NAME}")?;
-            let reply = match request {
-                BalanceExplainRequest::Queue(queue) => {
-                    let facts = queue_facts(&*state.lock().await, &queue)?;
-                    let decisions = decisions(
-                        pool,
-                        "queue = $1 OR from_queue = $1 OR to_queue = $1",
-                        queue.as_str(),
-                    )
-                    .await?;
-                    BalanceExplainReply { facts, decisions }
-                }
-                BalanceExplainRequest::Pool(name) => {
-                    let facts = pool_facts(&*state.lock().await, &name);
-                    let decisions = decisions(pool, "pool = $1", name.as_str()).await?;
-                    BalanceExplainReply { facts, decisions }
-                }
-            };
-            Ok(serde_json::to_vec(&reply)?)
+        WorkersRequest::VERB => {
+            reply(payload, |_: WorkersRequest| async {
+                Ok(workers(&*state.lock().await))
+            })
+            .await
         }
-        "mapping" => {
-            let request: MappingRequest = serde_json::from_slice(payload).context(
-                "expected {\"action\": \"add\", \"name\": .., \"queue\": ..}, \
-                 {\"action\": \"remove\", \"name\": ..} or {\"action\": \"list\"}",
-            )?;
-            Ok(serde_json::to_vec(&mapping(pool, request).await?)?)
+        QueuesRequest::VERB => {
+            reply(payload, |_: QueuesRequest| async {
+                Ok(queues(&*state.lock().await))
+            })
+            .await
         }
-        other => anyhow::bail!(
-            "unknown balancer request {other:?}; expected workers, queues, explain or mapping"
-        ),
+        BalanceExplainRequest::VERB => {
+            reply(payload, |request| explain(pool, state, request)).await
+        }
+        MappingRequest::VERB => reply(payload, |request| mapping(pool, request)).await,
+        other => Err(unknown_verb(Service::Balancer, other, &BALANCER_VERBS)),
     }
+}
+
+/// Why a queue or a pool has the workers it has: the facts, then the latest decisions.
+async fn explain(
+    pool: &Pool,
+    state: &Mutex<State>,
+    request: BalanceExplainRequest,
+) -> anyhow::Result<BalanceExplainReply> {
+    Ok(match request {
+        BalanceExplainRequest::Queue(queue) => {
+            let facts = queue_facts(&*state.lock().await, &queue)?;
+            let decisions = decisions(
+                pool,
+                "queue = $1 OR from_queue = $1 OR to_queue = $1",
+                queue.as_str(),
+            )
+            .await?;
+            BalanceExplainReply { facts, decisions }
+        }
+        BalanceExplainRequest::Pool(name) => {
+            let facts = pool_facts(&*state.lock().await, &name);
+            let decisions = decisions(pool, "pool = $1", name.as_str()).await?;
+            BalanceExplainReply { facts, decisions }
+        }
+    })
 }
 
 fn workers(state: &State) -> WorkersReply {

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use faro_shared::domain::JobId;
 use faro_shared::domain::Outcome;
 use faro_shared::messages::{
-    CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest, JobReply, JobRequest,
-    SubmissionQuery, TargetReply, TargetRequest, TargetView, WorkerCancel, WorkerCancelReply,
+    reply, unknown_verb, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest,
+    JobReply, JobRequest, Request, Service, StatusRequest, SubmissionQuery, TargetReply,
+    TargetRequest, TargetView, WorkerCancel, DISPATCHER_VERBS,
 };
 use faro_shared::nats;
 use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
@@ -31,8 +31,9 @@ pub(crate) async fn api_loop(
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let subject = d.ns.api_subject("dispatcher", "*");
-    nats::serve_api(&client, subject, "dispatcher", shutdown, |verb, payload| {
+    let service = Service::Dispatcher.as_str();
+    let subject = d.ns.api_subject(service, "*");
+    nats::serve_api(&client, subject, service, shutdown, |verb, payload| {
         let d = d.clone();
         async move { answer(&d, &verb, &payload).await }
     })
@@ -78,18 +79,19 @@ pub(crate) async fn cancel(d: &Dispatcher, run_id: uuid::Uuid) -> anyhow::Result
         return Ok(reply(CancelState::Waiting, "cancelled", None));
     }
     // Published: the worker executing it stops it; every worker skips it if pulled later.
-    let body = serde_json::to_vec(&WorkerCancel {
+    let body = WorkerCancel {
         run_id,
         attempt: run.attempt,
-    })?;
+    }
+    .encode()?;
     let inbox = d.client.new_inbox();
     let mut answers = d.client.subscribe(inbox.clone()).await?;
     d.client
-        .publish_with_reply(d.ns.api_subject("worker", "cancel"), inbox, body.into())
+        .publish_with_reply(WorkerCancel::subject(&d.ns), inbox, body.into())
         .await?;
     let answer = tokio::time::timeout(CANCEL_ANSWER, answers.next()).await;
     if let Ok(Some(message)) = answer {
-        if let Ok(answer) = serde_json::from_slice::<WorkerCancelReply>(&message.payload) {
+        if let Ok(answer) = WorkerCancel::decode_reply(&message.payload) {
             tracing::info!(run.id = %run_id, worker = %answer.worker_id, "running run cancelled through its worker");
             return Ok(reply(
                 CancelState::Running,
@@ -242,53 +244,36 @@ pub(crate) async fn jobs(d: &Dispatcher, request: JobRequest) -> anyhow::Result<
     }
 }
 
-/// Answers one API request by verb.
+/// Answers one API request by verb, through its request type.
 pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     match verb {
-        "status" => Ok(serde_json::to_vec(&store::status(&d.pool).await?)?),
-        "submission" => {
-            let query: SubmissionQuery =
-                serde_json::from_slice(payload).context("expected {\"submission_ids\": [..]}")?;
-            let progress = store::submission_progress(&d.pool, &query.submission_ids).await?;
-            Ok(serde_json::to_vec(&progress)?)
+        StatusRequest::VERB => reply(payload, |_: StatusRequest| store::status(&d.pool)).await,
+        SubmissionQuery::VERB => {
+            reply(payload, |query: SubmissionQuery| async move {
+                store::submission_progress(&d.pool, &query.submission_ids).await
+            })
+            .await
         }
-        "config" => {
-            let request: ConfigRequest = serde_json::from_slice(payload)
-                .context("expected {\"key\": .., \"value\": ..} or {}")?;
-            if let (Some(key), Some(value)) = (&request.key, &request.value) {
-                let setting = Setting::parse(key, value)?;
-                let _serialized = d.settings.lock().await;
-                faro_shared::settings::store(&d.pool, &setting).await?;
-                apply_setting(d, &setting);
-                tracing::info!(%setting, "setting changed");
-            }
-            let settings = faro_shared::settings::load(&d.pool).await?.all().to_vec();
-            Ok(serde_json::to_vec(&ConfigReply { settings })?)
+        ConfigRequest::VERB => reply(payload, |request| config(d, request)).await,
+        CancelRequest::VERB => {
+            reply(payload, |request: CancelRequest| cancel(d, request.run_id)).await
         }
-        "cancel" => {
-            let request: CancelRequest =
-                serde_json::from_slice(payload).context("expected {\"run_id\": \"<uuid>\"}")?;
-            Ok(serde_json::to_vec(&cancel(d, request.run_id).await?)?)
-        }
-        "explain" => {
-            let request: ExplainRequest = serde_json::from_slice(payload)
-                .context("expected {\"run\": \"<uuid>\"} or {\"job\": \"<job id>\"}")?;
-            Ok(serde_json::to_vec(&explain(d, request).await?)?)
-        }
-        "targets" => {
-            let request: TargetRequest = serde_json::from_slice(payload).context(
-                "expected {\"op\": \"put\", \"targets\": [..]}, {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..} or {\"op\": \"list\"}",
-            )?;
-            Ok(serde_json::to_vec(&targets(d, request).await?)?)
-        }
-        "jobs" => {
-            let request: JobRequest = serde_json::from_slice(payload).context(
-                "expected {\"op\": \"list\", \"limit\": N} or {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..}",
-            )?;
-            Ok(serde_json::to_vec(&jobs(d, request).await?)?)
-        }
-        other => anyhow::bail!(
-            "unknown verb {other:?}; expected status, submission, config, cancel, explain, targets or jobs"
-        ),
+        ExplainRequest::VERB => reply(payload, |request| explain(d, request)).await,
+        TargetRequest::VERB => reply(payload, |request| targets(d, request)).await,
+        JobRequest::VERB => reply(payload, |request| jobs(d, request)).await,
+        other => Err(unknown_verb(Service::Dispatcher, other, &DISPATCHER_VERBS)),
     }
+}
+
+/// Changes a hot setting if the request names one; the settings in force.
+pub(crate) async fn config(d: &Dispatcher, request: ConfigRequest) -> anyhow::Result<ConfigReply> {
+    if let (Some(key), Some(value)) = (&request.key, &request.value) {
+        let setting = Setting::parse(key, value)?;
+        let _serialized = d.settings.lock().await;
+        faro_shared::settings::store(&d.pool, &setting).await?;
+        apply_setting(d, &setting);
+        tracing::info!(%setting, "setting changed");
+    }
+    let settings = faro_shared::settings::load(&d.pool).await?.all().to_vec();
+    Ok(ConfigReply { settings })
 }

@@ -17,7 +17,7 @@ use faro_shared::domain::QueueName;
 use faro_shared::follow::Follow;
 use faro_shared::http::{self, Health};
 use faro_shared::messages::{
-    Assignment, Heartbeat, LoadSources, WorkerCancel, WorkerCancelReply, WorkerSettings,
+    Assignment, Heartbeat, LoadSources, Request, WorkerCancel, WorkerCancelReply, WorkerSettings,
 };
 use faro_shared::nats::Retry;
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -313,7 +313,7 @@ async fn cancel_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut requests = client
-        .subscribe(worker.ns.api_subject("worker", "cancel"))
+        .subscribe(WorkerCancel::subject(&worker.ns))
         .await
         .context("cannot listen for cancels")?;
     loop {
@@ -324,7 +324,7 @@ async fn cancel_loop(
         let Some(request) = request else {
             anyhow::bail!("the cancel subscription ended");
         };
-        let cancel: WorkerCancel = match serde_json::from_slice(&request.payload) {
+        let cancel = match WorkerCancel::decode(&request.payload) {
             Ok(cancel) => cancel,
             Err(error) => {
                 tracing::warn!(%error, "malformed cancel request ignored");

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use faro_shared::config::Env;
 use faro_shared::jobfile::{self, JobFileError};
-use faro_shared::CommonConfig;
+use faro_shared::{nats, CommonConfig};
 
 /// How to watch.
 #[derive(Debug, Clone)]
@@ -25,9 +26,16 @@ pub struct Options {
     pub once: bool,
 }
 
+/// Connects, then watches the directory.
+pub async fn run(env: &Env, options: Options) -> anyhow::Result<()> {
+    let config = CommonConfig::from_env(env)?;
+    let client = nats::connect(&config.nats, "faro-ingest", nats::Retry::Never).await?;
+    watch(&client, &config, &options).await
+}
+
 /// Watches `options.dir` until stopped (or, with `once`, takes what is ready and returns).
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub async fn run(
+pub async fn watch(
     client: &async_nats::Client,
     config: &CommonConfig,
     options: &Options,
@@ -119,8 +127,8 @@ async fn take(
         Ok(submission) => submission,
         Err(error) => return Ok(Taken::Refused(error)),
     };
-    let digest = crate::digest(&bytes);
-    let sent = crate::submit(client, config, &submission, &digest).await?;
+    let digest = super::submit::digest(&bytes);
+    let sent = super::submit::submit(client, config, &submission, &digest).await?;
     Ok(Taken::Submitted {
         jobs: submission.jobs.len(),
         submission: digest,

@@ -1,0 +1,15 @@
+//! The commands, one module each; each has a `run` that `main` calls with its arguments.
+
+pub mod cancel;
+pub mod config;
+pub mod explain;
+pub mod ingest;
+pub mod job;
+pub mod mapping;
+pub mod migrate;
+pub mod queues;
+pub mod status;
+pub mod submit;
+pub mod target;
+pub mod validate;
+pub mod workers;

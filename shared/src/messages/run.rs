@@ -1,0 +1,122 @@
+//! Runs on the wire: a run to execute and the result of one attempt.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::{JobId, Outcome, Priority, QueueName, TargetId, WorkerId};
+use crate::names::Namespace;
+use crate::snmp::{Device, SnmpSummary};
+
+/// A run to execute, on `faro.jobs.<queue>.<target>`; its `Nats-Msg-Id` is the run id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMessage {
+    pub run_id: Uuid,
+    /// 1 for the first attempt; a result must echo it (fencing).
+    pub attempt: u32,
+    pub job_id: JobId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    pub priority: Priority,
+    #[serde(flatten)]
+    pub task: Task,
+    /// How long the run may take; past it (and a grace) the dispatcher records it timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The target's address and credentials, attached by the dispatcher when it publishes a
+    /// run of a kind that acts on a device (`None` when the target is not defined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+    /// Set by the dispatcher in SNMP test mode (`snmp.test_mode`): the worker simulates the
+    /// run instead of polling the device, and marks its result `simulated`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulate: bool,
+}
+
+impl RunMessage {
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.job_subject(&self.queue, self.target.as_ref())
+    }
+
+    /// The `Nats-Msg-Id` that deduplicates republishing of the same attempt.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.run_id, self.attempt)
+    }
+}
+
+/// What a run produced, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunOutput {
+    Sim {
+        duration_ms: u64,
+    },
+    /// The values went in `ValuesChunk`s; this counts them.
+    Snmp(SnmpSummary),
+    /// An allowed program's exit code (`None` when killed) and its output, each cut at 64 KiB.
+    Exec {
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr: String,
+        truncated: bool,
+    },
+}
+
+/// The outcome of one attempt, on `faro.results.<queue>.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub job_id: JobId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    pub worker_id: WorkerId,
+    pub outcome: Outcome,
+    /// True when nothing real was touched (the `sim` kind, or test mode).
+    pub simulated: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<RunOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunResult {
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.result_subject(&self.queue, self.target.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_message_round_trips_with_kind_and_params() {
+        let run = RunMessage {
+            run_id: Uuid::now_v7(),
+            attempt: 1,
+            job_id: JobId::parse("j1").unwrap(),
+            queue: QueueName::parse("q").unwrap(),
+            target: Some(TargetId::parse("olt1").unwrap()),
+            priority: Priority::default(),
+            task: Task::Sim(SimParams::default()),
+            timeout_ms: None,
+            device: None,
+            simulate: false,
+        };
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["kind"], "sim");
+        assert_eq!(
+            json["params"]["duration_ms"],
+            serde_json::json!([500, 2000])
+        );
+        let back: RunMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, run);
+        assert_eq!(run.subject(&Namespace::default()), "faro.jobs.q.olt1");
+    }
+}
