@@ -241,3 +241,88 @@ async fn workers_follow_external_demand_keep_them_on_a_stale_signal_and_a_killed
 
     system.stop().await.unwrap();
 }
+
+/// The balancer's answers never wait on its writes: while PostgreSQL holds up the cycle's
+/// write of the queues' balance, `faro workers` and `faro queues` still answer at once (the
+/// state's lock is not held across the cycle's I/O), and the cycle goes on once it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_while_a_cycle_waits_on_postgresql() {
+    use faro_shared::messages::{QueuesRequest, Request as _, WorkersRequest};
+
+    let system = System::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    system
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO queues (name, kinds) VALUES ('held', '{sim}')")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM queue_balance WHERE queue = 'held'",
+            1,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    // A connection of the test's own blocks every write of the table the cycle writes last.
+    let (locker, connection) = tokio_postgres::connect(system.db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE queue_balance IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE '%queue_balance%'",
+            1,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    for subject in [
+        WorkersRequest::subject(&system.ns),
+        QueuesRequest::subject(&system.ns),
+    ] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            system.client.request(subject.clone(), "".into()),
+        )
+        .await;
+        assert!(
+            matches!(answer, Ok(Ok(_))),
+            "{subject} did not answer while a cycle waited on PostgreSQL: {answer:?}"
+        );
+    }
+    let before: chrono::DateTime<chrono::Utc> = system
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT max(updated_at) FROM queue_balance", &[])
+        .await
+        .unwrap()
+        .get(0);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    system
+        .wait_count(
+            &format!(
+                "SELECT count(*) FROM queue_balance WHERE updated_at > '{}'",
+                before.to_rfc3339()
+            ),
+            1,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+}

@@ -13,9 +13,7 @@ use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
 use faro_shared::follow::Follow;
 use faro_shared::http::{self, Health};
-use faro_shared::messages::{
-    Assignment, BalancerEvent, DemandSnapshot, Heartbeat, WorkerEvent, WorkerSettings,
-};
+use faro_shared::messages::{Assignment, DemandSnapshot, Heartbeat, WorkerEvent};
 use faro_shared::nats::{Retry, Topology};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use faro_shared::{nats, pg, Namespace};
@@ -25,31 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::Config;
-use crate::decide::{decide, Decision, Demand, Inputs, QueueSpec, WorkerSpec};
+use crate::cycle::{self, CycleOutcome, Prepared, Written};
+use crate::decide::{decide, Decision, Inputs};
 use crate::metrics as m;
-use crate::registry::{Event, Registry};
+use crate::registry::Event;
+use crate::state::{State, FORGET_AFTER_HOURS};
 use crate::store;
-
-/// Lost and left workers unseen for this long leave the balancer's memory and `faro workers`
-/// (their rows and events stay in PostgreSQL).
-pub const FORGET_AFTER_HOURS: i64 = 24;
-
-/// What the balancer knows between cycles; the API answers from it.
-pub struct State {
-    pub registry: Registry,
-    /// Registry events not saved yet.
-    pub events: Vec<Event>,
-    /// The assignment last written for each worker.
-    pub assigned: BTreeMap<WorkerId, Assignment>,
-    /// The latest demand snapshot of each queue, and since when it has been stale.
-    pub demand: BTreeMap<QueueName, (DemandSnapshot, Option<DateTime<Utc>>)>,
-    /// The hold last recorded for each queue.
-    pub holds: BTreeMap<QueueName, Option<String>>,
-    /// The latest decision and the queues it was made for.
-    pub last: Option<(Decision, Vec<QueueSpec>)>,
-    /// Pool to the end of its cooling.
-    pub cooling: BTreeMap<PoolName, DateTime<Utc>>,
-}
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -285,166 +264,87 @@ impl Balancer {
         true
     }
 
-    /// One decision; returns the time to the next.
+    /// One decision; returns the time to the next. The state's lock is held to prepare and
+    /// to commit only (see `cycle`).
     async fn cycle(&self) -> anyhow::Result<Duration> {
         let hot = store::hot(&self.pool).await?;
         faro_shared::telemetry::follow_log_level(hot.workers.log_level.as_deref());
         let queues = store::queues(&self.pool).await?;
         let cooling = self.read_cooling().await?;
         let now = Utc::now();
-
-        let mut state = self.state.lock().await;
-        let aged = state.registry.tick(now, self.config.max_missed);
-        for event in &aged {
-            tracing::info!(worker = %event.worker, event = event.kind.as_str(), missed = event.missed, "worker registry");
-        }
-        state.events.extend(aged);
-        state
-            .registry
-            .forget_before(now - chrono::Duration::hours(FORGET_AFTER_HOURS));
-        let workers: Vec<WorkerSpec> = state
-            .registry
-            .live()
-            .filter_map(|(id, entry)| {
-                let beat = entry.beat.as_ref()?;
-                Some(WorkerSpec {
-                    id: id.clone(),
-                    pool: beat.pool.clone(),
-                    capacity: beat.capacity,
-                    kinds: beat.kinds.iter().copied().collect(),
-                    in_progress: beat.in_progress,
-                    usable: entry.state == crate::registry::RegState::Active,
-                    current: state
-                        .assigned
-                        .get(id)
-                        .and_then(|a| a.queues.first().cloned()),
-                })
-            })
-            .collect();
-        metrics::gauge!(m::WORKERS).set(workers.len() as f64);
-        let oldest_beat = state
-            .registry
-            .live()
-            .map(|(_, entry)| now - entry.last_seen)
-            .max()
-            .and_then(|age| age.to_std().ok())
-            .unwrap_or_default();
-        metrics::gauge!(m::OLDEST_HEARTBEAT_SECONDS).set(oldest_beat.as_secs_f64());
-        let demand: BTreeMap<QueueName, Demand> = state
-            .demand
-            .iter()
-            .map(|(queue, (snapshot, since))| {
-                let old = now - snapshot.collected_at
-                    > chrono::Duration::from_std(self.config.demand_max_age)
-                        .unwrap_or(chrono::Duration::MAX);
-                let stale_since = since.or(old.then_some(snapshot.collected_at));
-                (
-                    queue.clone(),
-                    Demand {
-                        pending: snapshot.pending,
-                        stale_since,
-                    },
-                )
-            })
-            .collect();
+        let prepared = {
+            let mut state = self.state.lock().await;
+            state.age(now, self.config.max_missed);
+            cycle::prepare(&state, now, self.config.demand_max_age)
+        };
+        metrics::gauge!(m::WORKERS).set(prepared.workers.len() as f64);
+        metrics::gauge!(m::OLDEST_HEARTBEAT_SECONDS).set(prepared.oldest_beat.as_secs_f64());
         let decided = Instant::now();
         let decision = decide(Inputs {
             queues: &queues,
-            workers: &workers,
-            demand: &demand,
+            workers: &prepared.workers,
+            demand: &prepared.demand,
             cooling: &cooling,
             policy: hot.policy,
             now,
         });
         metrics::histogram!(m::DECIDE_SECONDS).record(decided.elapsed().as_secs_f64());
+        let outcome = cycle::outcome(&prepared, &decision, &cooling, &hot.workers, now);
+        observe(&prepared, &decision);
 
-        // The registry first: once an assignment changes, the registry already says why.
-        let events = std::mem::take(&mut state.events);
-        if let Err(error) = store::save_registry(&self.pool, &mut state.registry, &events).await {
-            state.events = events;
-            return Err(error);
-        }
-        for event in &events {
+        let mut written = Written::default();
+        let result = self
+            .write(&prepared, &decision, &outcome, now, &mut written)
+            .await;
+        let mut state = self.state.lock().await;
+        cycle::commit(&mut state, &prepared, outcome, written, (decision, queues));
+        drop(state);
+        result?;
+        Ok(hot.cycle_interval.unwrap_or(self.config.cycle_interval))
+    }
+
+    /// Writes a cycle's outcome, noting each step written: the registry first (once an
+    /// assignment changes, the registry already says why), then cooling, assignments, the
+    /// cycle's record and its events.
+    async fn write(
+        &self,
+        prepared: &Prepared,
+        decision: &Decision,
+        outcome: &CycleOutcome,
+        now: DateTime<Utc>,
+        written: &mut Written,
+    ) -> anyhow::Result<()> {
+        store::save_registry(&self.pool, &prepared.dirty, &prepared.events).await?;
+        written.registry = true;
+        for event in &prepared.events {
             self.publish_worker_event(event).await;
         }
         self.write_cooling(&decision.cooling).await?;
-        self.write_assignments(&mut state, &decision, &hot.workers)
-            .await?;
-
-        let mut published = Vec::new();
-        for outcome in &decision.queues {
-            let queue = outcome.queue.to_string();
-            metrics::gauge!(m::QUEUE_WORKERS, "queue" => queue.clone())
-                .set(f64::from(outcome.workers));
-            metrics::gauge!(m::QUEUE_HELD, "queue" => queue).set(if outcome.hold.is_some() {
-                1.0
-            } else {
-                0.0
-            });
+        for assignment in &outcome.put {
+            let worker = &assignment.worker_id;
+            self.topology
+                .assignments
+                .put(worker.as_str(), serde_json::to_vec(assignment)?.into())
+                .await
+                .with_context(|| format!("cannot write the assignment of {worker}"))?;
+            metrics::counter!(m::ASSIGNMENT_CHANGES).increment(1);
+            written.put.push(assignment.clone());
         }
-        let mut by_state = BTreeMap::new();
-        for entry in state.registry.workers.values() {
-            *by_state.entry(entry.state.as_str()).or_insert(0u32) += 1;
+        for worker in &outcome.remove {
+            self.topology
+                .assignments
+                .delete(worker.as_str())
+                .await
+                .with_context(|| format!("cannot remove the assignment of {worker}"))?;
+            tracing::info!(%worker, "assignment removed: worker gone");
+            written.removed.push(worker.clone());
         }
-        for registry_state in ["active", "unstable", "lost", "left"] {
-            let n = by_state.get(registry_state).copied().unwrap_or(0);
-            metrics::gauge!(m::WORKERS_BY_STATE, "state" => registry_state).set(f64::from(n));
-        }
-        for change in &decision.changes {
-            metrics::counter!(m::MOVES, "reason" => change.reason.kind()).increment(1);
-            tracing::info!(worker = %change.worker, from = ?change.from.as_ref().map(QueueName::as_str), to = ?change.to.as_ref().map(QueueName::as_str), reason = %change.reason, "assignment changed");
-            published.push(BalancerEvent {
-                at: now,
-                queue: change.to.clone().or_else(|| change.from.clone()),
-                worker: Some(change.worker.clone()),
-                pool: Some(change.pool.clone()),
-                from: change.from.clone(),
-                to: change.to.clone(),
-                reason: change.reason.to_string(),
-            });
-        }
-        for outcome in &decision.queues {
-            let hold = outcome.hold.as_ref().map(ToString::to_string);
-            let before = state.holds.get(&outcome.queue).cloned().flatten();
-            // A new reason is recorded once, not every cycle it holds.
-            if let Some(reason) = &hold {
-                if before.as_ref() != Some(reason) {
-                    published.push(BalancerEvent {
-                        at: now,
-                        queue: Some(outcome.queue.clone()),
-                        worker: None,
-                        pool: None,
-                        from: None,
-                        to: None,
-                        reason: reason.clone(),
-                    });
-                }
-            }
-        }
-        let mut cooling_now: BTreeMap<PoolName, DateTime<Utc>> = cooling
-            .into_iter()
-            .filter(|(_, until)| *until > now)
-            .collect();
-        cooling_now.extend(decision.cooling.clone());
-        let mut pools: BTreeMap<PoolName, (u32, Option<DateTime<Utc>>)> = BTreeMap::new();
-        for worker in &workers {
-            pools.entry(worker.pool.clone()).or_default().0 += 1;
-        }
-        for (pool, until) in &cooling_now {
-            pools.entry(pool.clone()).or_default().1 = Some(*until);
-        }
-        store::record_cycle(&self.pool, now, &published, &decision, &pools).await?;
-        for event in &published {
+        store::record_cycle(&self.pool, now, &outcome.events, decision, &outcome.pools).await?;
+        for event in &outcome.events {
             self.publish("balancer", event).await;
         }
-        state.holds = decision
-            .queues
-            .iter()
-            .map(|q| (q.queue.clone(), q.hold.as_ref().map(ToString::to_string)))
-            .collect();
-        state.cooling = cooling_now;
-        state.last = Some((decision, queues));
-        Ok(hot.cycle_interval.unwrap_or(self.config.cycle_interval))
+        written.all = true;
+        Ok(())
     }
 
     async fn publish_worker_event(&self, event: &Event) {
@@ -498,54 +398,23 @@ impl Balancer {
         }
         Ok(())
     }
+}
 
-    /// Writes the assignments that changed (queues or settings); removes those of workers no
-    /// longer live.
-    async fn write_assignments(
-        &self,
-        state: &mut State,
-        decision: &Decision,
-        settings: &WorkerSettings,
-    ) -> anyhow::Result<()> {
-        for (worker, queue) in &decision.assignment {
-            let queues: Vec<QueueName> = queue.iter().cloned().collect();
-            let unchanged = state
-                .assigned
-                .get(worker)
-                .is_some_and(|a| a.queues == queues && &a.settings == settings);
-            if unchanged {
-                continue;
-            }
-            let assignment = Assignment {
-                worker_id: worker.clone(),
-                queues,
-                settings: settings.clone(),
-                updated_at: Utc::now(),
-            };
-            self.topology
-                .assignments
-                .put(worker.as_str(), serde_json::to_vec(&assignment)?.into())
-                .await
-                .with_context(|| format!("cannot write the assignment of {worker}"))?;
-            metrics::counter!(m::ASSIGNMENT_CHANGES).increment(1);
-            state.assigned.insert(worker.clone(), assignment);
-        }
-        let gone: Vec<WorkerId> = state
-            .assigned
-            .keys()
-            .filter(|w| !decision.assignment.contains_key(*w))
-            .cloned()
-            .collect();
-        for worker in gone {
-            self.topology
-                .assignments
-                .delete(worker.as_str())
-                .await
-                .with_context(|| format!("cannot remove the assignment of {worker}"))?;
-            tracing::info!(%worker, "assignment removed: worker gone");
-            state.assigned.remove(&worker);
-        }
-        Ok(())
+/// A cycle's metrics and logs: each queue's workers and hold, the registry by state, each move.
+fn observe(prepared: &Prepared, decision: &Decision) {
+    for outcome in &decision.queues {
+        let queue = outcome.queue.to_string();
+        metrics::gauge!(m::QUEUE_WORKERS, "queue" => queue.clone()).set(f64::from(outcome.workers));
+        let held = if outcome.hold.is_some() { 1.0 } else { 0.0 };
+        metrics::gauge!(m::QUEUE_HELD, "queue" => queue).set(held);
+    }
+    for registry_state in ["active", "unstable", "lost", "left"] {
+        let n = prepared.by_state.get(registry_state).copied().unwrap_or(0);
+        metrics::gauge!(m::WORKERS_BY_STATE, "state" => registry_state).set(f64::from(n));
+    }
+    for change in &decision.changes {
+        metrics::counter!(m::MOVES, "reason" => change.reason.kind()).increment(1);
+        tracing::info!(worker = %change.worker, from = ?change.from.as_ref().map(QueueName::as_str), to = ?change.to.as_ref().map(QueueName::as_str), reason = %change.reason, "assignment changed");
     }
 }
 

@@ -269,31 +269,16 @@ fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faro_shared::domain::PoolName;
 
     fn t(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
     }
 
     fn hb(id: &str) -> Heartbeat {
-        Heartbeat {
-            worker_id: WorkerId::parse(id).unwrap(),
-            pool: PoolName::parse("default").unwrap(),
-            capacity: 4,
-            kinds: vec![],
-            in_progress: 0,
-            cpu_percent: None,
-            mem_percent: None,
-            load_source: Default::default(),
-            load_score: 0,
-            state: Default::default(),
-            admission_closed: None,
-            runs: Default::default(),
-            interval_ms: 5000,
-            version: "test".into(),
-            started_at: t(0),
-            sent_at: t(0),
-        }
+        let mut beat = crate::fixtures::beat(id, "default", t(0));
+        beat.capacity = 4;
+        beat.kinds = vec![];
+        beat
     }
 
     fn kinds(events: &[Event]) -> Vec<&'static str> {

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
-use faro_shared::messages::{BalancerEvent, Heartbeat, Kind, WorkerSettings};
+use faro_shared::messages::{
+    BalancerEvent, Heartbeat, Kind, Mapping, MappingReply, MappingRequest, WorkerSettings,
+};
 use faro_shared::settings::{HotSettings, Setting};
 
 use crate::decide::{Decision, Policy, QueueSpec};
@@ -157,14 +159,12 @@ pub async fn load_registry(pool: &Pool, forget_after_hours: i64) -> anyhow::Resu
     Ok(registry)
 }
 
-/// Saves the registry's changed entries and its events in one transaction; marks them saved.
+/// Saves changed registry entries and events in one transaction (the cycle marks them saved).
 pub async fn save_registry(
     pool: &Pool,
-    registry: &mut Registry,
+    dirty: &[(WorkerId, Entry)],
     events: &[Event],
 ) -> anyhow::Result<()> {
-    let dirty: Vec<(&WorkerId, &Entry)> =
-        registry.workers.iter().filter(|(_, e)| e.dirty).collect();
     if dirty.is_empty() && events.is_empty() {
         return Ok(());
     }
@@ -179,7 +179,7 @@ pub async fn save_registry(
     let mut received = Vec::new();
     let mut missed = Vec::new();
     let mut beats = Vec::new();
-    for (id, entry) in &dirty {
+    for (id, entry) in dirty {
         // An entry loaded without a readable heartbeat keeps its stored columns.
         let beat = entry.beat.as_ref();
         ids.push(id.as_str());
@@ -263,9 +263,6 @@ pub async fn save_registry(
         .context("cannot record worker events")?;
     }
     tx.commit().await?;
-    for entry in registry.workers.values_mut() {
-        entry.dirty = false;
-    }
     Ok(())
 }
 
@@ -398,6 +395,115 @@ pub async fn prune_decisions(pool: &Pool, keep: Duration) -> anyhow::Result<u64>
         )
         .await
         .context("cannot prune old decisions")
+}
+
+/// Decisions listed by `faro explain queue|pool`.
+const RECENT: i64 = 20;
+
+/// Whose decisions `recent_decisions` lists.
+#[derive(Debug, Clone, Copy)]
+pub enum DecisionsOf<'a> {
+    /// Moves into or out of a queue, and its holds.
+    Queue(&'a QueueName),
+    /// Moves of a pool's workers.
+    Pool(&'a PoolName),
+}
+
+/// The latest decisions about a queue or a pool, newest first.
+pub async fn recent_decisions(
+    pool: &Pool,
+    of: DecisionsOf<'_>,
+) -> anyhow::Result<Vec<BalancerEvent>> {
+    let (filter, value) = match of {
+        DecisionsOf::Queue(queue) => (
+            "queue = $1 OR from_queue = $1 OR to_queue = $1",
+            queue.as_str(),
+        ),
+        DecisionsOf::Pool(name) => ("pool = $1", name.as_str()),
+    };
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT at, queue, worker_id, pool, from_queue, to_queue, reason
+                   FROM balancer_decisions WHERE {filter} ORDER BY id DESC LIMIT {RECENT}"
+            ),
+            &[&value],
+        )
+        .await
+        .context("cannot read the balancer's decisions")?;
+    let name = |v: Option<String>| v.and_then(|v| QueueName::parse(v).ok());
+    Ok(rows
+        .into_iter()
+        .map(|row| BalancerEvent {
+            at: row.get(0),
+            queue: name(row.get(1)),
+            worker: row
+                .get::<_, Option<String>>(2)
+                .and_then(|v| WorkerId::parse(v).ok()),
+            pool: row
+                .get::<_, Option<String>>(3)
+                .and_then(|v| PoolName::parse(v).ok()),
+            from: name(row.get(4)),
+            to: name(row.get(5)),
+            reason: row.get(6),
+        })
+        .collect())
+}
+
+/// Adds, removes or lists the mappings of external demand names to queues; every mapping
+/// after the change. A name mapped to a queue that does not exist is refused.
+pub async fn change_mapping(pool: &Pool, request: &MappingRequest) -> anyhow::Result<MappingReply> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let mut removed = false;
+    match request {
+        MappingRequest::Add { name, queue } => {
+            let name = name.trim();
+            let exists = client
+                .query_opt("SELECT 1 FROM queues WHERE name = $1", &[&queue.as_str()])
+                .await?
+                .is_some();
+            if !exists {
+                anyhow::bail!("no queue named {queue:?}; define it (or submit a job to it) first");
+            }
+            client
+                .execute(
+                    "INSERT INTO demand_mappings (external_name, queue) VALUES ($1, $2)
+                     ON CONFLICT (external_name) DO UPDATE SET queue = EXCLUDED.queue",
+                    &[&name, &queue.as_str()],
+                )
+                .await
+                .context("cannot store the mapping")?;
+        }
+        MappingRequest::Remove { name } => {
+            removed = client
+                .execute(
+                    "DELETE FROM demand_mappings WHERE external_name = $1",
+                    &[&name.trim()],
+                )
+                .await
+                .context("cannot remove the mapping")?
+                > 0;
+        }
+        MappingRequest::List => {}
+    }
+    let rows = client
+        .query(
+            "SELECT external_name, queue FROM demand_mappings ORDER BY external_name",
+            &[],
+        )
+        .await
+        .context("cannot read the mappings")?;
+    let mappings = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(Mapping {
+                name: row.get(0),
+                queue: QueueName::parse(row.get::<_, String>(1)).ok()?,
+            })
+        })
+        .collect();
+    Ok(MappingReply { mappings, removed })
 }
 
 #[cfg(test)]
