@@ -3,7 +3,8 @@
 //! Message types and their subjects (`messages`, `names`), validated names (`domain`), the JSON
 //! job format (`jobfile`), targets as operators write them (`targetfile`), SNMP params and values (`snmp`), configuration from `FARO_*` variables (`config`), logs (`telemetry`),
 //! `/metrics` and `/health` (`http`), the process metrics (`process`), NATS and PostgreSQL setup (`nats`, `pg`), expiring KV leases (`lease`),
-//! shutdown (`shutdown`), and behind the `test-util` feature the test harness (`testing`).
+//! shutdown (`shutdown`), one start-up for every service and the event publisher (`service`),
+//! and behind the `test-util` feature the test harness (`testing`).
 //! Decisions belong to the services, not here.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod names;
 pub mod nats;
 pub mod pg;
 pub mod process;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod snmp;

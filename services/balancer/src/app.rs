@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{PoolName, QueueName, WorkerId};
 use faro_shared::follow::Follow;
-use faro_shared::http::{self, Health};
 use faro_shared::messages::{Assignment, DemandSnapshot, Heartbeat, WorkerEvent};
-use faro_shared::nats::{Retry, Topology};
-use faro_shared::shutdown::{unless_cancelled, Supervisor};
-use faro_shared::{nats, pg, Namespace};
+use faro_shared::nats::Topology;
+use faro_shared::service::{self, Events, Spec};
+use faro_shared::shutdown::unless_cancelled;
+use faro_shared::Namespace;
 use futures::TryStreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -32,21 +32,23 @@ use crate::store;
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    http::recorder().describe(m::METRICS);
-    let health = Health::default();
-    let (_, http_task) =
-        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
-    let ns = config.common.namespace.clone();
-    let start = async {
-        pg::migrate(&config.pg).await?;
-        let pool = pg::pool(&config.pg)?;
-        let client = nats::connect(&config.common.nats, "faro-balancer", Retry::Forever).await?;
-        let js = nats::jetstream(client.clone());
-        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
-        let state = State {
+    let spec = Spec {
+        name: "balancer",
+        connection: "faro-balancer",
+        common: &config.common,
+        topology: &config.topology,
+        pg: Some(&config.pg),
+        metrics: m::METRICS,
+    };
+    let Some(mut service) = service::start(spec, &shutdown).await? else {
+        return Ok(());
+    };
+    let pool = service.pool()?;
+    let load = async {
+        anyhow::Ok(State {
             registry: store::load_registry(&pool, FORGET_AFTER_HOURS).await?,
             events: Vec::new(),
-            assigned: read_all::<Assignment>(&topology.assignments)
+            assigned: read_all::<Assignment>(&service.topology.assignments)
                 .await?
                 .into_values()
                 .map(|a| (a.worker_id.clone(), a))
@@ -55,32 +57,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             holds: store::holds(&pool).await?,
             last: None,
             cooling: BTreeMap::new(),
-        };
-        anyhow::Ok((pool, client, js, topology, state))
+        })
     };
-    let Some((pool, client, js, topology, state)) = unless_cancelled(&shutdown, start).await?
-    else {
-        return Ok(());
+    let Some(state) = unless_cancelled(&shutdown, load).await? else {
+        return service.stop_http().await;
     };
     let state = Arc::new(Mutex::new(state));
     let balancer = Balancer {
         config: config.clone(),
         pool: pool.clone(),
-        js,
-        ns: ns.clone(),
-        topology,
+        js: service.js.clone(),
+        ns: service.ns.clone(),
+        topology: service.topology.clone(),
+        events: service.events.clone(),
         state: state.clone(),
     };
-
-    let mut supervisor = Supervisor::new("balancer", shutdown.clone());
+    let api = api::serve(
+        service.client.clone(),
+        service.ns.clone(),
+        pool,
+        state,
+        shutdown.clone(),
+    );
+    let mut supervisor = service.supervisor();
     supervisor.spawn("cycle", balancer.run(shutdown.clone()));
-    supervisor.spawn("api", api::serve(client, ns, pool, state, shutdown.clone()));
-    supervisor.spawn("http", async move {
-        http_task.await.context("metrics server panicked")
-    });
-    health.set_ready(true);
-    tracing::info!("balancer ready");
-    supervisor.wait(config.shutdown_grace).await
+    supervisor.spawn("api", api);
+    service.serve(supervisor, config.shutdown_grace).await
 }
 
 struct Balancer {
@@ -89,6 +91,7 @@ struct Balancer {
     js: jetstream::Context,
     ns: Namespace,
     topology: Topology,
+    events: Events,
     state: Arc<Mutex<State>>,
 }
 
@@ -341,7 +344,7 @@ impl Balancer {
         }
         store::record_cycle(&self.pool, now, &outcome.events, decision, &outcome.pools).await?;
         for event in &outcome.events {
-            self.publish("balancer", event).await;
+            self.events.publish("balancer", event).await;
         }
         written.all = true;
         Ok(())
@@ -355,26 +358,7 @@ impl Balancer {
             missed: event.missed,
             from: event.from.map(|s| s.as_str().to_owned()),
         };
-        self.publish("workers", &body).await;
-    }
-
-    /// Publishes an audit event; a failure is logged, never fatal (the table keeps it).
-    async fn publish(&self, source: &str, event: &impl serde::Serialize) {
-        let Ok(payload) = serde_json::to_vec(event) else {
-            return;
-        };
-        match self
-            .js
-            .publish(self.ns.event_subject(source), payload.into())
-            .await
-        {
-            Ok(ack) => {
-                if let Err(error) = ack.await {
-                    tracing::warn!(%error, "event not stored");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot publish an event"),
-        }
+        self.events.publish("workers", &body).await;
     }
 
     async fn read_cooling(&self) -> anyhow::Result<BTreeMap<PoolName, DateTime<Utc>>> {

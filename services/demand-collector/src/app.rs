@@ -9,10 +9,8 @@ use async_nats::jetstream;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use faro_shared::domain::QueueName;
-use faro_shared::http::{self, Health};
-use faro_shared::nats::Retry;
-use faro_shared::shutdown::{unless_cancelled, Supervisor};
-use faro_shared::{nats, pg, Namespace};
+use faro_shared::service::{self, Spec};
+use faro_shared::{pg, Namespace};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -25,40 +23,29 @@ use crate::store;
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    http::recorder().describe(m::METRICS);
-    let health = Health::default();
-    let (_, http_task) =
-        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
-    let ns = config.common.namespace.clone();
-    let start = async {
-        pg::migrate(&config.pg).await?;
-        let pool = pg::pool(&config.pg)?;
-        let client =
-            nats::connect(&config.common.nats, "faro-demand-collector", Retry::Forever).await?;
-        let js = nats::jetstream(client);
-        nats::ensure_topology(&js, &ns, &config.topology).await?;
-        anyhow::Ok((pool, js))
+    let spec = Spec {
+        name: "demand-collector",
+        connection: "faro-demand-collector",
+        common: &config.common,
+        topology: &config.topology,
+        pg: Some(&config.pg),
+        metrics: m::METRICS,
     };
-    let Some((pool, js)) = unless_cancelled(&shutdown, start).await? else {
+    let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
+    let (pool, js, ns) = (service.pool()?, service.js.clone(), service.ns.clone());
     let providers = providers(&config, &pool, &js, &ns)?;
     tracing::info!(
         providers = ?providers.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "demand providers"
     );
-
-    let mut supervisor = Supervisor::new("demand-collector", shutdown.clone());
+    let mut supervisor = service.supervisor();
     supervisor.spawn(
         "collect",
         collect_loop(config.clone(), pool, js, ns, providers, shutdown.clone()),
     );
-    supervisor.spawn("http", async move {
-        http_task.await.context("metrics server panicked")
-    });
-    health.set_ready(true);
-    tracing::info!("demand-collector ready");
-    supervisor.wait(config.shutdown_grace).await
+    service.serve(supervisor, config.shutdown_grace).await
 }
 
 /// The providers the configuration enables.

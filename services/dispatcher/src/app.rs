@@ -10,16 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
-use faro_shared::http::{self, Health};
-use faro_shared::nats::Retry;
+use faro_shared::nats;
+use faro_shared::service::{self, Spec};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
-use faro_shared::{nats, pg};
 use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Limits, SlotChange};
 use crate::api::api_loop;
-use crate::bus;
 use crate::catalog;
 use crate::chains::Chains;
 use crate::config::Config;
@@ -84,24 +82,19 @@ fn after_leading(
 /// lease, leads while it holds it, and stands by again if it loses it or one of its loops
 /// fails (then after a pause, giving a standby the lease first).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    http::recorder().describe(m::METRICS);
-    let health = Health::default();
-    let stop_http = shutdown.child_token();
-    let (_, http_task) =
-        http::serve(config.common.http_addr, health.clone(), stop_http.clone()).await?;
-    let ns = config.common.namespace.clone();
-
-    let start = async {
-        pg::migrate(&config.pg).await?;
-        let pool = pg::pool(&config.pg)?;
-        let client = nats::connect(&config.common.nats, "faro-dispatcher", Retry::Forever).await?;
-        let js = nats::jetstream(client.clone());
-        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
-        anyhow::Ok((pool, client, js, topology))
+    let spec = Spec {
+        name: "dispatcher",
+        connection: "faro-dispatcher",
+        common: &config.common,
+        topology: &config.topology,
+        pg: Some(&config.pg),
+        metrics: m::METRICS,
     };
-    let Some((pool, client, js, topology)) = unless_cancelled(&shutdown, start).await? else {
+    let Some(service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
+    let (pool, client, js) = (service.pool()?, service.client.clone(), service.js.clone());
+    let (ns, topology) = (service.ns.clone(), service.topology.clone());
     let election = Election {
         js: js.clone(),
         store: topology.leases.clone(),
@@ -110,7 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ttl: config.leader_lease_ttl,
     };
     // A standby is healthy: it is ready to take over.
-    health.set_ready(true);
+    service.health.set_ready(true);
     let instance = config.instance.as_str();
     let mut failed_leaderships = 0u32;
     let outcome = loop {
@@ -122,13 +115,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics::gauge!(m::LEADER).set(1.0);
         metrics::counter!(m::LEADERSHIPS).increment(1);
         tracing::info!(instance, "leader lease taken; leading");
-        bus::publish_event(
-            &js,
-            &ns,
-            "dispatcher",
-            &serde_json::json!({"type": "leader_elected", "instance": instance}),
-        )
-        .await;
+        let elected = serde_json::json!({"type": "leader_elected", "instance": instance});
+        service.events.publish("dispatcher", &elected).await;
         // Both end together: leading stops when the lease is lost, the lease is given up
         // when leading stops. Nothing is spawned outside this future, so aborting it (a
         // killed process) stops renewing at once.
@@ -176,8 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     metrics::gauge!(m::LEADER).set(0.0);
-    stop_http.cancel();
-    http_task.await.context("metrics server panicked")?;
+    service.stop_http().await?;
     outcome
 }
 

@@ -81,44 +81,6 @@ async fn stored(
     Ok(usize::from(ack.duplicate))
 }
 
-/// Publishes an audit event on `faro.events.<source>`; a failure is logged, not fatal.
-pub async fn publish_event(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    source: &str,
-    event: &serde_json::Value,
-) {
-    let payload = match serde_json::to_vec(event) {
-        Ok(payload) => payload,
-        Err(error) => {
-            tracing::warn!(%error, "cannot encode an event");
-            return;
-        }
-    };
-    // An event is a record for people, never worth waiting on: bounded, so a JetStream that
-    // does not take it (a NATS node just died; the context's ack permits all taken) cannot
-    // hold up what comes after it, such as a new leader starting to lead.
-    let publish = async {
-        match js.publish(ns.event_subject(source), payload.into()).await {
-            Ok(ack) => {
-                if let Err(error) = ack.await {
-                    tracing::warn!(%error, "event not stored");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot publish an event"),
-        }
-    };
-    if tokio::time::timeout(EVENT_TIMEOUT, publish).await.is_err() {
-        tracing::warn!(
-            timeout_ms = EVENT_TIMEOUT.as_millis() as u64,
-            "event not stored in time; dropped"
-        );
-    }
-}
-
-/// How long publishing an event may take before it is given up.
-const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@ use faro_shared::jobfile::JobFileError;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus;
 use crate::chains::Child;
 use crate::metrics as m;
 use crate::plan::plan_submission;
@@ -181,12 +180,10 @@ pub(crate) async fn handle_submission(
 pub(crate) async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> AckKind {
     tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
     metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
-    bus::publish_event(
-        &d.js,
-        &d.ns,
-        "dispatcher",
-        &serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error}),
-    )
-    .await;
+    let rejected =
+        serde_json::json!({"type": "submission_rejected", "submission_id": id, "error": error});
+    faro_shared::service::Events::new(d.js.clone(), d.ns.clone())
+        .publish("dispatcher", &rejected)
+        .await;
     AckKind::Term
 }

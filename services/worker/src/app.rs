@@ -15,12 +15,10 @@ use async_nats::jetstream::{self, kv, AckKind};
 use chrono::Utc;
 use faro_shared::domain::QueueName;
 use faro_shared::follow::Follow;
-use faro_shared::http::{self, Health};
 use faro_shared::messages::{
     Assignment, Heartbeat, LoadSources, Request, WorkerCancel, WorkerCancelReply, WorkerSettings,
 };
-use faro_shared::nats::Retry;
-use faro_shared::shutdown::{unless_cancelled, Supervisor};
+use faro_shared::service::{self, Spec};
 use faro_shared::{nats, Namespace, VERSION};
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
@@ -98,21 +96,24 @@ impl Worker {
 
 /// Runs the worker until `shutdown` is cancelled or one of its loops fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    http::recorder().describe(m::METRICS);
-    let health = Health::default();
-    let (_, http_task) =
-        http::serve(config.common.http_addr, health.clone(), shutdown.clone()).await?;
-    let ns = config.common.namespace.clone();
-    let start = async {
-        let name = format!("faro-worker-{}", config.worker_id);
-        let client = nats::connect(&config.common.nats, &name, Retry::Forever).await?;
-        let js = nats::jetstream(client.clone());
-        let topology = nats::ensure_topology(&js, &ns, &config.topology).await?;
-        anyhow::Ok((client, js, topology))
+    let connection = format!("faro-worker-{}", config.worker_id);
+    let spec = Spec {
+        name: "worker",
+        connection: &connection,
+        common: &config.common,
+        topology: &config.topology,
+        pg: None,
+        metrics: m::METRICS,
     };
-    let Some((client, js, topology)) = unless_cancelled(&shutdown, start).await? else {
+    let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
+    let (client, js, ns) = (
+        service.client.clone(),
+        service.js.clone(),
+        service.ns.clone(),
+    );
+    let topology = service.topology.clone();
 
     let abort = CancellationToken::new();
     let worker = Arc::new(Worker {
@@ -143,9 +144,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let key = worker.config.worker_id.to_string();
     put_heartbeat(&worker, &topology.workers).await?;
-    tracing::info!(worker = %key, pool = %worker.config.pool, capacity = worker.config.capacity, "worker ready");
+    tracing::info!(worker = %key, pool = %worker.config.pool, capacity = worker.config.capacity, "worker announced");
 
-    let mut supervisor = Supervisor::new("worker", shutdown.clone());
+    let mut supervisor = service.supervisor();
     supervisor.spawn(
         "heartbeat",
         heartbeat_loop(worker.clone(), topology.workers.clone(), shutdown.clone()),
@@ -163,11 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         cancel_loop(worker.clone(), client, shutdown.clone()),
     );
     supervisor.spawn("load", load_loop(worker.clone(), shutdown.clone()));
-    supervisor.spawn("http", async move {
-        http_task.await.context("metrics server panicked")
-    });
-    health.set_ready(true);
-    let stopped = supervisor.wait(Duration::from_secs(10)).await;
+    let stopped = service.serve(supervisor, Duration::from_secs(10)).await;
 
     // Pulling has stopped; let in-flight runs finish, then give back what is left.
     worker.runs.close();

@@ -1,0 +1,231 @@
+//! One start-up for every service, and the one event publisher.
+//!
+//! [`start`] describes the service's metrics and serves `/metrics` and `/health` first (a
+//! probe sees a service that is starting, not a dead one), then, unless shut down meanwhile,
+//! applies the migrations, opens the PostgreSQL pool, connects to NATS and declares the
+//! topology. The [`Service`] it returns gives the tasks what they share and supervises them:
+//! [`Service::supervisor`] runs the HTTP server as one of them, [`Service::serve`] marks the
+//! service ready and waits for its tasks to end.
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PgConfig;
+use crate::http::{self, Health, Metric};
+use crate::nats::{self, Retry, Topology, TopologySettings};
+use crate::shutdown::{unless_cancelled, Supervisor};
+use crate::{CommonConfig, Namespace};
+
+/// What a service starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// Its name, in logs and in its supervisor.
+    pub name: &'static str,
+    /// Its NATS connection's name (a worker adds its id).
+    pub connection: &'a str,
+    pub common: &'a CommonConfig,
+    pub topology: &'a TopologySettings,
+    /// PostgreSQL, for the services that keep state there: migrated, then pooled.
+    pub pg: Option<&'a PgConfig>,
+    /// Its metrics, described in `/metrics`.
+    pub metrics: &'a [Metric],
+}
+
+/// A started service: what its tasks share.
+#[derive(Debug)]
+pub struct Service {
+    pub name: &'static str,
+    pub health: Health,
+    pub ns: Namespace,
+    /// `None` for a service started without PostgreSQL (the worker).
+    pub pool: Option<Pool>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    pub events: Events,
+    shutdown: CancellationToken,
+    /// Stops the HTTP server: last, once the service has stopped.
+    stop_http: CancellationToken,
+    http: Option<JoinHandle<()>>,
+}
+
+/// Starts a service; `None` when `shutdown` came first.
+pub async fn start(
+    spec: Spec<'_>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Service>> {
+    http::recorder().describe(spec.metrics);
+    let health = Health::default();
+    let stop_http = shutdown.child_token();
+    let (_, http) = http::serve(spec.common.http_addr, health.clone(), stop_http.clone()).await?;
+    let ns = spec.common.namespace.clone();
+    let connect = async {
+        let pool = match spec.pg {
+            Some(pg) => {
+                crate::pg::migrate(pg).await?;
+                Some(crate::pg::pool(pg)?)
+            }
+            None => None,
+        };
+        let client = nats::connect(&spec.common.nats, spec.connection, Retry::Forever).await?;
+        let js = nats::jetstream(client.clone());
+        let topology = nats::ensure_topology(&js, &ns, spec.topology).await?;
+        anyhow::Ok((pool, client, js, topology))
+    };
+    let Some((pool, client, js, topology)) = unless_cancelled(shutdown, connect).await? else {
+        stop_http.cancel();
+        http.await.context("metrics server panicked")?;
+        return Ok(None);
+    };
+    Ok(Some(Service {
+        name: spec.name,
+        health,
+        events: Events {
+            js: js.clone(),
+            ns: ns.clone(),
+        },
+        ns,
+        pool,
+        client,
+        js,
+        topology,
+        shutdown: shutdown.clone(),
+        stop_http,
+        http: Some(http),
+    }))
+}
+
+impl Service {
+    /// The PostgreSQL pool of a service started with one.
+    pub fn pool(&self) -> anyhow::Result<Pool> {
+        self.pool
+            .clone()
+            .with_context(|| format!("the {} was started without PostgreSQL", self.name))
+    }
+
+    /// A supervisor of the service's tasks, the HTTP server first among them: it stops when
+    /// the service is shut down or a task fails.
+    pub fn supervisor(&mut self) -> Supervisor {
+        let mut supervisor = Supervisor::new(self.name, self.shutdown.clone());
+        if let Some(http) = self.http.take() {
+            supervisor.spawn("http", async move {
+                http.await.context("metrics server panicked")
+            });
+        }
+        supervisor
+    }
+
+    /// Marks the service ready and waits for its tasks; each gets `grace` to finish once it
+    /// is shut down.
+    pub async fn serve(
+        &self,
+        supervisor: Supervisor,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        self.health.set_ready(true);
+        tracing::info!("{} ready", self.name);
+        supervisor.wait(grace).await
+    }
+
+    /// For a service that runs its own loop instead of a supervisor (the dispatcher): stops
+    /// the HTTP server once it is done.
+    pub async fn stop_http(mut self) -> anyhow::Result<()> {
+        self.stop_http.cancel();
+        if let Some(http) = self.http.take() {
+            http.await.context("metrics server panicked")?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes audit events on `faro.events.<source>`: records for people, never worth waiting
+/// on, so a publish is bounded by [`EVENT_TIMEOUT`] and a failure is logged, never returned.
+#[derive(Debug, Clone)]
+pub struct Events {
+    js: jetstream::Context,
+    ns: Namespace,
+}
+
+/// How long publishing an event may take before it is given up: a JetStream that does not
+/// take it (a NATS node just died; the context's ack permits all taken) cannot hold up what
+/// comes after it, such as a new leader starting to lead.
+pub const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Events {
+    pub fn new(js: jetstream::Context, ns: Namespace) -> Self {
+        Self { js, ns }
+    }
+
+    /// Publishes `event` from `source` and waits, at most [`EVENT_TIMEOUT`], until it is
+    /// stored.
+    pub async fn publish(&self, source: &str, event: &impl Serialize) {
+        let payload = match serde_json::to_vec(event) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode an event");
+                return;
+            }
+        };
+        let publish = async {
+            match self
+                .js
+                .publish(self.ns.event_subject(source), payload.into())
+                .await
+            {
+                Ok(ack) => {
+                    if let Err(error) = ack.await {
+                        tracing::warn!(%error, "event not stored");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot publish an event"),
+            }
+        };
+        if tokio::time::timeout(EVENT_TIMEOUT, publish).await.is_err() {
+            tracing::warn!(
+                timeout_ms = EVENT_TIMEOUT.as_millis() as u64,
+                "event not stored in time; dropped"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// Shut down before NATS answers (here it never would): no service, and the HTTP server
+    /// it started first has let its port go.
+    #[tokio::test]
+    async fn a_service_shut_down_while_it_starts_stops_its_http_server() {
+        let (http, nobody) = (free_port(), free_port());
+        let mut env = Env::default();
+        env.set("FARO_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .set("FARO_NATS_URL", format!("nats://127.0.0.1:{nobody}"));
+        let common = CommonConfig::from_env(&env).unwrap();
+        let topology = TopologySettings::from_env(&env).unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let spec = Spec {
+            name: "test",
+            connection: "test",
+            common: &common,
+            topology: &topology,
+            pg: None,
+            metrics: &[],
+        };
+        let started = start(spec, &shutdown).await.unwrap();
+        assert!(started.is_none());
+        std::net::TcpListener::bind(("127.0.0.1", http))
+            .expect("the HTTP server of a service that never started still holds its port");
+    }
+}
