@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use faro_shared::config::Env;
+use faro_shared::messages::{Request as _, StatusRequest, WorkersRequest};
 use faro_shared::testing::{TestBus, TestDb};
 use faro_shared::{pg, Namespace};
 use tokio::task::JoinHandle;
@@ -31,7 +32,6 @@ pub async fn seed_test_settings(pool: &Pool) -> anyhow::Result<()> {
 
 /// Whether a leading dispatcher answers its status API within a second.
 pub async fn dispatcher_answers(client: &async_nats::Client, ns: &Namespace) -> bool {
-    use faro_shared::messages::{Request as _, StatusRequest};
     let subject = StatusRequest::subject(ns);
     matches!(
         tokio::time::timeout(Duration::from_secs(1), client.request(subject, "".into())).await,
@@ -176,22 +176,29 @@ impl System {
             env.set("FARO_WORKER_ID", format!("w{i}"));
             system.spawn_worker(&env)?;
         }
-        system.wait_dispatcher().await?;
+        system
+            .wait_answers(StatusRequest::subject(&system.ns))
+            .await?;
+        system
+            .wait_answers(WorkersRequest::subject(&system.ns))
+            .await?;
         Ok(system)
     }
 
-    /// Waits until the dispatcher answers its status API (it has started).
-    async fn wait_dispatcher(&self) -> anyhow::Result<()> {
+    /// Waits until a service answers on `subject` (it has started): the leading dispatcher,
+    /// then the balancer, so a test can ask either at once.
+    async fn wait_answers(&self, subject: String) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if dispatcher_answers(&self.client, &self.ns).await {
+            let asked = self.client.request(subject.clone(), "".into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), asked).await {
                 return Ok(());
             }
             if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
                 anyhow::bail!("service {name} stopped during start-up");
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("the dispatcher did not answer within 30 s");
+                anyhow::bail!("nothing answered on {subject} within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

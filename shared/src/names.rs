@@ -65,6 +65,12 @@ impl Namespace {
         format!("{}.values.{queue}.{target}", self.0)
     }
 
+    /// What every values subject starts with: tells a values chunk from a result on the
+    /// results stream.
+    pub fn values_prefix(&self) -> String {
+        format!("{}.values.", self.0)
+    }
+
     /// The latest demand snapshot of a queue.
     pub fn demand_subject(&self, queue: &QueueName) -> String {
         format!("{}.demand.{queue}", self.0)
@@ -143,6 +149,11 @@ impl Namespace {
         format!("{}_workers", self.0)
     }
 
+    /// The stream JetStream keeps the workers bucket in (its size tells a replay's length).
+    pub fn workers_bucket_stream(&self) -> String {
+        format!("KV_{}", self.workers_bucket())
+    }
+
     pub fn assignments_bucket(&self) -> String {
         format!("{}_assignments", self.0)
     }
@@ -193,6 +204,13 @@ mod tests {
         assert_eq!(ns.demand_subject(&q), "faro.demand.discovery");
         assert_eq!(ns.jobs_stream(), "FARO_JOBS");
         assert_eq!(ns.workers_bucket(), "faro_workers");
+        assert_eq!(ns.workers_bucket_stream(), "KV_faro_workers");
+        assert!(ns
+            .values_subject(&q, &t)
+            .starts_with(ns.values_prefix().as_str()));
+        assert!(!ns
+            .result_subject(&q, Some(&t))
+            .starts_with(ns.values_prefix().as_str()));
         assert_eq!(
             ns.api_subject("dispatcher", "status"),
             "faro.api.dispatcher.status"

@@ -112,7 +112,7 @@ impl Balancer {
         // assignments of the others away.
         let mut stored = self
             .js
-            .get_stream(format!("KV_{}", self.ns.workers_bucket()))
+            .get_stream(self.ns.workers_bucket_stream())
             .await
             .context("cannot open the heartbeat bucket")?;
         let stored = stored

@@ -57,7 +57,7 @@ pub(crate) async fn results_loop(
 /// Records a batch from the results stream: values chunks first (a run's chunks are stored
 /// before its result), then results.
 pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
-    let values_prefix = format!("{}.values.", d.ns.as_str());
+    let values_prefix = d.ns.values_prefix();
     let mut results = Vec::with_capacity(messages.len());
     let mut chunks = Vec::new();
     let mut accepted = Vec::with_capacity(messages.len());
