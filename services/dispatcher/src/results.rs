@@ -20,7 +20,7 @@ use crate::store;
 use crate::values;
 
 mod plan;
-pub use plan::{plan, ResultPlan, Retry};
+pub use plan::{plan, split, ResultPlan, Retry};
 
 pub(crate) async fn results_loop(
     d: Arc<Dispatcher>,

@@ -45,7 +45,7 @@ pub struct ResultPlan<'a> {
 /// further result for a run already decided here is late. `jitter` spreads retries (values in
 /// [0, 1)); `new_id` names chained runs.
 pub fn plan<'a>(
-    results: &'a [RunResult],
+    results: impl IntoIterator<Item = &'a RunResult>,
     states: &HashMap<Uuid, RunState>,
     chains: &Chains,
     policy: &RetryPolicy,
@@ -102,14 +102,26 @@ pub fn plan<'a>(
     plan
 }
 
-impl ResultPlan<'_> {
-    /// Whether the plan is decided by fencing alone: every result a success and no chain
-    /// listens for them. The store then applies it in one statement, fenced in SQL.
-    pub fn fencing_only(results: &[RunResult], chains: &Chains) -> bool {
-        results
-            .iter()
-            .all(|r| r.outcome == Outcome::Succeeded && !chains.has_children(&r.job_id))
-    }
+/// Whether fencing alone decides what `result` does: a success no chain listens for ends its
+/// run if it is the run's current attempt and is late otherwise, whatever else is known.
+pub fn fencing_decides(result: &RunResult, chains: &Chains) -> bool {
+    result.outcome == Outcome::Succeeded && !chains.has_children(&result.job_id)
+}
+
+/// Splits a batch: the results of runs that fencing alone decides (every result of the run
+/// is a success no chain listens for), which the store applies in one statement fenced in
+/// SQL without locking or reading the runs first; and the others, which [`plan`] decides. A
+/// run's results all go the same way, so a run is still decided once per batch.
+pub fn split<'a>(
+    results: &'a [RunResult],
+    chains: &Chains,
+) -> (Vec<&'a RunResult>, Vec<&'a RunResult>) {
+    let planned: HashSet<Uuid> = results
+        .iter()
+        .filter(|r| !fencing_decides(r, chains))
+        .map(|r| r.run_id)
+        .collect();
+    results.iter().partition(|r| !planned.contains(&r.run_id))
 }
 
 #[cfg(test)]
@@ -270,18 +282,34 @@ mod tests {
     fn fencing_alone_decides_only_successes_no_chain_listens_for() {
         let chains = chain("walk", "status", RunIf::Always);
         let run = Uuid::new_v4();
-        assert!(ResultPlan::fencing_only(
-            &[result("poll", run, 1, Outcome::Succeeded)],
+        assert!(fencing_decides(
+            &result("poll", run, 1, Outcome::Succeeded),
             &chains
         ));
-        assert!(!ResultPlan::fencing_only(
-            &[result("walk", run, 1, Outcome::Succeeded)],
+        assert!(!fencing_decides(
+            &result("walk", run, 1, Outcome::Succeeded),
             &chains
         ));
-        assert!(!ResultPlan::fencing_only(
-            &[result("poll", run, 1, Outcome::Failed)],
+        assert!(!fencing_decides(
+            &result("poll", run, 1, Outcome::Failed),
             &chains
         ));
+    }
+
+    #[test]
+    fn a_run_with_any_result_to_plan_is_planned_whole() {
+        let chains = chain("walk", "status", RunIf::Always);
+        let (simple, mixed, parent) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let results = [
+            result("poll", simple, 1, Outcome::Succeeded),
+            result("poll", mixed, 1, Outcome::Succeeded),
+            result("poll", mixed, 1, Outcome::Failed),
+            result("walk", parent, 1, Outcome::Succeeded),
+        ];
+        let (fenced, planned) = split(&results, &chains);
+        let ids = |rs: &[&RunResult]| rs.iter().map(|r| r.run_id).collect::<Vec<_>>();
+        assert_eq!(ids(&fenced), [simple]);
+        assert_eq!(ids(&planned), [mixed, mixed, parent]);
     }
 
     fn outcome() -> impl Strategy<Value = Outcome> {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use faro_shared::domain::{Retryable, RunStatus};
 use faro_shared::messages::{RunMessage, RunResult};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::definitions::{insert_defined_runs, DefinedRuns};
 use super::to_i32;
 use crate::chains::{Chains, Triggered};
-use crate::results::{plan, ResultPlan, Retry};
+use crate::results::{plan, split, ResultPlan, Retry};
 use crate::retry::{RetryPolicy, RunState};
 
 /// What a batch of results did.
@@ -32,9 +32,10 @@ pub struct Recording {
     pub skipped: Vec<Uuid>,
 }
 
-/// Records a batch of results in one transaction: locks the runs they name, plans what the
-/// results do ([`plan`]) and writes the plan. A batch of successes no chain listens for takes
-/// one statement instead ([`record_successes`]).
+/// Records a batch of results in one transaction. Results that fencing alone decides (see
+/// [`split`]) are applied in one statement, fenced in SQL; the runs of the others are locked,
+/// their results planned ([`plan`]) and the plan written. A batch of successes alone needs no
+/// transaction at all.
 pub async fn record_results(
     pool: &Pool,
     results: &[RunResult],
@@ -42,14 +43,16 @@ pub async fn record_results(
     jitter: impl FnMut() -> f64,
     chains: &Chains,
 ) -> anyhow::Result<Recording> {
-    if ResultPlan::fencing_only(results, chains) {
-        return record_successes(pool, results).await;
-    }
+    let (fenced, planned) = split(results, chains);
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
+    if planned.is_empty() {
+        return record_successes(&client, &fenced).await;
+    }
     let tx = client.transaction().await?;
-    let states = lock_states(&tx, results).await?;
+    let mut recording = record_successes(&tx, &fenced).await?;
+    let states = lock_states(&tx, &planned).await?;
     let plan = plan(
-        results,
+        planned,
         &states,
         chains,
         policy,
@@ -57,7 +60,7 @@ pub async fn record_results(
         Uuid::now_v7,
         Utc::now(),
     );
-    let recording = Recording::of(&plan);
+    recording.extend(Recording::of(&plan));
     end_runs(&tx, &plan.ended).await?;
     // Chained jobs get their runs in this same transaction: a crash cannot lose them.
     let children: Vec<&Triggered> = plan.triggered.iter().chain(&plan.skipped).collect();
@@ -83,6 +86,14 @@ pub async fn record_results(
 }
 
 impl Recording {
+    fn extend(&mut self, other: Recording) {
+        self.ended.extend(other.ended);
+        self.retried.extend(other.retried);
+        self.late.extend(other.late);
+        self.triggered.extend(other.triggered);
+        self.skipped.extend(other.skipped);
+    }
+
     fn of(plan: &ResultPlan<'_>) -> Self {
         Recording {
             ended: plan.ended.iter().map(|(r, s)| (r.run_id, *s)).collect(),
@@ -102,7 +113,7 @@ impl Recording {
 /// cycle), and reads their states: under these locks the plan's fencing is the truth.
 async fn lock_states(
     tx: &deadpool_postgres::Transaction<'_>,
-    results: &[RunResult],
+    results: &[&RunResult],
 ) -> anyhow::Result<HashMap<Uuid, RunState>> {
     let mut ids: Vec<Uuid> = results.iter().map(|r| r.run_id).collect();
     ids.sort_unstable();
@@ -178,15 +189,20 @@ fn expect_all(what: &str, written: usize, planned: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The common case, a batch of successes: one statement ends the runs whose current attempt
-/// they are and files the others as late, atomically, with no transaction round trips.
-async fn record_successes(pool: &Pool, results: &[RunResult]) -> anyhow::Result<Recording> {
+/// Successes that fencing alone decides: one statement ends the runs whose current attempt
+/// they are and files the others as late, atomically, without reading the runs first.
+async fn record_successes(
+    client: &impl GenericClient,
+    results: &[&RunResult],
+) -> anyhow::Result<Recording> {
+    if results.is_empty() {
+        return Ok(Recording::default());
+    }
     let mut seen = HashSet::new();
     let (first, repeats): (Vec<&RunResult>, Vec<&RunResult>) = results
         .iter()
         .partition(|r| seen.insert((r.run_id, r.attempt)));
     let columns = ResultColumns::of(first.iter().map(|r| (*r, RunStatus::Succeeded)))?;
-    let client = pool.get().await.context("no PostgreSQL connection")?;
     let statement = client
         .prepare_cached(
             "WITH u AS (
@@ -226,10 +242,7 @@ async fn record_successes(pool: &Pool, results: &[RunResult]) -> anyhow::Result<
         }
     }
     if !repeats.is_empty() {
-        let mut client = client;
-        let tx = client.transaction().await?;
-        insert_attempts(&tx, &repeats, true).await?;
-        tx.commit().await?;
+        insert_attempts(client, &repeats, true).await?;
         recording.late.extend(repeats.iter().map(|r| r.run_id));
     }
     Ok(recording)
@@ -325,7 +338,7 @@ async fn end_runs(
 
 /// Keeps attempts that did not end their run: retried ones, and late ones.
 async fn insert_attempts(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     results: &[&RunResult],
     late: bool,
 ) -> anyhow::Result<()> {
