@@ -70,17 +70,32 @@ pub(crate) fn count_redelivery(message: &jetstream::Message, stream: &'static st
     }
 }
 
-/// The id that deduplicates a submission: its `Nats-Msg-Id`, or its stream sequence.
+/// The id that deduplicates a submission: its `Nats-Msg-Id`, or for a message published
+/// without one, an id made of when the server stored it and a digest of its content. Either
+/// way a redelivered message gets the id of its first delivery; the stream sequence is never
+/// used, since a stream made again starts counting from 1.
 pub(crate) fn submission_id(message: &jetstream::Message) -> String {
     let header = message
         .headers
         .as_ref()
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned());
-    header.unwrap_or_else(|| match message.info() {
-        Ok(info) => format!("seq-{}", info.stream_sequence),
-        Err(_) => format!("anon-{}", uuid::Uuid::now_v7()),
+    header.unwrap_or_else(|| {
+        let stored = message
+            .info()
+            .map(|info| info.published.unix_timestamp_nanos())
+            .unwrap_or_default();
+        anonymous_id(&message.payload, stored)
     })
+}
+
+/// Pure: the id of a submission published without a `Nats-Msg-Id`, from its content and the
+/// time the server stored it (nanoseconds since the epoch).
+pub(crate) fn anonymous_id(payload: &[u8], stored_nanos: i128) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(payload);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("anon-{stored_nanos}-{hex}")
 }
 
 pub(crate) async fn handle_submission(
@@ -186,4 +201,87 @@ pub(crate) async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> Ack
         .publish("dispatcher", &rejected)
         .await;
     AckKind::Term
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anonymous_submission_is_named_by_its_content_and_its_storing() {
+        let id = anonymous_id(b"{\"jobs\": []}", 1_800_000_000_000_000_000);
+        assert_eq!(
+            id,
+            anonymous_id(b"{\"jobs\": []}", 1_800_000_000_000_000_000)
+        );
+        assert!(id.starts_with("anon-1800000000000000000-"), "{id}");
+        assert_ne!(
+            id,
+            anonymous_id(b"{\"jobs\": [ ]}", 1_800_000_000_000_000_000)
+        );
+        assert_ne!(
+            id,
+            anonymous_id(b"{\"jobs\": []}", 1_800_000_000_000_000_001)
+        );
+    }
+
+    async fn fetch_one(
+        js: &jetstream::Context,
+        payload: &'static [u8],
+    ) -> (jetstream::Message, jetstream::consumer::PullConsumer) {
+        use futures::StreamExt as _;
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: "ANON".into(),
+                subjects: vec!["anon.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        js.publish("anon.submit", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+            .await
+            .expect("no message")
+            .unwrap()
+            .unwrap();
+        (message, consumer)
+    }
+
+    /// A stream made again counts from 1: a new submission published without an id must not
+    /// take the id of an old one (it would be dropped as a duplicate), while a redelivery
+    /// keeps its id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_made_again_never_gives_a_new_submission_an_old_id() {
+        use futures::StreamExt as _;
+        let bus = faro_shared::testing::TestBus::start().await.unwrap();
+        let js = faro_shared::nats::jetstream(bus.client.clone());
+        let (first, consumer) = fetch_one(&js, b"{\"jobs\": [{\"id\": \"a\"}]}").await;
+        let id = submission_id(&first);
+        first.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+        let mut redelivered = consumer.messages().await.unwrap();
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), redelivered.next())
+            .await
+            .expect("no redelivery")
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.info().unwrap().delivered, 2);
+        assert_eq!(submission_id(&again), id, "a redelivery keeps its id");
+
+        js.delete_stream("ANON").await.unwrap();
+        let (second, _) = fetch_one(&js, b"{\"jobs\": [{\"id\": \"b\"}]}").await;
+        assert_eq!(
+            second.info().unwrap().stream_sequence,
+            first.info().unwrap().stream_sequence
+        );
+        assert_ne!(submission_id(&second), id);
+    }
 }
