@@ -199,6 +199,18 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
                     ),
                 ));
             }
+            // PostgreSQL's text and jsonb cannot hold a NUL: refused here, not at recording.
+            if let Some((name, _)) = exec
+                .args
+                .iter()
+                .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+            {
+                return Err(JobFileError::in_job(
+                    index,
+                    &format!("params.args.{}", name.replace('\0', "\\0")),
+                    "contains a NUL character (\\u0000); expected text without one",
+                ));
+            }
             Task::Exec(exec)
         }
     };
@@ -465,6 +477,11 @@ mod tests {
         let e = err(r#"[{"queue": "q", "kind": "exec"}]"#);
         assert_eq!(e.field.as_deref(), Some("params"));
         assert!(e.problem.contains("command"), "{e}");
+        let e = err(
+            r#"[{"queue": "q", "kind": "exec", "params": {"command": "ping", "args": {"host": "a\u0000b"}}}]"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("params.args.host"));
+        assert!(e.problem.contains("NUL"), "{e}");
 
         let e = err(r#"[{"queue": "q", "kind": "snmp.get", "target": "olt-1"}]"#);
         assert_eq!(e.field.as_deref(), Some("params"));

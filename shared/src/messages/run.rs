@@ -86,6 +86,31 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// A copy fit for PostgreSQL when this one is not: its text and jsonb cannot hold a NUL
+    /// character, which a program's output or an error may carry. Each NUL becomes U+FFFD.
+    /// `None` when there is none.
+    pub fn without_nul(&self) -> Option<RunResult> {
+        const NUL: char = '\u{0}';
+        let output_has = match &self.output {
+            Some(RunOutput::Exec { stdout, stderr, .. }) => {
+                stdout.contains(NUL) || stderr.contains(NUL)
+            }
+            _ => false,
+        };
+        let error_has = self.error.as_ref().is_some_and(|e| e.contains(NUL));
+        if !output_has && !error_has {
+            return None;
+        }
+        let clean = |text: &str| text.replace(NUL, "\u{fffd}");
+        let mut copy = self.clone();
+        copy.error = copy.error.as_deref().map(clean);
+        if let Some(RunOutput::Exec { stdout, stderr, .. }) = &mut copy.output {
+            *stdout = clean(stdout);
+            *stderr = clean(stderr);
+        }
+        Some(copy)
+    }
+
     pub fn subject(&self, ns: &Namespace) -> String {
         ns.result_subject(&self.queue, self.target.as_ref())
     }
@@ -118,5 +143,28 @@ mod tests {
         let back: RunMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, run);
         assert_eq!(run.subject(&Namespace::default()), "faro.jobs.q.olt1");
+    }
+
+    #[test]
+    fn a_nul_in_an_error_or_a_program_output_is_replaced_and_only_then() {
+        let mut result: RunResult = serde_json::from_value(serde_json::json!({
+            "run_id": Uuid::now_v7(), "attempt": 1, "job_id": "j", "queue": "q",
+            "worker_id": "w1", "outcome": "failed", "simulated": false,
+            "started_at": "2026-11-30T00:00:00Z", "finished_at": "2026-11-30T00:00:01Z",
+            "output": {"type": "exec", "exit_code": 1, "stdout": "a\u{0}b", "stderr": "",
+                       "truncated": false},
+            "error": "x\u{0}"
+        }))
+        .unwrap();
+        let clean = result.without_nul().unwrap();
+        assert_eq!(clean.error.as_deref(), Some("x\u{fffd}"));
+        let Some(RunOutput::Exec { stdout, .. }) = &clean.output else {
+            panic!("{clean:?}");
+        };
+        assert_eq!(stdout, "a\u{fffd}b");
+        assert_eq!(clean.without_nul(), None);
+        result.output = None;
+        result.error = Some("fine".to_owned());
+        assert_eq!(result.without_nul(), None);
     }
 }

@@ -43,6 +43,17 @@ pub async fn record_results(
     jitter: impl FnMut() -> f64,
     chains: &Chains,
 ) -> anyhow::Result<Recording> {
+    // Rare: a result PostgreSQL could not hold as it is is recorded cleaned, never refused.
+    let cleaned: Vec<RunResult>;
+    let results = if results.iter().any(|r| r.without_nul().is_some()) {
+        cleaned = results
+            .iter()
+            .map(|r| r.without_nul().unwrap_or_else(|| r.clone()))
+            .collect();
+        &cleaned[..]
+    } else {
+        results
+    };
     let (fenced, planned) = split(results, chains);
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     if planned.is_empty() {

@@ -274,3 +274,55 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         .get(0);
     assert_eq!(attempt, 2);
 }
+
+/// PostgreSQL's text and jsonb cannot hold a NUL character: a result whose output or error
+/// carries one (a program that printed it) is still recorded, the NUL replaced, and the rest
+/// of its batch with it.
+#[tokio::test]
+async fn a_result_with_a_nul_character_is_recorded_with_its_batch() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let submission = jobfile::parse(
+        br#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim"},
+            {"queue": "q", "kind": "sim", "max_attempts": 2}]"#,
+    )
+    .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "s", None, &runs)
+        .await
+        .unwrap();
+    let (a, b, c) = (&runs[0].message, &runs[1].message, &runs[2].message);
+    let mut poisoned = result_for(a, 1, Outcome::Failed);
+    poisoned.error = Some("exit 1: \u{0}bad".to_owned());
+    poisoned.output = Some(faro_shared::messages::RunOutput::Exec {
+        exit_code: Some(1),
+        stdout: "before\u{0}after".to_owned(),
+        stderr: String::new(),
+        truncated: false,
+    });
+    let mut retried = result_for(c, 1, Outcome::Failed);
+    retried.error = Some("\u{0}".to_owned());
+    let recording = store::record_results(
+        &pool,
+        &[poisoned, result_for(b, 1, Outcome::Succeeded), retried],
+        &RetryPolicy::default(),
+        NO_JITTER,
+        &NO_CHAINS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(recording.ended.len(), 2, "{recording:?}");
+    assert_eq!(recording.retried.len(), 1, "{recording:?}");
+    let row = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT error, output->>'stdout' FROM runs WHERE id = $1",
+            &[&a.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "exit 1: \u{fffd}bad");
+    assert_eq!(row.get::<_, String>(1), "before\u{fffd}after");
+}
