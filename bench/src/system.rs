@@ -32,7 +32,11 @@ pub async fn seed_test_settings(pool: &Pool) -> anyhow::Result<()> {
 
 /// Whether a leading dispatcher answers its status API within a second.
 pub async fn dispatcher_answers(client: &async_nats::Client, ns: &Namespace) -> bool {
-    let subject = StatusRequest::subject(ns);
+    answers(client, StatusRequest::subject(ns)).await
+}
+
+/// Whether a service answers on `subject` within a second.
+async fn answers(client: &async_nats::Client, subject: String) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), client.request(subject, "".into())).await,
         Ok(Ok(_))
@@ -190,8 +194,7 @@ impl System {
     async fn wait_answers(&self, subject: String) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let asked = self.client.request(subject.clone(), "".into());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), asked).await {
+            if answers(&self.client, subject.clone()).await {
                 return Ok(());
             }
             if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {

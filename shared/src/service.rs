@@ -25,14 +25,49 @@ use crate::{CommonConfig, Namespace};
 pub struct Spec<'a> {
     /// Its name, in logs and in its supervisor.
     pub name: &'static str,
-    /// Its NATS connection's name (a worker adds its id).
-    pub connection: &'a str,
+    /// Its NATS connection's name when not `faro-<name>` (a worker adds its id).
+    pub connection: Option<&'a str>,
     pub common: &'a CommonConfig,
     pub topology: &'a TopologySettings,
     /// PostgreSQL, for the services that keep state there: migrated, then pooled.
     pub pg: Option<&'a PgConfig>,
     /// Its metrics, described in `/metrics`.
     pub metrics: &'a [Metric],
+}
+
+impl<'a> Spec<'a> {
+    /// A service `name` without PostgreSQL, connected to NATS as `faro-<name>`.
+    pub fn new(
+        name: &'static str,
+        common: &'a CommonConfig,
+        topology: &'a TopologySettings,
+        metrics: &'a [Metric],
+    ) -> Self {
+        Self {
+            name,
+            connection: None,
+            common,
+            topology,
+            pg: None,
+            metrics,
+        }
+    }
+
+    /// With PostgreSQL, migrated and pooled at start.
+    pub fn with_pg(self, pg: &'a PgConfig) -> Self {
+        Self {
+            pg: Some(pg),
+            ..self
+        }
+    }
+
+    /// With a NATS connection name of its own.
+    pub fn connection(self, connection: &'a str) -> Self {
+        Self {
+            connection: Some(connection),
+            ..self
+        }
+    }
 }
 
 /// A started service: what its tasks share.
@@ -71,7 +106,11 @@ pub async fn start(
             }
             None => None,
         };
-        let client = nats::connect(&spec.common.nats, spec.connection, Retry::Forever).await?;
+        let connection = match spec.connection {
+            Some(connection) => connection.to_owned(),
+            None => format!("faro-{}", spec.name),
+        };
+        let client = nats::connect(&spec.common.nats, &connection, Retry::Forever).await?;
         let js = nats::jetstream(client.clone());
         let topology = nats::ensure_topology(&js, &ns, spec.topology).await?;
         anyhow::Ok((pool, client, js, topology))
@@ -215,14 +254,7 @@ mod tests {
         let topology = TopologySettings::from_env(&env).unwrap();
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        let spec = Spec {
-            name: "test",
-            connection: "test",
-            common: &common,
-            topology: &topology,
-            pg: None,
-            metrics: &[],
-        };
+        let spec = Spec::new("test", &common, &topology, &[]);
         let started = start(spec, &shutdown).await.unwrap();
         assert!(started.is_none());
         std::net::TcpListener::bind(("127.0.0.1", http))

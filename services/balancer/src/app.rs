@@ -32,14 +32,8 @@ use crate::store;
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec = Spec {
-        name: "balancer",
-        connection: "faro-balancer",
-        common: &config.common,
-        topology: &config.topology,
-        pg: Some(&config.pg),
-        metrics: m::METRICS,
-    };
+    let spec =
+        Spec::new("balancer", &config.common, &config.topology, m::METRICS).with_pg(&config.pg);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };

@@ -23,14 +23,13 @@ use crate::store;
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec = Spec {
-        name: "demand-collector",
-        connection: "faro-demand-collector",
-        common: &config.common,
-        topology: &config.topology,
-        pg: Some(&config.pg),
-        metrics: m::METRICS,
-    };
+    let spec = Spec::new(
+        "demand-collector",
+        &config.common,
+        &config.topology,
+        m::METRICS,
+    )
+    .with_pg(&config.pg);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };

@@ -82,14 +82,8 @@ fn after_leading(
 /// lease, leads while it holds it, and stands by again if it loses it or one of its loops
 /// fails (then after a pause, giving a standby the lease first).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec = Spec {
-        name: "dispatcher",
-        connection: "faro-dispatcher",
-        common: &config.common,
-        topology: &config.topology,
-        pg: Some(&config.pg),
-        metrics: m::METRICS,
-    };
+    let spec =
+        Spec::new("dispatcher", &config.common, &config.topology, m::METRICS).with_pg(&config.pg);
     let Some(service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };

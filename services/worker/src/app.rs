@@ -97,14 +97,8 @@ impl Worker {
 /// Runs the worker until `shutdown` is cancelled or one of its loops fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let connection = format!("faro-worker-{}", config.worker_id);
-    let spec = Spec {
-        name: "worker",
-        connection: &connection,
-        common: &config.common,
-        topology: &config.topology,
-        pg: None,
-        metrics: m::METRICS,
-    };
+    let spec =
+        Spec::new("worker", &config.common, &config.topology, m::METRICS).connection(&connection);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };

@@ -86,22 +86,25 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Whether its error or its program's output holds a NUL character.
+    pub fn has_nul(&self) -> bool {
+        let output = match &self.output {
+            Some(RunOutput::Exec { stdout, stderr, .. }) => {
+                stdout.contains('\u{0}') || stderr.contains('\u{0}')
+            }
+            _ => false,
+        };
+        output || self.error.as_ref().is_some_and(|e| e.contains('\u{0}'))
+    }
+
     /// A copy fit for PostgreSQL when this one is not: its text and jsonb cannot hold a NUL
     /// character, which a program's output or an error may carry. Each NUL becomes U+FFFD.
     /// `None` when there is none.
     pub fn without_nul(&self) -> Option<RunResult> {
-        const NUL: char = '\u{0}';
-        let output_has = match &self.output {
-            Some(RunOutput::Exec { stdout, stderr, .. }) => {
-                stdout.contains(NUL) || stderr.contains(NUL)
-            }
-            _ => false,
-        };
-        let error_has = self.error.as_ref().is_some_and(|e| e.contains(NUL));
-        if !output_has && !error_has {
+        if !self.has_nul() {
             return None;
         }
-        let clean = |text: &str| text.replace(NUL, "\u{fffd}");
+        let clean = |text: &str| text.replace('\u{0}', "\u{fffd}");
         let mut copy = self.clone();
         copy.error = copy.error.as_deref().map(clean);
         if let Some(RunOutput::Exec { stdout, stderr, .. }) = &mut copy.output {

@@ -45,7 +45,7 @@ pub async fn record_results(
 ) -> anyhow::Result<Recording> {
     // Rare: a result PostgreSQL could not hold as it is is recorded cleaned, never refused.
     let cleaned: Vec<RunResult>;
-    let results = if results.iter().any(|r| r.without_nul().is_some()) {
+    let results = if results.iter().any(RunResult::has_nul) {
         cleaned = results
             .iter()
             .map(|r| r.without_nul().unwrap_or_else(|| r.clone()))
