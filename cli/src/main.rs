@@ -109,6 +109,15 @@ enum Command {
         #[command(subcommand)]
         action: commands::mapping::MappingAction,
     },
+    /// Messages set aside after they could not be recorded, oldest first, with why.
+    DeadLetters {
+        /// How many of the newest to show.
+        #[arg(long, default_value_t = 50)]
+        last: u64,
+        /// Print JSON (with each original message) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
 }
@@ -135,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
         } => commands::submit::run(&env, &file, wait, timeout).await,
         Command::Status { json } => commands::status::run(&env, json).await,
+        Command::DeadLetters { last, json } => commands::dead_letters::run(&env, last, json).await,
         Command::Ingest {
             watch,
             interval,

@@ -86,6 +86,12 @@ impl Namespace {
         format!("{}.api.{service}.{verb}", self.0)
     }
 
+    /// A message from stream `source` (`submit`, `results`, `values`) set aside with its reason
+    /// after it could not be recorded.
+    pub fn dead_subject(&self, source: &str) -> String {
+        format!("{}.dead.{source}", self.0)
+    }
+
     fn wildcard(&self, root: &str) -> String {
         format!("{}.{root}.>", self.0)
     }
@@ -114,6 +120,14 @@ impl Namespace {
 
     pub fn events_stream(&self) -> String {
         self.stream("EVENTS")
+    }
+
+    pub fn dead_stream(&self) -> String {
+        self.stream("DEAD")
+    }
+
+    pub fn dead_wildcard(&self) -> String {
+        self.wildcard("dead")
     }
 
     pub fn jobs_wildcard(&self) -> String {

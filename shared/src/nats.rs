@@ -218,6 +218,18 @@ async fn declare_topology(
             num_replicas: settings.replicas,
             ..Default::default()
         },
+        // What could not be recorded however often it was tried, kept for an operator with
+        // where it came from and why (`faro dead-letters`); bounded, so it never fills a disk.
+        stream::Config {
+            name: ns.dead_stream(),
+            subjects: vec![ns.dead_wildcard()],
+            max_age: DEAD_LETTERS_MAX_AGE,
+            max_messages: DEAD_LETTERS_MAX,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        },
         stream::Config {
             name: ns.events_stream(),
             subjects: vec![ns.events_wildcard()],
@@ -265,8 +277,48 @@ async fn declare_topology(
 /// How long a worker may hold a run without an in-progress ack before JetStream redelivers it.
 pub const RUN_ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a message set aside stays in the dead-letter stream.
+pub const DEAD_LETTERS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How many messages the dead-letter stream keeps at most (the oldest go first).
+pub const DEAD_LETTERS_MAX: i64 = 100_000;
+
+/// How often JetStream delivers one run before it stops: runs come back when the worker that
+/// had one died, stalled or gave it back (over its load limits as it arrived: see
+/// [`give_back_delay`]). The last delivery is not executed: the worker ends the run `failed`
+/// with the reason, so it never sits in its queue unseen.
+pub const RUN_MAX_DELIVER: i64 = 100;
+
+/// Pure: how long a run a worker gives back unexecuted (its load limits closed while the
+/// run was on its way) waits before its next delivery, after `delivered` deliveries: at once
+/// the first time, so another worker takes it; then 100 ms more each time, at most 5 s, so a
+/// worker whose load hovers at its limit cannot spend the run's deliveries in a burst.
+pub fn give_back_delay(delivered: i64) -> Duration {
+    let steps = u64::try_from(delivered.saturating_sub(1).clamp(0, 50)).unwrap_or(50);
+    Duration::from_millis(100 * steps)
+}
+
+/// How often JetStream delivers one submission or result to the dispatcher before it stops.
+/// The tries before the last are spaced by [`retry_delay`] (about 20 minutes in all, so a
+/// PostgreSQL outage does not exhaust them); the last delivery is not tried again but set aside
+/// in the dead-letter stream with its reason.
+pub const SERVICE_MAX_DELIVER: i64 = 50;
+
+/// Pure: how long a message that could not be handled waits before its next delivery, after
+/// `delivered` deliveries: 1 s, doubling, at most 30 s.
+pub fn retry_delay(delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 5)).unwrap_or(5);
+    Duration::from_secs(1 << doublings).min(Duration::from_secs(30))
+}
+
+/// Pure: whether a message delivered `delivered` times of `max_deliver` is on its last
+/// delivery, the one that sets it aside instead of trying again.
+pub fn is_last_delivery(delivered: i64, max_deliver: i64) -> bool {
+    delivered >= max_deliver
+}
+
 /// The durable pull consumer of a queue, shared by every worker assigned to it. Declared by
-/// whoever needs it first (a worker, the demand-collector); the declaration is idempotent.
+/// whoever needs it first (a worker, the demand-collector); the declaration is idempotent and
+/// updates a consumer declared with other settings (by an older version).
 pub async fn ensure_queue_consumer(
     js: &jetstream::Context,
     ns: &Namespace,
@@ -283,12 +335,13 @@ pub async fn ensure_queue_consumer(
         filter_subject: ns.job_filter(queue),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: RUN_ACK_WAIT,
+        max_deliver: RUN_MAX_DELIVER,
         max_ack_pending: 100_000,
         max_batch: 10_000,
         ..Default::default()
     };
     stream
-        .get_or_create_consumer(&name, config)
+        .create_consumer(config)
         .await
         .with_context(|| format!("cannot declare consumer {name} for queue {queue}"))
 }
@@ -314,6 +367,7 @@ pub async fn ensure_service_consumer(
         filter_subjects: filters,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: SERVICE_ACK_WAIT,
+        max_deliver: SERVICE_MAX_DELIVER,
         max_ack_pending: 50_000,
         max_batch: 10_000,
         ..Default::default()
@@ -381,6 +435,31 @@ where
 mod tests {
     use super::*;
     use crate::config::Env;
+
+    #[test]
+    fn a_message_that_fails_waits_longer_each_time_and_its_last_delivery_is_known() {
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(i64::MAX), Duration::from_secs(30));
+        // The tries before the last outlast a PostgreSQL outage of a quarter of an hour.
+        let waited: Duration = (1..SERVICE_MAX_DELIVER).map(retry_delay).sum();
+        assert!(waited > Duration::from_secs(15 * 60), "{waited:?}");
+        assert!(!is_last_delivery(
+            SERVICE_MAX_DELIVER - 1,
+            SERVICE_MAX_DELIVER
+        ));
+        assert!(is_last_delivery(SERVICE_MAX_DELIVER, SERVICE_MAX_DELIVER));
+    }
+
+    #[test]
+    fn a_run_given_back_again_and_again_keeps_its_deliveries_for_minutes() {
+        assert_eq!(give_back_delay(1), Duration::ZERO);
+        assert_eq!(give_back_delay(2), Duration::from_millis(100));
+        assert_eq!(give_back_delay(1000), Duration::from_secs(5));
+        let spent: Duration = (1..RUN_MAX_DELIVER).map(give_back_delay).sum();
+        assert!(spent > Duration::from_secs(4 * 60), "{spent:?}");
+    }
 
     #[test]
     fn replicas_default_to_one_and_refuse_what_no_cluster_takes() {

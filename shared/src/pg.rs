@@ -134,3 +134,44 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
         .contains(code),
     }
 }
+
+/// Why PostgreSQL refused what it was given, when it did: a value it cannot hold (a NUL
+/// character, a timestamp out of its range, a number too large), a broken constraint, or a
+/// row over a size limit. Such a statement fails the same way however often it is tried, so
+/// its input is poison to set aside; any other failure (no connection, a timeout, a server
+/// going down) may pass later and is `None`.
+pub fn refusal(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(|cause| {
+        let db = cause
+            .downcast_ref::<tokio_postgres::Error>()?
+            .as_db_error()?;
+        let code = db.code().code();
+        refuses_input(code).then(|| format!("{} (SQLSTATE {code})", db.message()))
+    })
+}
+
+/// Pure: whether a SQLSTATE says the input is at fault: class 22 (data exception), 23
+/// (integrity constraint violation) or 54 (program limit exceeded).
+fn refuses_input(code: &str) -> bool {
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_input_the_server_cannot_hold_is_a_refusal() {
+        // untranslatable character (a NUL in jsonb), timestamp out of range, check violation,
+        // index row too large
+        for code in ["22P05", "22008", "23514", "54000"] {
+            assert!(refuses_input(code), "{code}");
+        }
+        // connection failure, admin shutdown, statement timeout, deadlock, serialization
+        for code in ["08006", "57P01", "57014", "40P01", "40001"] {
+            assert!(!refuses_input(code), "{code}");
+        }
+    }
+}

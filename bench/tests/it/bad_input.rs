@@ -42,13 +42,29 @@ async fn malformed_messages_are_refused_and_good_work_goes_on() {
         .get(0);
     assert_eq!(runs, 2, "a refused submission left runs behind");
     let submissions: Vec<String> = client
-        .query("SELECT id FROM submissions", &[])
+        .query("SELECT id FROM submissions WHERE rejected IS NULL", &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(submissions, ["good"]);
+    // The refused ones are recorded with why, so asking about them says so.
+    let progress = system
+        .ask(
+            "submission",
+            &serde_json::json!({"submission_ids": ["bad-1", "bad-2", "good"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(progress["recorded"], 3, "{progress}");
+    assert!(
+        progress["rejected"]["bad-1"]
+            .as_str()
+            .is_some_and(|why| why.contains("priority")),
+        "{progress}"
+    );
+    assert!(progress["rejected"]["good"].is_null(), "{progress}");
 
     // The refusals are on the audit trail, naming job and field.
     let consumer = system
@@ -72,5 +88,126 @@ async fn malformed_messages_are_refused_and_good_work_goes_on() {
     assert!(rejected[1]["error"]["line"].is_number(), "{rejected:?}");
 
     drop(client);
+    system.stop().await.unwrap();
+}
+
+/// What PostgreSQL refuses (here a timestamp before 4713 BC, which JSON and chrono accept) is
+/// recorded as what it is, once, and the rest of its batch is recorded: a result becomes its
+/// attempt failed with `result unreadable: <reason>`; a values chunk is set aside in the
+/// dead-letter stream with its reason; a submission is refused with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() {
+    let system = System::start(Options::default()).await.unwrap();
+    let ns = &system.ns;
+    // A run that executes long enough for a forged result of its attempt to arrive first.
+    let slow = serde_json::json!({"id": "slow", "queue": "q", "kind": "sim", "target": "t9",
+        "max_attempts": 1, "params": {"duration_ms": 20000, "outcomes": {"succeeded": 1}}});
+    system.submit_jobs(&[slow], "slow").await.unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND started_at IS NOT NULL OR job_id = 'slow' AND status = 'dispatched'",
+            1,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let run: uuid::Uuid = system
+        .one("SELECT id FROM runs WHERE job_id = 'slow'")
+        .await
+        .unwrap();
+    let ancient = "-5000-01-01T00:00:00Z";
+    let chunk = serde_json::json!({"run_id": run, "attempt": 1, "job_id": "slow", "queue": "q",
+        "target": "t9", "seq": 0, "polled_at": ancient,
+        "values": [["1.3.6.1.2.1.1.5.0", {"type": "string", "value": "olt-9"}]]});
+    let result = serde_json::json!({"run_id": run, "attempt": 1, "job_id": "slow", "queue": "q",
+        "target": "t9", "worker_id": "forged", "outcome": "succeeded", "simulated": true,
+        "started_at": ancient, "finished_at": ancient});
+    // Good work around the poison, in the same batches where timing allows.
+    let good: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            serde_json::json!({"queue": "q", "kind": "sim", "target": format!("t{}", i % 4),
+            "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}})
+        })
+        .collect();
+    system.submit_jobs(&good, "good").await.unwrap();
+    for (subject, body) in [
+        (format!("{ns}.values.q.t9"), &chunk),
+        (format!("{ns}.results.q.t9"), &result),
+    ] {
+        system
+            .js
+            .publish(subject, serde_json::to_vec(body).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let refused = serde_json::to_vec(&serde_json::json!({"submitted_at": ancient,
+        "jobs": [{"queue": "q", "kind": "sim", "params": {"duration_ms": 0}}]}))
+    .unwrap();
+    system.submit(refused, "ancient").await.unwrap();
+
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id <> 'slow' AND status = 'succeeded'",
+            20,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'failed'",
+            1,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let (status, error): (String, String) = system
+        .pairs("SELECT status, error FROM runs WHERE job_id = 'slow'")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(status, "failed");
+    assert!(
+        error.starts_with("result unreadable: ") && error.contains("SQLSTATE 22008"),
+        "{error}"
+    );
+    system
+        .wait_count(
+            "SELECT count(*) FROM submissions WHERE id = 'ancient' AND rejected LIKE 'PostgreSQL cannot hold it: %'",
+            1,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    // The chunk is in the dead-letter stream with where it came from and why.
+    let dead = faro_shared::messages::dead::read_last(&system.js, ns, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].source, "values");
+    assert_eq!(dead[0].subject, format!("{ns}.values.q.t9"));
+    assert!(dead[0].reason.contains("SQLSTATE 22008"), "{dead:?}");
+    assert!(dead[0].payload.contains(ancient), "{dead:?}");
+
+    // Nothing waits to be delivered again: the results and submit streams empty out.
+    for stream in [ns.results_stream(), ns.submit_stream()] {
+        let mut stream = system.js.get_stream(&stream).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = stream.info().await.unwrap().state.messages;
+            if left == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} messages stay in {}",
+                stream.cached_info().config.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     system.stop().await.unwrap();
 }

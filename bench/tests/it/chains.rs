@@ -123,14 +123,26 @@ async fn chains_run_in_order_and_failures_skip_the_rest() {
         )
         .await
         .unwrap();
-    let submissions: Vec<String> = client
-        .query("SELECT id FROM submissions ORDER BY id", &[])
+    let submissions: Vec<(String, Option<String>)> = client
+        .query("SELECT id, rejected FROM submissions ORDER BY id", &[])
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(submissions, ["chains", "fine"]);
+    let accepted: Vec<&str> = submissions
+        .iter()
+        .filter(|(_, rejected)| rejected.is_none())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(accepted, ["chains", "fine"]);
+    // The refused ones are recorded with why.
+    let refused: Vec<&(String, Option<String>)> =
+        submissions.iter().filter(|(_, r)| r.is_some()).collect();
+    assert_eq!(refused.len(), 2, "{submissions:?}");
+    assert!(refused
+        .iter()
+        .all(|(_, why)| why.as_deref().is_some_and(|why| why.contains("after"))));
     let orphan: i64 = client
         .query_one("SELECT count(*) FROM jobs WHERE id = 'orphan'", &[])
         .await

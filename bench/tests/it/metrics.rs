@@ -240,6 +240,9 @@ async fn every_service_serves_metrics_that_promtool_accepts() {
                 dispatcher::REDELIVERIES,
                 dispatcher::TIMEOUTS,
                 dispatcher::SLOT_LEASE_ERRORS,
+                // bad_input.rs makes PostgreSQL refuse a result and a values chunk
+                dispatcher::DEAD_LETTERS,
+                dispatcher::RESULTS_UNREADABLE,
             ],
         },
         Service {
@@ -249,6 +252,7 @@ async fn every_service_serves_metrics_that_promtool_accepts() {
             declared: worker::METRICS,
             not_emitted_here: &[
                 worker::REDELIVERIES,
+                worker::RUNS_SET_ASIDE,
                 worker::SNMP_REQUESTS,
                 worker::SNMP_TIMEOUTS,
                 worker::SNMP_VALUES,

@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod dead_letters;
 pub mod explain;
 pub mod ingest;
 pub mod job;

@@ -152,6 +152,10 @@ async fn wait_for(
             Ok(Ok(reply)) => {
                 let progress = SubmissionQuery::decode_reply(&reply.payload)
                     .context("the dispatcher could not answer")?;
+                // A refused part never finishes: say why instead of waiting for it.
+                if !progress.rejected.is_empty() {
+                    anyhow::bail!("{}", refusals(&progress));
+                }
                 let line = format!(
                     "{}/{expected} runs finished ({})",
                     progress.finished(),
@@ -179,6 +183,16 @@ async fn wait_for(
             }
         }
     }
+}
+
+/// Pure: what the dispatcher refused, one line per submission.
+fn refusals(progress: &SubmissionProgress) -> String {
+    progress
+        .rejected
+        .iter()
+        .map(|(id, reason)| format!("the dispatcher refused submission {id}: {reason}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn summary(progress: &SubmissionProgress) -> String {
@@ -255,5 +269,18 @@ mod tests {
         }
         let expected: Vec<_> = (0..500).map(|i| format!("j{i}")).collect();
         assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn a_refused_submission_is_reported_with_why() {
+        let mut progress = SubmissionProgress::default();
+        progress.rejected.insert(
+            "file-1".to_owned(),
+            "job 2: priority: expected 1-10".to_owned(),
+        );
+        assert_eq!(
+            refusals(&progress),
+            "the dispatcher refused submission file-1: job 2: priority: expected 1-10"
+        );
     }
 }

@@ -1,17 +1,18 @@
 //! The intake task: pulls submissions, plans and records their runs, offers them to admission.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use faro_shared::domain::JobId;
 use faro_shared::jobfile;
 use faro_shared::jobfile::JobFileError;
+use faro_shared::nats;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::chains::Child;
+use crate::dead_letters;
 use crate::metrics as m;
 use crate::plan::plan_submission;
 use crate::publisher::{dispatch, publish_outbox};
@@ -46,20 +47,38 @@ pub(crate) async fn submissions_loop(
             None => anyhow::bail!("the submission stream ended"),
         };
         count_redelivery(&message, "submit");
-        let ack = match handle_submission(&d, &message).await {
-            Ok(ack) => ack,
-            Err(error) => {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "cannot process a submission; it will be retried"
-                );
-                AckKind::Nak(Some(Duration::from_secs(2)))
-            }
-        };
+        let ack = settle(&d, &message, handle_submission(&d, &message).await).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, "cannot acknowledge a submission");
         }
     }
+}
+
+/// What becomes of a submission whose handling failed: content PostgreSQL refuses is refused
+/// with PostgreSQL's reason; any other failure (PostgreSQL down) is tried again later, until
+/// its last delivery sets it aside in the dead-letter stream.
+async fn settle(
+    d: &Dispatcher,
+    message: &jetstream::Message,
+    handled: anyhow::Result<AckKind>,
+) -> AckKind {
+    let error = match handled {
+        Ok(ack) => return ack,
+        Err(error) => error,
+    };
+    let id = submission_id(message);
+    if let Some(reason) = faro_shared::pg::refusal(&error) {
+        let problem = format!("PostgreSQL cannot hold it: {reason}");
+        return reject(d, message, JobFileError::whole(problem)).await;
+    }
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let error = format!("{error:#}");
+    if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
+        let reason = format!("not recorded after {delivered} deliveries: {error}");
+        return dead_letters::set_aside(d, "submit", message, &reason).await;
+    }
+    tracing::error!(submission = %id, error, delivered, "cannot process a submission; it will be retried");
+    AckKind::Nak(Some(nats::retry_delay(delivered)))
 }
 
 /// Counts a message JetStream delivers again: its earlier delivery was not acknowledged in
@@ -105,7 +124,7 @@ pub(crate) async fn handle_submission(
     let id = submission_id(message);
     let submission = match jobfile::parse(&message.payload) {
         Ok(submission) => submission,
-        Err(error) => return Ok(reject(d, &id, error).await),
+        Err(error) => return Ok(reject(d, message, error).await),
     };
     let runs = plan_submission(&submission);
     // Chains must stay acyclic, counting the chains already defined.
@@ -117,7 +136,7 @@ pub(crate) async fn handle_submission(
         let index = runs.iter().position(|r| r.message.job_id == cycle.job);
         return Ok(reject(
             d,
-            &id,
+            message,
             JobFileError::in_job_field(index, "after", cycle.to_string()),
         )
         .await);
@@ -184,15 +203,37 @@ pub(crate) async fn handle_submission(
                 "after names jobs that do not exist: {}; expected the id of a job in this submission or already defined",
                 missing.join(", ")
             );
-            return Ok(reject(d, &id, JobFileError::in_job_field(index, "after", problem)).await);
+            return Ok(reject(
+                d,
+                message,
+                JobFileError::in_job_field(index, "after", problem),
+            )
+            .await);
         }
     }
     Ok(AckKind::Ack)
 }
 
-/// Refuses a whole submission: logged, counted, and published on `faro.events.dispatcher`
-/// with the job index and field, so the submitter can see why.
-pub(crate) async fn reject(d: &Dispatcher, id: &str, error: JobFileError) -> AckKind {
+/// Refuses a whole submission: recorded with why (the submission API and `faro submit --wait`
+/// say it), logged, counted, and published on `faro.events.dispatcher` with the job index and
+/// field. When the refusal cannot be recorded (PostgreSQL down), the submission is delivered
+/// again later and refused then.
+pub(crate) async fn reject(
+    d: &Dispatcher,
+    message: &jetstream::Message,
+    error: JobFileError,
+) -> AckKind {
+    let id = submission_id(message);
+    if let Err(failure) = store::record_rejection(&d.pool, &id, &error.to_string()).await {
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        tracing::warn!(submission = %id, error = format!("{failure:#}"), "cannot record a refused submission; it will be refused again");
+        if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
+            let reason =
+                format!("refused ({error}), and the refusal could not be recorded: {failure:#}");
+            return dead_letters::set_aside(d, "submit", message, &reason).await;
+        }
+        return AckKind::Nak(Some(nats::retry_delay(delivered)));
+    }
     tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
     metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
     let rejected =

@@ -26,6 +26,7 @@ mod bus;
 pub mod catalog;
 pub mod chains;
 pub mod config;
+mod dead_letters;
 pub mod deadlines;
 pub mod explain;
 #[cfg(test)]

@@ -25,9 +25,21 @@ pub const LEADERSHIPS: &str = "faro_dispatcher_leaderships_total";
 pub const SLOT_LEASE_ERRORS: &str = "faro_dispatcher_slot_lease_errors_total";
 pub const RECURRING_JOBS: &str = "faro_dispatcher_recurring_jobs";
 pub const VALUES: &str = "faro_dispatcher_values_total";
+pub const DEAD_LETTERS: &str = "faro_dispatcher_dead_letters_total";
+pub const RESULTS_UNREADABLE: &str = "faro_dispatcher_results_unreadable_total";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Messages set aside in the dead-letter stream (`faro dead-letters` lists them), by the stream they came from (submit, results, values).",
+    ),
+    Metric::counter(
+        RESULTS_UNREADABLE,
+        Unit::Count,
+        "Results PostgreSQL refused, recorded instead as a failed attempt with `result unreadable: <reason>`.",
+    ),
     Metric::counter(
         SUBMISSIONS,
         Unit::Count,

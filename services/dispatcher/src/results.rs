@@ -1,17 +1,19 @@
 //! The results task (the completer): pulls results, records them, frees slots, starts chains.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use faro_shared::domain::JobId;
 use faro_shared::messages::RunMessage;
 use faro_shared::messages::RunResult;
+use faro_shared::nats;
 use faro_shared::snmp::ValuesChunk;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letters;
 use crate::intake::count_redelivery;
 use crate::metrics as m;
 use crate::publisher::{dispatch, publish_admitted};
@@ -54,22 +56,27 @@ pub(crate) async fn results_loop(
     }
 }
 
+/// A message of the results stream, decoded.
+enum Item {
+    Result(RunResult),
+    Chunk(ValuesChunk),
+}
+
 /// Records a batch from the results stream: values chunks first (a run's chunks are stored
-/// before its result), then results.
+/// before its result), then results. When PostgreSQL refuses the batch, each message is
+/// recorded alone, so one it cannot hold never holds up the others.
 pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Message>) {
     let values_prefix = d.ns.values_prefix();
-    let mut results = Vec::with_capacity(messages.len());
-    let mut chunks = Vec::new();
     let mut accepted = Vec::with_capacity(messages.len());
     for message in messages {
         count_redelivery(&message, "results");
         let decoded = if message.subject.starts_with(values_prefix.as_str()) {
-            serde_json::from_slice::<ValuesChunk>(&message.payload).map(|c| chunks.push(c))
+            serde_json::from_slice::<ValuesChunk>(&message.payload).map(Item::Chunk)
         } else {
-            serde_json::from_slice::<RunResult>(&message.payload).map(|r| results.push(r))
+            serde_json::from_slice::<RunResult>(&message.payload).map(Item::Result)
         };
         match decoded {
-            Ok(()) => accepted.push(message),
+            Ok(item) => accepted.push((message, item)),
             Err(error) => {
                 tracing::warn!(subject = %message.subject, %error, "malformed result refused");
                 metrics::counter!(m::BAD_MESSAGES, "stream" => "results").increment(1);
@@ -87,39 +94,117 @@ pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Messag
     // slots). Recording frees nothing twice.
     let admitted: Vec<RunMessage> = {
         let mut admission = d.admission();
-        results
+        accepted
             .iter()
-            .flat_map(|r| admission.release_attempt(r.run_id, r.attempt))
+            .filter_map(|(_, item)| match item {
+                Item::Result(r) => Some(admission.release_attempt(r.run_id, r.attempt)),
+                Item::Chunk(_) => None,
+            })
+            .flatten()
             .collect()
     };
     publish_admitted(d, admitted);
-    let recorded = async {
-        let values = values::record(&d.pool, &chunks).await?;
-        metrics::counter!(m::VALUES, "result" => "recorded").increment(values.values as u64);
-        metrics::counter!(m::VALUES, "result" => "late").increment(values.late as u64);
-        if !results.is_empty() {
-            apply_results(d, &results).await?;
-        }
-        anyhow::Ok(())
-    };
-    let ack = match recorded.await {
-        Ok(()) => AckKind::Ack,
-        Err(error) => {
-            tracing::error!(
+    let items: Vec<&Item> = accepted.iter().map(|(_, item)| item).collect();
+    let acks: Vec<(&jetstream::Message, AckKind)> = match record(d, &items).await {
+        Ok(()) => accepted.iter().map(|(m, _)| (m, AckKind::Ack)).collect(),
+        Err(error) if accepted.len() > 1 && faro_shared::pg::refusal(&error).is_some() => {
+            tracing::warn!(
                 error = format!("{error:#}"),
-                results = results.len(),
-                chunks = chunks.len(),
-                "cannot record results; they will be redelivered"
+                messages = accepted.len(),
+                "PostgreSQL refused a batch of results; recording them one by one"
             );
-            AckKind::Nak(Some(Duration::from_secs(1)))
+            let mut acks = Vec::with_capacity(accepted.len());
+            for (message, item) in &accepted {
+                let ack = match record(d, &[item]).await {
+                    Ok(()) => AckKind::Ack,
+                    Err(error) => settle(d, message, item, error).await,
+                };
+                acks.push((message, ack));
+            }
+            acks
+        }
+        Err(error) => {
+            let error = format!("{error:#}");
+            let mut acks = Vec::with_capacity(accepted.len());
+            for (message, item) in &accepted {
+                let ack = settle(d, message, item, anyhow::anyhow!("{error}")).await;
+                acks.push((message, ack));
+            }
+            acks
         }
     };
-    let acks = accepted.iter().map(|message| message.ack_with(ack));
+    let acks = acks.into_iter().map(|(message, ack)| message.ack_with(ack));
     for outcome in futures::future::join_all(acks).await {
         if let Err(error) = outcome {
             tracing::warn!(%error, "cannot acknowledge a result");
         }
     }
+}
+
+/// Records values chunks, then results.
+async fn record(d: &Dispatcher, items: &[&Item]) -> anyhow::Result<()> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut chunks = Vec::new();
+    for item in items {
+        match item {
+            Item::Result(result) => results.push(result.clone()),
+            Item::Chunk(chunk) => chunks.push(chunk.clone()),
+        }
+    }
+    let values = values::record(&d.pool, &chunks).await?;
+    metrics::counter!(m::VALUES, "result" => "recorded").increment(values.values as u64);
+    metrics::counter!(m::VALUES, "result" => "late").increment(values.late as u64);
+    if !results.is_empty() {
+        apply_results(d, &results).await?;
+    }
+    Ok(())
+}
+
+/// What becomes of one message that could not be recorded. A result PostgreSQL refuses is
+/// recorded as what it is, a failed attempt whose result was unreadable; a values chunk it
+/// refuses is set aside. Any other failure (PostgreSQL down) is tried again later, until the
+/// message's last delivery sets it aside in the dead-letter stream.
+async fn settle(
+    d: &Dispatcher,
+    message: &jetstream::Message,
+    item: &Item,
+    error: anyhow::Error,
+) -> AckKind {
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let source = match item {
+        Item::Result(_) => "results",
+        Item::Chunk(_) => "values",
+    };
+    let error = match (faro_shared::pg::refusal(&error), item) {
+        (Some(reason), Item::Result(result)) => {
+            let unreadable = Item::Result(result.unreadable(&reason));
+            match record(d, &[&unreadable]).await {
+                Ok(()) => {
+                    tracing::warn!(run.id = %result.run_id, attempt = result.attempt, reason, "result unreadable; recorded as a failed attempt");
+                    metrics::counter!(m::RESULTS_UNREADABLE).increment(1);
+                    return AckKind::Term;
+                }
+                Err(error) => error,
+            }
+        }
+        (Some(reason), Item::Chunk(_)) => {
+            let reason = format!("PostgreSQL cannot hold these values: {reason}");
+            return dead_letters::set_aside(d, source, message, &reason).await;
+        }
+        (None, _) => error,
+    };
+    let error = format!("{error:#}");
+    if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
+        let reason = format!("not recorded after {delivered} deliveries: {error}");
+        return dead_letters::set_aside(d, source, message, &reason).await;
+    }
+    tracing::error!(
+        subject = %message.subject,
+        error,
+        delivered,
+        "cannot record a result; it will be delivered again"
+    );
+    AckKind::Nak(Some(nats::retry_delay(delivered)))
 }
 
 /// Records results (from workers, or timeouts from the deadline loop) and acts on them:

@@ -515,11 +515,15 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                 }
             };
             backoff = Duration::from_millis(100);
-            // Stopped, or over the load limits since the pull began: given back at once.
+            // Stopped, or over the load limits since the pull began: given back, at once the
+            // first time (another worker may take it), later after a growing pause.
             let permit = match permits.pop() {
                 Some(permit) if !stop.is_cancelled() && *admission.borrow() => permit,
                 _ => {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+                    let delay = nats::give_back_delay(delivered);
+                    let nak = AckKind::Nak((!delay.is_zero()).then_some(delay));
+                    let _ = message.ack_with(nak).await;
                     continue;
                 }
             };

@@ -61,12 +61,33 @@ impl Executor {
                 return;
             }
         };
-        if message.info().is_ok_and(|info| info.delivered > 1) {
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        if delivered > 1 {
             // Its earlier delivery was not acknowledged in time, or was given back.
             metrics::counter!(m::REDELIVERIES, "queue" => run.queue.to_string()).increment(1);
         }
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
+        if faro_shared::nats::is_last_delivery(delivered, faro_shared::nats::RUN_MAX_DELIVER) {
+            self.set_aside(run, message, delivered)
+                .instrument(span)
+                .await;
+            return;
+        }
         self.run(run, message).instrument(span).await;
+    }
+
+    /// A run on its last delivery is not executed: every worker that took it before died,
+    /// stalled or gave it back, and one more try would leave it unseen in its queue for good.
+    /// It ends `failed` with the reason, so its history says what happened.
+    async fn set_aside(&self, run: RunMessage, message: jetstream::Message, delivered: i64) {
+        let now = Utc::now();
+        let error = format!(
+            "set aside after {delivered} deliveries without an outcome: every worker that took it died, stalled or gave it back"
+        );
+        tracing::warn!(delivered, "run set aside without executing it");
+        metrics::counter!(m::RUNS_SET_ASIDE, "queue" => run.queue.to_string()).increment(1);
+        let result = self.result(&run, Outcome::Failed, now, None, Some(error));
+        self.finish(&result, message).await;
     }
 
     /// Executes a decoded run, publishes its result, then acks (or gives it back).
@@ -98,20 +119,7 @@ impl Executor {
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         };
-        let result = RunResult {
-            run_id: run.run_id,
-            attempt: run.attempt,
-            job_id: run.job_id.clone(),
-            queue: run.queue.clone(),
-            target: run.target.clone(),
-            worker_id: self.worker_id.clone(),
-            outcome,
-            simulated: matches!(run.task, Task::Sim(_)) || run.simulate,
-            started_at,
-            finished_at: Utc::now(),
-            output,
-            error,
-        };
+        let result = self.result(&run, outcome, started_at, output, error);
         let labels = [
             ("queue", run.queue.to_string()),
             ("kind", run.task.kind().as_str().to_owned()),
@@ -125,7 +133,37 @@ impl Executor {
             .entry(outcome.as_str().to_owned())
             .or_default() += 1;
         metrics::histogram!(m::RUN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
-        if let Err(error) = self.publish_result(&result).await {
+        self.finish(&result, message).await;
+    }
+
+    /// The result of `run` as this worker reports it, finished now.
+    fn result(
+        &self,
+        run: &RunMessage,
+        outcome: Outcome,
+        started_at: chrono::DateTime<Utc>,
+        output: Option<RunOutput>,
+        error: Option<String>,
+    ) -> RunResult {
+        RunResult {
+            run_id: run.run_id,
+            attempt: run.attempt,
+            job_id: run.job_id.clone(),
+            queue: run.queue.clone(),
+            target: run.target.clone(),
+            worker_id: self.worker_id.clone(),
+            outcome,
+            simulated: matches!(run.task, Task::Sim(_)) || run.simulate,
+            started_at,
+            finished_at: Utc::now(),
+            output,
+            error,
+        }
+    }
+
+    /// Publishes a result, then acks its run; a result not stored gives the run back.
+    async fn finish(&self, result: &RunResult, message: jetstream::Message) {
+        if let Err(error) = self.publish_result(result).await {
             // Not stored: give the run back so another attempt records it.
             tracing::warn!(
                 error = format!("{error:#}"),

@@ -11,6 +11,7 @@ pub const RUNS_IN_PROGRESS: &str = "faro_worker_runs_in_progress";
 pub const RUN_SECONDS: &str = "faro_worker_run_duration_seconds";
 pub const BAD_MESSAGES: &str = "faro_worker_bad_messages_total";
 pub const REDELIVERIES: &str = "faro_worker_redeliveries_total";
+pub const RUNS_SET_ASIDE: &str = "faro_worker_runs_set_aside_total";
 pub const HEARTBEATS: &str = "faro_worker_heartbeats_total";
 pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
 pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
@@ -22,6 +23,11 @@ pub const ADMISSION_CLOSED: &str = "faro_worker_admission_closed";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        RUNS_SET_ASIDE,
+        Unit::Count,
+        "Runs on their last delivery, ended failed without executing (every worker that took one before died, stalled or gave it back), by queue.",
+    ),
     Metric::counter(
         RUNS,
         Unit::Count,

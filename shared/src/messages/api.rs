@@ -308,8 +308,11 @@ pub struct SubmissionQuery {
 pub struct SubmissionProgress {
     /// Run counts by status name, over the submissions asked for.
     pub runs: BTreeMap<String, i64>,
-    /// Submissions the dispatcher has recorded, of those asked for.
+    /// Submissions the dispatcher has recorded (accepted or refused), of those asked for.
     pub recorded: usize,
+    /// The refused ones among them, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<String, String>,
 }
 
 impl SubmissionProgress {

@@ -1,11 +1,12 @@
 //! The JSON messages services exchange, each next to the subject or key it travels on:
 //! `job` (what is submitted), `run` (a run and its result), `worker` (heartbeats,
-//! assignments, demand, events) and `api` (each request of the API with its reply).
+//! assignments, demand, events), `dead` (messages set aside) and `api` (each request of the API with its reply).
 //!
 //! Owns the wire shapes and their validation. It does not decide anything: the dispatcher,
 //! worker and balancer own what a message means for them.
 
 mod api;
+pub mod dead;
 mod job;
 mod run;
 mod worker;

@@ -97,6 +97,21 @@ impl RunResult {
         output || self.error.as_ref().is_some_and(|e| e.contains('\u{0}'))
     }
 
+    /// What is recorded instead of a result PostgreSQL refused (`reason`): the same attempt,
+    /// failed, with why and without anything the worker reported (its times, output and error
+    /// may be what was refused).
+    pub fn unreadable(&self, reason: &str) -> RunResult {
+        let now = Utc::now();
+        RunResult {
+            outcome: Outcome::Failed,
+            started_at: now,
+            finished_at: now,
+            output: None,
+            error: Some(format!("result unreadable: {reason}")),
+            ..self.clone()
+        }
+    }
+
     /// A copy fit for PostgreSQL when this one is not: its text and jsonb cannot hold a NUL
     /// character, which a program's output or an error may carry. Each NUL becomes U+FFFD.
     /// `None` when there is none.

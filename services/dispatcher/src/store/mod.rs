@@ -24,7 +24,7 @@ pub use outbox::{
     unpublished_runs,
 };
 pub use results::{record_results, Recording};
-pub use submissions::{record_submission, submission_progress, Recorded};
+pub use submissions::{record_rejection, record_submission, submission_progress, Recorded};
 
 /// A count or attempt number as PostgreSQL's `int4`.
 fn to_i32(value: u32) -> i32 {

@@ -201,6 +201,25 @@ pub async fn record_submission(
     Ok(Recorded::New)
 }
 
+/// Records that a submission was refused, and why; a submission already recorded (accepted or
+/// refused) is left as it is.
+pub async fn record_rejection(
+    pool: &Pool,
+    submission_id: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    client
+        .execute(
+            "INSERT INTO submissions (id, jobs, rejected) VALUES ($1, 0, $2)
+             ON CONFLICT (id) DO NOTHING",
+            &[&submission_id, &reason],
+        )
+        .await
+        .context("cannot record the submission's refusal")?;
+    Ok(())
+}
+
 /// Run counts by status over some submissions, and how many of them are recorded.
 pub async fn submission_progress(
     pool: &Pool,
@@ -217,15 +236,23 @@ pub async fn submission_progress(
     {
         runs.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
     }
-    let recorded: i64 = client
-        .query_one(
-            "SELECT count(*) FROM submissions WHERE id = ANY($1)",
+    let mut recorded = 0;
+    let mut rejected = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT id, rejected FROM submissions WHERE id = ANY($1)",
             &[&ids],
         )
         .await?
-        .get(0);
+    {
+        recorded += 1;
+        if let Some(reason) = row.get::<_, Option<String>>(1) {
+            rejected.insert(row.get::<_, String>(0), reason);
+        }
+    }
     Ok(SubmissionProgress {
         runs,
-        recorded: usize::try_from(recorded).unwrap_or(0),
+        recorded,
+        rejected,
     })
 }

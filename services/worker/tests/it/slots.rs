@@ -158,3 +158,54 @@ async fn an_idle_worker_reports_nothing_in_progress() {
     shutdown.cancel();
     worker.await.unwrap().unwrap();
 }
+
+/// A run JetStream delivered as often as it will is not executed once more and left unseen in
+/// its queue: the worker ends it failed, saying why, without touching anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_its_last_delivery_ends_failed_with_the_reason_without_executing() {
+    let h = Harness::start().await;
+    let runs = h.publish_runs(1, 60_000).await;
+    let mut consumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.info().await.unwrap().config.max_deliver,
+        nats::RUN_MAX_DELIVER
+    );
+    // Every delivery but the last given back, as by workers that each gave it up.
+    for delivery in 1..nats::RUN_MAX_DELIVER {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .unwrap();
+        let message = futures::StreamExt::next(&mut batch)
+            .await
+            .expect("the run was not delivered again")
+            .unwrap();
+        assert_eq!(message.info().unwrap().delivered, delivery);
+        message
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    let (worker, shutdown) = h.worker("w1", 1, "1s").await;
+    let results = h.results(1, Duration::from_secs(10)).await;
+    let result = &results[0];
+    assert_eq!(result.run_id, runs[0].run_id);
+    assert_eq!(result.outcome, Outcome::Failed);
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "set aside after {} deliveries",
+            nats::RUN_MAX_DELIVER
+        )),
+        "{error}"
+    );
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
