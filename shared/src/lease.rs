@@ -27,6 +27,9 @@ pub struct Lease {
     holder: String,
     ttl: Duration,
     revision: u64,
+    /// When the write that last took or renewed the lease was sent: the server stored it
+    /// later, so the lease lives at least `ttl` from this instant.
+    written: tokio::time::Instant,
 }
 
 /// The store's write subject for `key` (`$KV.<bucket>.<key>`).
@@ -71,6 +74,7 @@ impl Lease {
             holder: holder.to_owned(),
             ttl,
             revision: expected,
+            written: tokio::time::Instant::now(),
         };
         match lease.write().await {
             Ok(true) => Ok(Ok(lease)),
@@ -105,6 +109,12 @@ impl Lease {
         self.ttl
     }
 
+    /// When the write that last took or renewed the lease was sent: it is held at least until
+    /// `ttl` after this instant, and no longer than that once renewals stop.
+    pub fn written_at(&self) -> tokio::time::Instant {
+        self.written
+    }
+
     /// Gives the lease up now, so a standby need not wait for the expiry.
     pub async fn release(self, store: &kv::Store) -> anyhow::Result<()> {
         store
@@ -115,6 +125,7 @@ impl Lease {
 
     /// Compare-and-set write of the holder at the expected revision, with the TTL.
     async fn write(&mut self) -> anyhow::Result<bool> {
+        let asked = tokio::time::Instant::now();
         let mut headers = HeaderMap::new();
         headers.insert(
             header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -137,6 +148,7 @@ impl Lease {
         match published {
             Ok(ack) => {
                 self.revision = ack.sequence;
+                self.written = asked;
                 Ok(true)
             }
             Err(error) if wrong_last_sequence(&error) => Ok(false),

@@ -225,6 +225,27 @@ impl NatsServer {
         self.spawn(self.port)
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as with a
+    /// server stalled or cut off. [`NatsServer::resume`] thaws it.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws a server [`NatsServer::pause`] froze (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the server is not running")?;
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        anyhow::ensure!(status.success(), "kill {signal} {} failed", child.id());
+        Ok(())
+    }
+
     /// Kills the server without restarting it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

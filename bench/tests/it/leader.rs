@@ -274,3 +274,149 @@ async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
     system.wait_terminal(1, limit).await.unwrap();
     system.stop().await.unwrap();
 }
+
+/// A leader killed after a run was stored in its queue but before it cleared it from the
+/// outbox: the next leader counts it in flight. With a limit of 1, a run that waited in the
+/// outbox since before it (passed over for its lower priority, 10 against 1) does not start until it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_published_by_a_leader_killed_before_clearing_it_keeps_its_slot() {
+    let mut system = System::start(Options {
+        dispatchers: 2,
+        workers: 1,
+        env: vec![
+            ("FARO_LEADER_LEASE_TTL".into(), "2s".into()),
+            ("FARO_TARGET_MAX_CONCURRENCY".into(), "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = system.pool.get().await.unwrap();
+    let sim = |id: &str, priority: u8, duration_ms: u64| {
+        serde_json::json!({"id": id, "queue": "q", "kind": "sim", "target": "olt-1",
+            "priority": priority,
+            "params": {"duration_ms": duration_ms, "outcomes": {"succeeded": 1}}})
+    };
+    let queue = faro_shared::domain::QueueName::parse("q").unwrap();
+    let mut consumer = faro_shared::nats::ensure_queue_consumer(&system.js, &system.ns, &queue)
+        .await
+        .unwrap();
+    // A run holds olt-1's one slot, published and cleared from the outbox.
+    system
+        .submit_jobs(&[sim("blocker", 5, 4000)], "blocker")
+        .await
+        .unwrap();
+    wait_executing(&mut consumer, "the blocker never started").await;
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs r WHERE job_id = 'blocker'
+                AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    // From now on the leader cannot clear its outbox: it dies between storing a run and
+    // clearing it.
+    client
+        .batch_execute(
+            "CREATE FUNCTION hold_outbox() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'the outbox is held by the test'; END $$;
+             CREATE TRIGGER hold_outbox BEFORE DELETE ON run_outbox
+                 FOR EACH ROW EXECUTE FUNCTION hold_outbox();",
+        )
+        .await
+        .unwrap();
+    // Two wait behind it: the older one has the lower priority, so the newer goes next.
+    system
+        .submit_jobs(&[sim("older", 10, 100)], "older")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'older'",
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    system
+        .submit_jobs(&[sim("newer", 1, 3000)], "newer")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'blocker' AND status = 'succeeded'",
+            1,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    // The newer one is executing, published but still in the outbox.
+    wait_executing(&mut consumer, "the newer run never started").await;
+    let leader = system
+        .wait_leader(None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    system.kill(&format!("dispatcher {leader}")).unwrap();
+    let older_waits: i64 = client
+        .query_one(
+            "SELECT count(*) FROM runs WHERE job_id = 'older' AND status = 'dispatched'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        older_waits, 1,
+        "the older run did not wait behind the newer"
+    );
+    client
+        .batch_execute("DROP TRIGGER hold_outbox ON run_outbox")
+        .await
+        .unwrap();
+    system
+        .wait_leader(Some(&leader), Duration::from_secs(20))
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+            3,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    type Times = (DateTime<Utc>, DateTime<Utc>);
+    let times: Vec<(String, Times)> = client
+        .query("SELECT job_id, started_at, finished_at FROM runs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+    let of = |job: &str| times.iter().find(|(j, _)| j == job).unwrap().1;
+    let (newer, older) = (of("newer"), of("older"));
+    assert!(
+        older.0 >= newer.1,
+        "olt-1 ran two polls at once against its limit of 1: newer {newer:?}, older {older:?}"
+    );
+    // Nothing left behind: the outbox is clear.
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM run_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    drop(client);
+    system.stop().await.unwrap();
+}
+
+/// Waits until a worker holds a run of `consumer`'s queue (it executes it); fails with `what`.
+async fn wait_executing(consumer: &mut async_nats::jetstream::consumer::PullConsumer, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumer.info().await.unwrap().num_ack_pending < 1 {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

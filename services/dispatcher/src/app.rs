@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
+use faro_shared::messages::RunMessage;
 use faro_shared::nats;
 use faro_shared::service::{self, Spec};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -166,12 +167,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// the lease up and tries again.
 const LEAD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a new leader rebuilds from PostgreSQL: admission (limits, settings, slots of the runs
-/// in flight), their deadlines, the slot changes to write, the chains.
-async fn restore(
-    pool: &Pool,
-    config: &Config,
-) -> anyhow::Result<(Admission, Deadlines, Vec<SlotChange>, Chains)> {
+/// What a new leader rebuilds from PostgreSQL.
+struct Restored {
+    /// Limits, settings and the slots of the runs in flight.
+    admission: Admission,
+    /// The deadlines of the runs in flight.
+    deadlines: Deadlines,
+    /// The slot leases to write.
+    slots: Vec<SlotChange>,
+    chains: Chains,
+    /// Attempts the last leader began to publish without seeing them stored: published again.
+    unconfirmed: Vec<RunMessage>,
+}
+
+/// How long before the end of JetStream's duplicate window an unconfirmed attempt is still
+/// published again: later, a copy already stored would not be dropped and could run twice.
+const REPUBLISH_MARGIN: Duration = Duration::from_secs(20);
+
+/// Pure: whether an attempt a leader began to publish at `began` may be published again at
+/// `now`: only while JetStream would drop it as a copy of one it stored.
+fn republishable(
+    began: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    duplicate_window: Duration,
+) -> bool {
+    let age = (now - began).to_std().unwrap_or_default();
+    age + REPUBLISH_MARGIN < duplicate_window
+}
+
+/// Rebuilds the leader's state from PostgreSQL.
+async fn restore(pool: &Pool, config: &Config) -> anyhow::Result<Restored> {
     // Slots held by runs already in flight, from before a restart.
     let mut admission = Admission::new(Limits {
         default: config.target_max_concurrency,
@@ -185,9 +210,13 @@ async fn restore(
         apply_to(&mut admission, setting);
     }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
-    // from when they were published.
+    // from when they were published; so do those the last leader began to publish and may
+    // have stored, whose slots waiting runs would otherwise take while they execute.
     let mut deadlines = Deadlines::default();
-    for (run, published) in store::in_flight_runs(pool).await? {
+    let mut unconfirmed = Vec::new();
+    let now = chrono::Utc::now();
+    for in_flight in store::in_flight_runs(pool).await? {
+        let run = in_flight.run;
         admission.restore_in_flight(
             run.target.clone(),
             run.queue.clone(),
@@ -195,15 +224,30 @@ async fn restore(
             run.attempt,
             run.timeout_ms,
         );
-        let deadline = config.run_deadline().at(published, run.timeout_ms);
+        if in_flight.unconfirmed {
+            if republishable(in_flight.published, now, config.topology.duplicate_window) {
+                unconfirmed.push(run.clone());
+            } else {
+                tracing::warn!(run.id = %run.run_id, attempt = run.attempt, "an attempt began to be published too long ago to publish again safely; its deadline ends it if it never went out");
+            }
+        }
+        let deadline = config
+            .run_deadline()
+            .at(in_flight.published, run.timeout_ms);
         deadlines.track(run, deadline);
     }
-    let restored_slots = admission.take_changes();
+    let slots = admission.take_changes();
     let mut chains = Chains::default();
     for (parent, child) in store::chained_jobs(pool).await? {
         chains.define(parent, child);
     }
-    Ok((admission, deadlines, restored_slots, chains))
+    Ok(Restored {
+        admission,
+        deadlines,
+        slots,
+        chains,
+        unconfirmed,
+    })
 }
 
 /// Does the leader's work until `leading` is cancelled: rebuilds its state from PostgreSQL
@@ -256,15 +300,14 @@ async fn lead(
     let Some((submissions, results, leases)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
-    let (admission, deadlines, restored_slots, chains) =
-        tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the leader's state was not read from PostgreSQL within {} s",
-                    LEAD_START_TIMEOUT.as_secs()
-                )
-            })??;
+    let restored = tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the leader's state was not read from PostgreSQL within {} s",
+                LEAD_START_TIMEOUT.as_secs()
+            )
+        })??;
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
@@ -285,12 +328,12 @@ async fn lead(
         ns,
         config,
         retries_changed: Notify::new(),
-        admission: Mutex::new(admission),
+        admission: Mutex::new(restored.admission),
         slot_changes: slots_tx,
         publisher: publisher_tx,
         schedule: schedule_tx,
-        chains: RwLock::new(chains),
-        deadlines: Mutex::new(deadlines),
+        chains: RwLock::new(restored.chains),
+        deadlines: Mutex::new(restored.deadlines),
         deadlines_changed: Notify::new(),
         cancelled: Mutex::new(Cancelled::default()),
         slot_times: Mutex::default(),
@@ -298,11 +341,19 @@ async fn lead(
         devices: std::sync::RwLock::default(),
         snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
     });
+    // Their slots are held already: straight to the publisher, not through admission.
+    if !restored.unconfirmed.is_empty() {
+        tracing::info!(
+            runs = restored.unconfirmed.len(),
+            "publishing again the attempts the last leader did not see stored"
+        );
+        let _ = dispatcher.publisher.send(restored.unconfirmed);
+    }
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
         "slot leases",
-        slot_leases.run(restored_slots, slots_rx, shutdown.clone()),
+        slot_leases.run(restored.slots, slots_rx, shutdown.clone()),
     );
     supervisor.spawn(
         "submissions",
@@ -343,6 +394,19 @@ async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unconfirmed_attempt_is_published_again_only_while_a_copy_would_be_dropped() {
+        let window = Duration::from_secs(120);
+        let began = chrono::Utc::now();
+        let at = |secs: i64| began + chrono::Duration::seconds(secs);
+        assert!(republishable(began, at(0), window));
+        assert!(republishable(began, at(99), window));
+        assert!(!republishable(began, at(100), window));
+        assert!(!republishable(began, at(3600), window));
+        // A clock that went back does not make it older.
+        assert!(republishable(began, at(-5), window));
+    }
 
     #[test]
     fn a_failed_leadership_stands_by_and_retries_after_a_growing_pause() {
