@@ -239,6 +239,12 @@ pub struct PgConfig {
     /// How long start-up (migrations, `faro migrate`) keeps trying a PostgreSQL that does not
     /// answer yet: a container started next to its database, a database restarting.
     pub connect_wait: Duration,
+    /// The longest one statement may run (`statement_timeout` of every pooled connection): a
+    /// statement stuck behind a lock fails instead of holding its task.
+    pub statement_timeout: Duration,
+    /// The longest a task waits for a pooled connection (all in use, or PostgreSQL not
+    /// answering a new one) before its work fails and is tried again.
+    pub pool_wait: Duration,
 }
 
 impl PgConfig {
@@ -247,6 +253,8 @@ impl PgConfig {
             url: Secret::new(url),
             pool_size: 16,
             connect_wait: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(60),
+            pool_wait: Duration::from_secs(10),
         }
     }
 
@@ -266,6 +274,9 @@ impl PgConfig {
             url: Secret(url),
             pool_size: env.parse("FARO_DB_POOL_SIZE", 16, "a whole number of connections")?,
             connect_wait: env.duration("FARO_DATABASE_WAIT", Duration::from_secs(60))?,
+            statement_timeout: env
+                .duration("FARO_DATABASE_STATEMENT_TIMEOUT", Duration::from_secs(60))?,
+            pool_wait: env.duration("FARO_DATABASE_POOL_WAIT", Duration::from_secs(10))?,
         })
     }
 }

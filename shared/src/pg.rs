@@ -15,7 +15,13 @@ mod embedded {
 /// Serializes concurrent migrators (several services starting at once).
 const MIGRATION_LOCK: i64 = 0x0066_6172_6f6d_6967; // "faromig"
 
-/// A pool of connections; connections are made lazily and checked on reuse.
+/// How long making one connection may take before it fails (PostgreSQL down or cut off).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A pool of connections; connections are made lazily and checked on reuse. Nothing waits
+/// without bound: making a connection, waiting for a free one, checking one on reuse and
+/// running one statement are each limited, so an outage makes work fail (to be tried again)
+/// instead of hanging it.
 pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
     let mut pg: tokio_postgres::Config = config
         .url
@@ -26,11 +32,16 @@ pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
     // from the statistics of that moment: one made while `runs` was nearly empty kept
     // seq-scanning it as it grew to millions of rows (a result batch went from 7 to 77 ms in
     // two minutes). The batches faro sends are large; planning each costs well under 1 ms.
+    let ours = format!(
+        "-c plan_cache_mode=force_custom_plan -c statement_timeout={}",
+        config.statement_timeout.as_millis()
+    );
     let options = match pg.get_options() {
-        Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
-        None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        Some(given) => format!("{given} {ours}"),
+        None => ours,
     };
     pg.options(&options);
+    pg.connect_timeout(CONNECT_TIMEOUT);
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -40,6 +51,10 @@ pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
     );
     Pool::builder(manager)
         .max_size(config.pool_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(config.pool_wait))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .context("cannot build the PostgreSQL pool")
 }
@@ -75,6 +90,37 @@ pub async fn migrate(config: &PgConfig) -> anyhow::Result<()> {
     drop(client);
     let _ = driver.await;
     Ok(())
+}
+
+/// Applies the migrations once PostgreSQL answers, however long that takes: a service started
+/// while its database is down waits for it (its `/health` says `starting`) and says so in its
+/// log, then starts. A wrong password, a database that does not exist or a migration that
+/// fails still fail at once, since waiting will not fix them.
+pub async fn migrate_when_up(config: &PgConfig) -> anyhow::Result<()> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match migrate(config).await {
+            Ok(()) => return Ok(()),
+            Err(error) if unreachable(&error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_s = pause.as_secs(),
+                    "PostgreSQL (FARO_DATABASE_URL) does not answer; waiting for it before starting (not ready until then)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Whether an error is PostgreSQL not answering (yet), as opposed to one that says what to fix.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .any(is_transient)
 }
 
 /// Connects once PostgreSQL answers: a refused connection, a server still starting or
@@ -173,5 +219,71 @@ mod tests {
         for code in ["08006", "57P01", "57014", "40P01", "40001"] {
             assert!(!refuses_input(code), "{code}");
         }
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod bounded {
+    use super::*;
+    use crate::testing::{PrivatePg, TestDb};
+    use std::time::{Duration, Instant};
+
+    /// No PostgreSQL call waits without bound: a statement stuck behind a lock, a task waiting
+    /// for a connection the pool does not have, a new connection to a frozen server all fail
+    /// in their time with an error saying so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statements_pool_waits_and_connections_each_give_up_in_their_time() {
+        let db = TestDb::create().await.unwrap();
+        let mut config = db.config();
+        config.pool_size = 1;
+        config.statement_timeout = Duration::from_millis(300);
+        config.pool_wait = Duration::from_millis(300);
+        let pool = pool(&config).unwrap();
+        let client = pool.get().await.unwrap();
+        let started = Instant::now();
+        let error = client
+            .execute("SELECT pg_sleep(30)", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{error}"
+        );
+        // The one connection is taken: the next task gives up waiting for it.
+        let started = Instant::now();
+        assert!(pool.get().await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(client);
+        assert!(
+            pool.get().await.is_ok(),
+            "a connection given back is used again"
+        );
+
+        // A frozen server takes the TCP connection and never answers.
+        let frozen = PrivatePg::start().unwrap();
+        frozen.pause().unwrap();
+        let pool = super::pool(&PgConfig::new(frozen.url("postgres"))).unwrap();
+        let started = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(30), pool.get()).await;
+        frozen.resume().unwrap();
+        assert!(
+            matches!(got, Ok(Err(_))),
+            "a connection to a frozen server did not give up"
+        );
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -101,7 +101,7 @@ pub async fn start(
     let connect = async {
         let pool = match spec.pg {
             Some(pg) => {
-                crate::pg::migrate(pg).await?;
+                crate::pg::migrate_when_up(pg).await?;
                 Some(crate::pg::pool(pg)?)
             }
             None => None,
@@ -259,5 +259,81 @@ mod tests {
         assert!(started.is_none());
         std::net::TcpListener::bind(("127.0.0.1", http))
             .expect("the HTTP server of a service that never started still holds its port");
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod waiting {
+    use super::*;
+    use crate::config::PgConfig;
+    use crate::testing::{PrivatePg, TestBus};
+    use std::time::Duration;
+
+    async fn health(port: u16) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        Some(answer)
+    }
+
+    /// A service whose PostgreSQL is down at start does not exit: it waits, its `/health`
+    /// saying it is starting, and starts once PostgreSQL answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_waits_for_a_postgresql_that_is_down_and_starts_once_it_answers() {
+        let pg = PrivatePg::start().unwrap();
+        pg.stop("fast").unwrap();
+        let bus = TestBus::start().await.unwrap();
+        let http = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut env = bus.env(None);
+        env.set("FARO_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .set("FARO_DATABASE_URL", pg.url("postgres"))
+            .set("FARO_DATABASE_WAIT", "1s");
+        let shutdown = CancellationToken::new();
+        let starting = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let common = CommonConfig::from_env(&env).unwrap();
+                let topology = TopologySettings::from_env(&env).unwrap();
+                let pg = PgConfig::from_env(&env).unwrap();
+                let spec = Spec::new("test", &common, &topology, &[]).with_pg(&pg);
+                start(spec, &shutdown)
+                    .await
+                    .map(|service| service.is_some())
+            }
+        });
+        // Three times as long as FARO_DATABASE_WAIT: still waiting, and saying it starts.
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < until {
+            assert!(
+                !starting.is_finished(),
+                "the service gave up: {:?}",
+                starting.await
+            );
+            if let Some(answer) = health(http).await {
+                assert!(
+                    answer.starts_with("HTTP/1.0 503") || answer.starts_with("HTTP/1.1 503"),
+                    "{answer}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pg.start_again().unwrap();
+        let started = tokio::time::timeout(Duration::from_secs(60), starting)
+            .await
+            .expect("the service did not start once PostgreSQL answered")
+            .unwrap();
+        assert!(started.unwrap(), "the service did not start");
+        shutdown.cancel();
     }
 }

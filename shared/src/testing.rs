@@ -441,6 +441,170 @@ impl Drop for TestDb {
     }
 }
 
+/// A PostgreSQL server of a test's own (initdb + pg_ctl from `FARO_PG_BIN`, by default
+/// Debian's PostgreSQL 15 binaries), on a free loopback port in a temporary directory, so a
+/// fault test can stop, restart, pause and resume it. Stopped and removed on drop. As root,
+/// its commands run as user `postgres` (PostgreSQL refuses to run as root).
+#[derive(Debug)]
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivatePg {
+    /// Makes a cluster (trust authentication, user `postgres`) and starts it.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = std::env::var_os("FARO_PG_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+        anyhow::ensure!(
+            bin.join("initdb").exists(),
+            "no initdb in {} (install PostgreSQL 15, or set FARO_PG_BIN to its bin directory)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().context("cannot make a directory for PostgreSQL")?;
+        let pg = Self {
+            dir,
+            bin,
+            port: free_port()?,
+        };
+        if as_root() {
+            pg.run(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(pg.dir.path()),
+            )?;
+        }
+        let data = pg.data();
+        pg.run(
+            pg.command("initdb")
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(&data),
+        )?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// One of PostgreSQL's programs, as user `postgres` when this process is root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, command: &mut Command) -> anyhow::Result<()> {
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {command:?}"))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Starts it (again), waiting until it takes connections.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            self.command("pg_ctl")
+                .args(["-w", "-t", "60", "-o", &options, "-l"])
+                .arg(self.dir.path().join("log"))
+                .arg("-D")
+                .arg(self.data())
+                .arg("start"),
+        )
+    }
+
+    /// Stops it: `fast` disconnects clients and shuts down cleanly, `immediate` as a crash.
+    pub fn stop(&self, mode: &str) -> anyhow::Result<()> {
+        self.run(
+            self.command("pg_ctl")
+                .args(["-w", "-m", mode, "-D"])
+                .arg(self.data())
+                .arg("stop"),
+        )
+    }
+
+    /// Freezes every process of the server (SIGSTOP): connections stay open and nothing is
+    /// answered, as with a server stalled or cut off. [`PrivatePg::resume`] thaws it.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws what [`PrivatePg::pause`] froze (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .context("PostgreSQL is not running")?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        // The postmaster and its children (backends, checkpointer, ...).
+        let children = Command::new("pgrep").args(["-P", &pid]).output()?;
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        self.run(Command::new("kill").arg(signal).args(&pids))
+    }
+
+    /// A URL of database `database` on it.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.resume();
+        let _ = self.stop("immediate");
+    }
+}
+
+fn as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
 /// The template's name changes with the migrations, so a stale template is never used.
 fn template_name() -> String {
     let mut hasher = Sha256::new();

@@ -107,7 +107,7 @@ async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() 
         .wait_count(
             "SELECT count(*) FROM runs WHERE job_id = 'slow' AND started_at IS NOT NULL OR job_id = 'slow' AND status = 'dispatched'",
             1,
-            Duration::from_secs(30),
+            Duration::from_secs(60),
         )
         .await
         .unwrap();
@@ -159,7 +159,7 @@ async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() 
         .wait_count(
             "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'failed'",
             1,
-            Duration::from_secs(30),
+            Duration::from_secs(60),
         )
         .await
         .unwrap();
@@ -177,7 +177,7 @@ async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() 
         .wait_count(
             "SELECT count(*) FROM submissions WHERE id = 'ancient' AND rejected LIKE 'PostgreSQL cannot hold it: %'",
             1,
-            Duration::from_secs(30),
+            Duration::from_secs(60),
         )
         .await
         .unwrap();
@@ -195,7 +195,7 @@ async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() 
     // Nothing waits to be delivered again: the results and submit streams empty out.
     for stream in [ns.results_stream(), ns.submit_stream()] {
         let mut stream = system.js.get_stream(&stream).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left = stream.info().await.unwrap().state.messages;
             if left == 0 {

@@ -160,3 +160,84 @@ async fn queue_one_runs_a_kept_slot_as_soon_as_the_previous_run_ends() {
     drop(client);
     system.stop().await.unwrap();
 }
+
+/// Slots that come due while PostgreSQL cannot record them (here a trigger refuses every new
+/// slot for a while) are not dropped: once it can, the latest runs and each earlier one is
+/// recorded as skipped with the reason, so the job's slots have no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_that_came_due_while_postgresql_could_not_record_them_are_recorded_later() {
+    let system = System::start(Options::default()).await.unwrap();
+    let job = serde_json::json!({"id": "poll", "queue": "poll", "kind": "sim", "target": "olt-1",
+        "interval": "300ms", "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}});
+    system.submit_jobs(&[job], "poll").await.unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+            2,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let client = system.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse_slots() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'slots refused by the test'; END $$;
+             CREATE TRIGGER refuse_slots BEFORE INSERT ON runs
+                 FOR EACH ROW WHEN (NEW.slot_at IS NOT NULL) EXECUTE FUNCTION refuse_slots();",
+        )
+        .await
+        .unwrap();
+    // Several slots come due and fail to be recorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let failed = faro_shared::http::metrics_handle()
+            .render()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("faro_dispatcher_slots_total{result=\"failed\"} ")
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or_default();
+        if failed >= 4.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never failed to record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .batch_execute("DROP TRIGGER refuse_slots ON runs")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            &format!(
+                "SELECT count(*) FROM runs WHERE status = 'skipped' AND error = '{}'",
+                faro_dispatcher::store::MISSED
+            ),
+            3,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let slots: Vec<DateTime<Utc>> = client
+        .query(
+            "SELECT slot_at FROM runs WHERE job_id = 'poll' ORDER BY slot_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let gaps: Vec<_> = slots
+        .windows(2)
+        .filter(|pair| (pair[1] - pair[0]).num_milliseconds() != 300)
+        .collect();
+    assert!(gaps.is_empty(), "slots missing between {gaps:?}");
+    drop(client);
+    system.stop().await.unwrap();
+}

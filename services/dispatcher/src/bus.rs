@@ -106,6 +106,7 @@ mod tests {
                 timeout_ms: None,
                 device: None,
                 simulate: false,
+                deadline: None,
             })
             .collect();
         let published = tokio::time::timeout(

@@ -41,6 +41,13 @@ impl RunDeadline {
             .unwrap_or_else(|_| chrono::Duration::days(1))
     }
 
+    /// When an attempt with `timeout_ms` published at `start` must have ended on its worker:
+    /// its timeout, without the grace (the grace is for the result's way back).
+    pub fn execution_ends(&self, start: DateTime<Utc>, timeout_ms: Option<u64>) -> DateTime<Utc> {
+        let timeout = timeout_ms.map_or(self.default_timeout, Duration::from_millis);
+        start + chrono::Duration::from_std(timeout).unwrap_or_else(|_| chrono::Duration::days(1))
+    }
+
     /// When an attempt with `timeout_ms` that started at `start` must have a result by.
     pub fn at(&self, start: DateTime<Utc>, timeout_ms: Option<u64>) -> DateTime<Utc> {
         start + self.allowed(timeout_ms)
@@ -207,6 +214,10 @@ mod tests {
         assert_eq!(rule.at(at(1_000), Some(2_500)), at(33_500));
         // A timeout too large for a date is held to a day, never an overflow.
         assert_eq!(rule.allowed(Some(u64::MAX)), chrono::Duration::days(1));
+        // The worker stops it at the timeout; the grace is the result's way back.
+        assert_eq!(rule.execution_ends(at(1_000), Some(2_500)), at(3_500));
+        assert_eq!(rule.execution_ends(at(0), None), at(600_000));
+        assert!(rule.execution_ends(at(0), Some(u64::MAX)) <= at(0) + chrono::Duration::days(1));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn run(job: &str, target: Option<&str>, priority: u8) -> RunMessage {
         timeout_ms: None,
         device: None,
         simulate: false,
+        deadline: None,
     }
 }
 

@@ -62,6 +62,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                         .map(|t| u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX)),
                     device: None,
                     simulate: false,
+                    deadline: None,
                 },
             }
         })

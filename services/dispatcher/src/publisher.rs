@@ -73,6 +73,10 @@ pub(crate) async fn publisher_loop(
         // Watched before it is published: a fast result may be recorded before the publish
         // call even returns, and must find the deadline to clear.
         let now = chrono::Utc::now();
+        // The deadline runs from publication, and the message carries it to the worker.
+        for run in &mut batch {
+            run.deadline = Some(d.config.run_deadline().execution_ends(now, run.timeout_ms));
+        }
         {
             let mut deadlines = d.deadlines();
             for run in &batch {

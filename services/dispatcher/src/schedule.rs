@@ -74,6 +74,43 @@ pub fn due(job: &JobId, interval: Duration, planned: DateTime<Utc>, now: DateTim
     }
 }
 
+/// The most slots passed over that one fire records as skipped; older ones are only counted
+/// in the log.
+pub const MAX_MISSED: usize = 100;
+
+/// Pure: the slots from `planned` (a slot of the job) up to, not including, `fired`, that
+/// came due at or after `since`: slots that passed while no dispatcher could fire them, to be
+/// recorded as skipped. At most the latest [`MAX_MISSED`]; the second value counts the others.
+pub fn missed_slots(
+    planned: DateTime<Utc>,
+    fired: DateTime<Utc>,
+    interval: Duration,
+    since: DateTime<Utc>,
+) -> (Vec<DateTime<Utc>>, u64) {
+    let step = interval_ms(interval);
+    let first = if planned >= since {
+        planned
+    } else {
+        // The first slot at or after `since`, on the job's grid.
+        let behind = (since - planned).num_milliseconds();
+        planned
+            + chrono::Duration::milliseconds(
+                behind.div_euclid(step) * step + if behind % step == 0 { 0 } else { step },
+            )
+    };
+    if first >= fired {
+        return (Vec::new(), 0);
+    }
+    let count =
+        u64::try_from((fired - first).num_milliseconds().saturating_sub(1) / step + 1).unwrap_or(0);
+    let kept = count.min(MAX_MISSED as u64);
+    let start = fired - chrono::Duration::milliseconds(i64::try_from(kept).unwrap_or(0) * step);
+    let slots = (0..kept)
+        .map(|k| start + chrono::Duration::milliseconds(i64::try_from(k).unwrap_or(0) * step))
+        .collect();
+    (slots, count - kept)
+}
+
 /// The slot to plan when a job is loaded: the one after its last fired slot (possibly in the
 /// past, so a job down for a while fires once at start), or the next one for a new job.
 pub fn first_planned(
@@ -99,6 +136,30 @@ mod tests {
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn slots_passed_over_are_listed_from_when_they_count_and_bounded() {
+        let i = Duration::from_secs(10);
+        // Fired at 100 s, planned at 40 s: 40, 50, ..., 90 were passed over.
+        let (slots, more) = missed_slots(at(40_000), at(100_000), i, at(0));
+        assert_eq!(slots, (4..10).map(|k| at(k * 10_000)).collect::<Vec<_>>());
+        assert_eq!(more, 0);
+        // Only those at or after `since`, on the grid.
+        let (slots, _) = missed_slots(at(40_000), at(100_000), i, at(75_000));
+        assert_eq!(slots, vec![at(80_000), at(90_000)]);
+        let (slots, _) = missed_slots(at(40_000), at(100_000), i, at(80_000));
+        assert_eq!(slots, vec![at(80_000), at(90_000)]);
+        // On time: nothing.
+        assert_eq!(
+            missed_slots(at(100_000), at(100_000), i, at(0)),
+            (Vec::new(), 0)
+        );
+        // A long gap: the latest MAX_MISSED, the rest counted.
+        let (slots, more) = missed_slots(at(0), at(10_000_000), i, at(0));
+        assert_eq!(slots.len(), MAX_MISSED);
+        assert_eq!(*slots.last().unwrap(), at(9_990_000));
+        assert_eq!(more, 1000 - MAX_MISSED as u64);
     }
 
     #[test]

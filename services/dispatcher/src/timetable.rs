@@ -66,6 +66,42 @@ pub struct Fire {
     pub slot: DateTime<Utc>,
     /// The job's run still going: this slot is skipped and recorded as such.
     pub overlaps: Option<Uuid>,
+    /// Earlier slots of the job that passed while no dispatcher could fire or record them (a
+    /// leader change, PostgreSQL unavailable): recorded as skipped with that reason.
+    pub missed: Vec<DateTime<Utc>>,
+}
+
+/// How far back a dispatcher that takes over records the slots its predecessors missed.
+pub const MISSED_LOOKBACK: chrono::Duration = chrono::Duration::hours(24);
+
+/// Pure: the fires that could not be recorded so far, merged for one more try: one fire per
+/// job, its latest slot; the job's earlier slots in the list become slots it missed.
+pub fn merge_unrecorded(fires: Vec<Fire>) -> Vec<Fire> {
+    let mut by_job: HashMap<JobId, Fire> = HashMap::new();
+    let mut order = Vec::new();
+    for mut fire in fires {
+        match by_job.remove(&fire.job) {
+            None => {
+                order.push(fire.job.clone());
+                by_job.insert(fire.job.clone(), fire);
+            }
+            Some(mut kept) => {
+                if kept.slot > fire.slot {
+                    std::mem::swap(&mut kept, &mut fire);
+                }
+                // `fire` is the later one: it keeps the job's slot, the earlier becomes missed.
+                fire.missed.extend(kept.missed);
+                fire.missed.push(kept.slot);
+                fire.missed.sort();
+                fire.missed.dedup();
+                by_job.insert(fire.job.clone(), fire);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|job| by_job.remove(&job))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -76,6 +112,9 @@ struct Entry {
     /// A slot that came while the previous run was going, kept to run when it ends
     /// (`overlap: queue_one`).
     queued: Option<DateTime<Utc>>,
+    /// Slots passed over before this are not recorded as missed: the job was not scheduled
+    /// then (defined, enabled or changed later).
+    missed_since: DateTime<Utc>,
 }
 
 /// Every enabled recurring job with its next planned slot.
@@ -92,6 +131,16 @@ impl Scheduler {
     /// Adds or replaces a job. A changed interval replans from now; an unchanged one keeps
     /// its planned slot.
     pub fn define(&mut self, def: Recurring, now: DateTime<Utc>) {
+        self.define_since(def, now, now);
+    }
+
+    /// Adds a job loaded when this dispatcher starts leading: the slots it missed since
+    /// [`MISSED_LOOKBACK`] (no leader, or no PostgreSQL) are recorded as skipped when it fires.
+    pub fn load(&mut self, def: Recurring, now: DateTime<Utc>) {
+        self.define_since(def, now, now - MISSED_LOOKBACK);
+    }
+
+    fn define_since(&mut self, def: Recurring, now: DateTime<Utc>, missed_since: DateTime<Utc>) {
         let id = def.id;
         let planned = match self.jobs.get(&id) {
             Some(entry) if entry.interval == def.interval => entry.planned,
@@ -99,6 +148,10 @@ impl Scheduler {
             None => schedule::first_planned(&id, def.interval, def.last_slot, now),
         };
         let queued = self.jobs.get(&id).and_then(|entry| entry.queued);
+        let missed_since = match self.jobs.get(&id) {
+            Some(entry) if entry.interval == def.interval => entry.missed_since,
+            _ => missed_since,
+        };
         self.timetable.push(Reverse((planned, id.clone())));
         self.jobs.insert(
             id,
@@ -107,6 +160,7 @@ impl Scheduler {
                 overlap: def.overlap,
                 planned,
                 queued,
+                missed_since,
             },
         );
     }
@@ -134,6 +188,7 @@ impl Scheduler {
             job: job.clone(),
             slot,
             overlaps: None,
+            missed: Vec::new(),
         })
     }
 
@@ -165,6 +220,11 @@ impl Scheduler {
             };
             if let Due::Fire { slot, next } = schedule::due(&id, entry.interval, entry.planned, now)
             {
+                let (missed, uncounted) =
+                    schedule::missed_slots(entry.planned, slot, entry.interval, entry.missed_since);
+                if uncounted > 0 {
+                    tracing::warn!(job = %id, slots = uncounted, "older slots passed while no dispatcher could fire them; only the latest are recorded as skipped");
+                }
                 entry.planned = next;
                 self.timetable.push(Reverse((next, id.clone())));
                 let overlaps = self.open.get(&id).copied();
@@ -180,6 +240,7 @@ impl Scheduler {
                     job: id.clone(),
                     slot,
                     overlaps,
+                    missed,
                 });
             }
         }
@@ -297,5 +358,51 @@ mod tests {
         }
         assert_eq!(s.fire(at(100_000)).len(), 10);
         assert!(s.fire(at(100_000)).is_empty());
+    }
+
+    /// A job defined while a dispatcher leads records nothing as missed; one loaded at a
+    /// takeover records the slots that passed since its last, the latest firing.
+    #[test]
+    fn a_takeover_records_the_slots_that_passed_unfired_and_a_new_job_does_not() {
+        let mut loaded = def("a", 1000).recurring();
+        loaded.last_slot = Some(schedule::slot_at_or_before(
+            &loaded.id,
+            Duration::from_secs(1),
+            at(10_000),
+        ));
+        let mut s = Scheduler::default();
+        s.load(loaded.clone(), at(15_500));
+        let fired = s.fire(at(15_500));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].missed.len(), 4, "{:?}", fired[0]);
+        assert!(fired[0].missed.iter().all(|m| *m < fired[0].slot));
+
+        let mut s = Scheduler::default();
+        s.define(loaded, at(15_500));
+        let fired = s.fire(at(15_500));
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].missed.is_empty(), "{:?}", fired[0]);
+    }
+
+    #[test]
+    fn unrecorded_fires_merge_into_one_per_job_its_earlier_slots_missed() {
+        let fire = |job: &str, slot: i64, missed: &[i64]| Fire {
+            job: JobId::parse(job).unwrap(),
+            slot: at(slot),
+            overlaps: None,
+            missed: missed.iter().map(|m| at(*m)).collect(),
+        };
+        let merged = merge_unrecorded(vec![
+            fire("a", 1000, &[]),
+            fire("b", 1500, &[]),
+            fire("a", 3000, &[2000]),
+            fire("a", 4000, &[]),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].job.as_str(), "a");
+        assert_eq!(merged[0].slot, at(4000));
+        assert_eq!(merged[0].missed, vec![at(1000), at(2000), at(3000)]);
+        assert_eq!(merged[1].slot, at(1500));
+        assert!(merged[1].missed.is_empty());
     }
 }

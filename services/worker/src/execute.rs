@@ -94,15 +94,37 @@ impl Executor {
     async fn run(&self, run: RunMessage, message: jetstream::Message) {
         let started_at = Utc::now();
         let started = std::time::Instant::now();
+        let remaining = until_deadline(run.deadline, started_at);
         let executed = match self.cancels.start(run.run_id, run.attempt) {
             None => {
                 tracing::info!("cancelled before it started; skipped");
                 Some(cancelled("cancelled by an operator before it started"))
             }
+            Some(_) if remaining == Remaining::Passed => {
+                self.cancels.finish(run.run_id, run.attempt);
+                tracing::info!("its deadline passed before it started; not started");
+                Some(timed_out(format!(
+                    "not started: its deadline ({}) passed before a worker took it",
+                    run.deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
+                )))
+            }
             Some(stop) => {
                 metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
+                let deadline = async {
+                    match remaining {
+                        Remaining::Left(left) => tokio::time::sleep(left).await,
+                        Remaining::Unbounded | Remaining::Passed => std::future::pending().await,
+                    }
+                };
                 let executed = tokio::select! {
                     executed = self.execute_with_progress(&run, &message) => Some(executed),
+                    _ = deadline => {
+                        tracing::info!("stopped at its deadline");
+                        Some(timed_out(format!(
+                            "stopped at its deadline ({})",
+                            run.deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
+                        )))
+                    }
                     _ = stop.cancelled() => {
                         tracing::info!("cancelled by an operator; stopped");
                         Some(cancelled("cancelled by an operator while it ran"))
@@ -181,8 +203,15 @@ impl Executor {
 
     async fn publish_result(&self, result: &RunResult) -> anyhow::Result<()> {
         let payload = serde_json::to_vec(result)?;
+        // One attempt's result is stored once, however often it is published: a publish
+        // retried, or an attempt executed again after its ack was lost.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            result.msg_id().as_str(),
+        );
         self.js
-            .publish(result.subject(&self.ns), payload.into())
+            .publish_with_headers(result.subject(&self.ns), headers, payload.into())
             .await?
             .into_future()
             .await?;
@@ -210,6 +239,34 @@ impl Executor {
             }
         }
     }
+}
+
+/// How long an attempt may still run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remaining {
+    /// Its message carries no deadline (published by an older dispatcher).
+    Unbounded,
+    Left(Duration),
+    Passed,
+}
+
+/// Pure: how long an attempt with `deadline` may still run at `now`.
+fn until_deadline(
+    deadline: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Remaining {
+    match deadline {
+        None => Remaining::Unbounded,
+        Some(deadline) => match (deadline - now).to_std() {
+            Ok(left) if !left.is_zero() => Remaining::Left(left),
+            _ => Remaining::Passed,
+        },
+    }
+}
+
+/// The result of an attempt not started, or stopped, at its deadline.
+fn timed_out(why: String) -> (Outcome, Option<RunOutput>, Option<String>) {
+    (Outcome::TimedOut, None, Some(why))
 }
 
 /// The result of an attempt stopped by `faro cancel`.
@@ -293,4 +350,24 @@ async fn simulate(run: &RunMessage, params: &faro_shared::messages::SimParams) -
     };
     let duration_ms = u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX);
     (plan.outcome, Some(RunOutput::Sim { duration_ms }), error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_runs_until_its_deadline_and_never_after() {
+        let now = Utc::now();
+        assert_eq!(until_deadline(None, now), Remaining::Unbounded);
+        assert_eq!(
+            until_deadline(Some(now + chrono::Duration::milliseconds(1500)), now),
+            Remaining::Left(Duration::from_millis(1500))
+        );
+        assert_eq!(until_deadline(Some(now), now), Remaining::Passed);
+        assert_eq!(
+            until_deadline(Some(now - chrono::Duration::seconds(1)), now),
+            Remaining::Passed
+        );
+    }
 }

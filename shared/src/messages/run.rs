@@ -33,6 +33,11 @@ pub struct RunMessage {
     /// run instead of polling the device, and marks its result `simulated`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub simulate: bool,
+    /// When this attempt must have ended: its publication plus its timeout, set by the
+    /// dispatcher as it publishes it. A worker never starts it after this and stops it here,
+    /// whatever its kind (the dispatcher records it timed out a grace later and may retry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 impl RunMessage {
@@ -97,6 +102,11 @@ impl RunResult {
         output || self.error.as_ref().is_some_and(|e| e.contains('\u{0}'))
     }
 
+    /// The `Nats-Msg-Id` that stores one attempt's result once.
+    pub fn msg_id(&self) -> String {
+        format!("result:{}:{}", self.run_id, self.attempt)
+    }
+
     /// What is recorded instead of a result PostgreSQL refused (`reason`): the same attempt,
     /// failed, with why and without anything the worker reported (its times, output and error
     /// may be what was refused).
@@ -151,6 +161,7 @@ mod tests {
             timeout_ms: None,
             device: None,
             simulate: false,
+            deadline: None,
         };
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["kind"], "sim");

@@ -310,6 +310,9 @@ pub(super) async fn insert_defined_runs(
 /// the job's stored definition; a job disabled, no longer recurring or on a disabled target
 /// records nothing. A slot already recorded (by another dispatcher) is left alone. Returns the
 /// runs to dispatch.
+/// Why a slot that passed unfired was skipped.
+pub const MISSED: &str = "skipped: came due while no dispatcher could fire it (a leader change, or PostgreSQL unavailable); a later slot ran";
+
 pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
     let mut ids = Vec::with_capacity(fires.len());
     let mut jobs = Vec::with_capacity(fires.len());
@@ -323,6 +326,13 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
             fire.overlaps
                 .map(|open| format!("skipped: previous run {open} still running")),
         );
+        // Slots that passed unfired: recorded now, unless a dispatcher recorded them then.
+        for missed in &fire.missed {
+            ids.push(Uuid::now_v7());
+            jobs.push(fire.job.as_str());
+            slots.push(*missed);
+            skips.push(Some(MISSED.to_owned()));
+        }
     }
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;

@@ -16,7 +16,7 @@ mod submissions;
 
 pub use definitions::{
     chained_jobs, definition, open_recurring_runs, queue_limits, record_slots, recurring_jobs,
-    target_limits,
+    target_limits, MISSED,
 };
 pub use facts::{job_facts, run_facts, run_status, status};
 pub use outbox::{

@@ -89,6 +89,7 @@ pub(super) fn message_from_row(
             .and_then(|ms| u64::try_from(ms).ok()),
         device: None,
         simulate: false,
+        deadline: None,
     })
 }
 

@@ -80,41 +80,52 @@ impl Harness {
     }
 
     /// Publishes `count` seeded sim runs of `duration_ms` that always succeed.
+    /// The `i`th simulated run, lasting `duration_ms`.
+    pub fn sim_run(&self, i: usize, duration_ms: u64) -> RunMessage {
+        RunMessage {
+            run_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            job_id: JobId::parse(format!("j{i}")).unwrap(),
+            queue: self.queue.clone(),
+            target: Some(TargetId::parse(format!("t{}", i % 3)).unwrap()),
+            priority: Priority::default(),
+            task: Task::Sim(SimParams {
+                duration_ms: DurationRange {
+                    min: duration_ms,
+                    max: duration_ms,
+                },
+                outcomes: OutcomeShares {
+                    succeeded: 1.0,
+                    failed: 0.0,
+                    interrupted: 0.0,
+                },
+                seed: Some(1),
+            }),
+            timeout_ms: None,
+            device: None,
+            simulate: false,
+            deadline: None,
+        }
+    }
+
+    /// Publishes one run on its queue.
+    pub async fn publish(&self, run: &RunMessage) {
+        self.js
+            .publish(
+                run.subject(&self.ns),
+                serde_json::to_vec(run).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     pub async fn publish_runs(&self, count: usize, duration_ms: u64) -> Vec<RunMessage> {
         let mut runs = Vec::new();
         for i in 0..count {
-            let run = RunMessage {
-                run_id: uuid::Uuid::now_v7(),
-                attempt: 1,
-                job_id: JobId::parse(format!("j{i}")).unwrap(),
-                queue: self.queue.clone(),
-                target: Some(TargetId::parse(format!("t{}", i % 3)).unwrap()),
-                priority: Priority::default(),
-                task: Task::Sim(SimParams {
-                    duration_ms: DurationRange {
-                        min: duration_ms,
-                        max: duration_ms,
-                    },
-                    outcomes: OutcomeShares {
-                        succeeded: 1.0,
-                        failed: 0.0,
-                        interrupted: 0.0,
-                    },
-                    seed: Some(1),
-                }),
-                timeout_ms: None,
-                device: None,
-                simulate: false,
-            };
-            self.js
-                .publish(
-                    run.subject(&self.ns),
-                    serde_json::to_vec(&run).unwrap().into(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            let run = self.sim_run(i, duration_ms);
+            self.publish(&run).await;
             runs.push(run);
         }
         runs

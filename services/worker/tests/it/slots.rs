@@ -222,3 +222,74 @@ async fn a_run_on_its_last_delivery_ends_failed_with_the_reason_without_executin
     shutdown.cancel();
     worker.await.unwrap().unwrap();
 }
+
+/// An attempt past its deadline is never started, and one still running at its deadline is
+/// stopped there, whatever its kind: the dispatcher records it timed out only a grace later,
+/// so it never runs next to its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_never_starts_after_its_deadline_and_stops_at_it() {
+    let h = Harness::start().await;
+    let now = chrono::Utc::now();
+    let mut late = h.sim_run(0, 60_000);
+    late.deadline = Some(now - chrono::Duration::seconds(1));
+    let mut long = h.sim_run(1, 60_000);
+    long.deadline = Some(now + chrono::Duration::milliseconds(1500));
+    h.publish(&late).await;
+    h.publish(&long).await;
+    let (worker, shutdown) = h.worker("w1", 2, "1s").await;
+    let results = h.results(2, Duration::from_secs(20)).await;
+    let of = |run: &faro_shared::messages::RunMessage| {
+        results
+            .iter()
+            .find(|r| r.run_id == run.run_id)
+            .unwrap()
+            .clone()
+    };
+    let late_result = of(&late);
+    assert_eq!(late_result.outcome, Outcome::TimedOut);
+    let error = late_result.error.unwrap_or_default();
+    assert!(error.starts_with("not started: its deadline"), "{error}");
+    let long_result = of(&long);
+    assert_eq!(long_result.outcome, Outcome::TimedOut);
+    let error = long_result.error.unwrap_or_default();
+    assert!(error.starts_with("stopped at its deadline"), "{error}");
+    let overrun = long_result.finished_at - long.deadline.unwrap();
+    assert!(
+        overrun < chrono::Duration::milliseconds(500),
+        "stopped {overrun} after its deadline"
+    );
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+/// The same attempt executed twice (its message delivered again after its ack was lost, or
+/// published twice) has its result stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_executed_twice_has_its_result_stored_once() {
+    let h = Harness::start().await;
+    let run = h.sim_run(0, 0);
+    h.publish(&run).await;
+    h.publish(&run).await;
+    let mut consumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
+        .await
+        .unwrap();
+    let (worker, shutdown) = h.worker("w1", 2, "1s").await;
+    // Both executed and acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.delivered.stream_sequence >= 2 && (info.num_pending, info.num_ack_pending) == (0, 0)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runs were not both executed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut results = h.js.get_stream(h.ns.results_stream()).await.unwrap();
+    assert_eq!(results.info().await.unwrap().state.messages, 1);
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
