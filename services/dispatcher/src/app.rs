@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
-use faro_shared::messages::RunMessage;
 use faro_shared::nats;
 use faro_shared::service::{self, Spec};
 use faro_shared::shutdown::{unless_cancelled, Supervisor};
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Limits, SlotChange};
 use crate::api::api_loop;
+use crate::bus;
 use crate::catalog;
 use crate::chains::Chains;
 use crate::config::Config;
@@ -167,7 +167,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// the lease up and tries again.
 const LEAD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a new leader rebuilds from PostgreSQL.
+/// What a new leader rebuilds from PostgreSQL and its queues.
 struct Restored {
     /// Limits, settings and the slots of the runs in flight.
     admission: Admission,
@@ -176,27 +176,16 @@ struct Restored {
     /// The slot leases to write.
     slots: Vec<SlotChange>,
     chains: Chains,
-    /// Attempts the last leader began to publish without seeing them stored: published again.
-    unconfirmed: Vec<RunMessage>,
 }
 
-/// How long before the end of JetStream's duplicate window an unconfirmed attempt is still
-/// published again: later, a copy already stored would not be dropped and could run twice.
-const REPUBLISH_MARGIN: Duration = Duration::from_secs(20);
-
-/// Pure: whether an attempt a leader began to publish at `began` may be published again at
-/// `now`: only while JetStream would drop it as a copy of one it stored.
-fn republishable(
-    began: chrono::DateTime<chrono::Utc>,
-    now: chrono::DateTime<chrono::Utc>,
-    duplicate_window: Duration,
-) -> bool {
-    let age = (now - began).to_std().unwrap_or_default();
-    age + REPUBLISH_MARGIN < duplicate_window
-}
-
-/// Rebuilds the leader's state from PostgreSQL.
-async fn restore(pool: &Pool, config: &Config) -> anyhow::Result<Restored> {
+/// Rebuilds the leader's state from PostgreSQL, and from the jobs stream the runs the last
+/// leader published without clearing them from the outbox (it died in between).
+async fn restore(
+    pool: &Pool,
+    config: &Config,
+    js: &jetstream::Context,
+    ns: &faro_shared::Namespace,
+) -> anyhow::Result<Restored> {
     // Slots held by runs already in flight, from before a restart.
     let mut admission = Admission::new(Limits {
         default: config.target_max_concurrency,
@@ -210,13 +199,34 @@ async fn restore(pool: &Pool, config: &Config) -> anyhow::Result<Restored> {
         apply_to(&mut admission, setting);
     }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
-    // from when they were published; so do those the last leader began to publish and may
-    // have stored, whose slots waiting runs would otherwise take while they execute.
+    // from when they were published; so do those in the outbox that a queue holds already,
+    // whose slots waiting runs would otherwise take while they execute.
+    let mut in_flight = store::in_flight_runs(pool).await?;
+    let stored = match bus::stored_attempts(js, ns).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(error = format!("{error:#}"), "cannot read which runs the queues hold; runs published but not cleared by the last leader are offered again (JetStream drops the copy)");
+            HashMap::new()
+        }
+    };
+    if !stored.is_empty() {
+        let waiting = store::unpublished_runs(pool, None, i64::MAX).await?;
+        let published = bus::already_stored(waiting, &stored);
+        if !published.is_empty() {
+            tracing::info!(
+                runs = published.len(),
+                "runs the last leader published without clearing them: counted in flight"
+            );
+            let cleared: Vec<_> = published
+                .iter()
+                .map(|(r, _)| (r.run_id, r.attempt))
+                .collect();
+            store::mark_published(pool, &cleared).await?;
+            in_flight.extend(published);
+        }
+    }
     let mut deadlines = Deadlines::default();
-    let mut unconfirmed = Vec::new();
-    let now = chrono::Utc::now();
-    for in_flight in store::in_flight_runs(pool).await? {
-        let run = in_flight.run;
+    for (run, published) in in_flight {
         admission.restore_in_flight(
             run.target.clone(),
             run.queue.clone(),
@@ -224,16 +234,7 @@ async fn restore(pool: &Pool, config: &Config) -> anyhow::Result<Restored> {
             run.attempt,
             run.timeout_ms,
         );
-        if in_flight.unconfirmed {
-            if republishable(in_flight.published, now, config.topology.duplicate_window) {
-                unconfirmed.push(run.clone());
-            } else {
-                tracing::warn!(run.id = %run.run_id, attempt = run.attempt, "an attempt began to be published too long ago to publish again safely; its deadline ends it if it never went out");
-            }
-        }
-        let deadline = config
-            .run_deadline()
-            .at(in_flight.published, run.timeout_ms);
+        let deadline = config.run_deadline().at(published, run.timeout_ms);
         deadlines.track(run, deadline);
     }
     let slots = admission.take_changes();
@@ -246,7 +247,6 @@ async fn restore(pool: &Pool, config: &Config) -> anyhow::Result<Restored> {
         deadlines,
         slots,
         chains,
-        unconfirmed,
     })
 }
 
@@ -300,7 +300,7 @@ async fn lead(
     let Some((submissions, results, leases)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
-    let restored = tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config))
+    let restored = tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config, js, &ns))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -341,14 +341,6 @@ async fn lead(
         devices: std::sync::RwLock::default(),
         snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
     });
-    // Their slots are held already: straight to the publisher, not through admission.
-    if !restored.unconfirmed.is_empty() {
-        tracing::info!(
-            runs = restored.unconfirmed.len(),
-            "publishing again the attempts the last leader did not see stored"
-        );
-        let _ = dispatcher.publisher.send(restored.unconfirmed);
-    }
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());
     supervisor.spawn(
@@ -394,19 +386,6 @@ async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_unconfirmed_attempt_is_published_again_only_while_a_copy_would_be_dropped() {
-        let window = Duration::from_secs(120);
-        let began = chrono::Utc::now();
-        let at = |secs: i64| began + chrono::Duration::seconds(secs);
-        assert!(republishable(began, at(0), window));
-        assert!(republishable(began, at(99), window));
-        assert!(!republishable(began, at(100), window));
-        assert!(!republishable(began, at(3600), window));
-        // A clock that went back does not make it older.
-        assert!(republishable(began, at(-5), window));
-    }
 
     #[test]
     fn a_failed_leadership_stands_by_and_retries_after_a_growing_pause() {

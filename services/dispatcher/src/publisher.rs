@@ -112,9 +112,6 @@ pub(crate) async fn publish_and_mark(
         .clone();
     let test_mode = d.snmp_test_mode.load(std::sync::atomic::Ordering::Relaxed);
     let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
-    // Marked first: if this leader dies once they are stored and before the outbox is
-    // cleared, the next one counts them in flight instead of letting others take their slots.
-    store::mark_sending(&d.pool, &published).await?;
     match bus::with_devices(runs, &devices, test_mode) {
         Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
         None => bus::publish_runs(&d.js, &d.ns, runs).await?,

@@ -20,8 +20,8 @@ pub use definitions::{
 };
 pub use facts::{job_facts, run_facts, run_status, status};
 pub use outbox::{
-    drop_from_outbox, in_flight_runs, mark_published, mark_sending, next_retry, run_message,
-    take_due_retries, unpublished_runs, InFlight,
+    drop_from_outbox, in_flight_runs, mark_published, next_retry, run_message, take_due_retries,
+    unpublished_runs,
 };
 pub use results::{record_results, Recording};
 pub use submissions::{record_rejection, record_submission, submission_progress, Recorded};

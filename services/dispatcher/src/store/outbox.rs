@@ -10,22 +10,15 @@ use uuid::Uuid;
 
 use super::to_i32;
 
-/// Runs waiting in the outbox for a slot of their target, all or one submission's; retries
-/// still in their backoff are left for later, and so are the attempts a leader began to
-/// publish (they are in flight: see [`in_flight_runs`]).
+/// Runs waiting in the outbox (for a slot of their target, or recorded but not yet confirmed
+/// stored in JetStream), all or one submission's; retries still in their backoff are left
+/// for later.
 pub async fn unpublished_runs(
     pool: &Pool,
     submission: Option<&str>,
     limit: i64,
 ) -> anyhow::Result<Vec<RunMessage>> {
-    outbox_runs(
-        pool,
-        "NOT o.retry AND o.sending_at IS NULL",
-        submission,
-        limit,
-        &[],
-    )
-    .await
+    outbox_runs(pool, "NOT o.retry", submission, limit, &[]).await
 }
 
 /// Runs in the outbox matching `filter` (a fixed SQL condition on `o`), oldest due first.
@@ -93,24 +86,6 @@ pub(super) fn message_from_row(
     })
 }
 
-/// Marks attempts about to be published: from now on they hold their slots whatever happens
-/// to this leader (see [`in_flight_runs`]). Marking again keeps the first time.
-pub async fn mark_sending(pool: &Pool, runs: &[(Uuid, u32)]) -> anyhow::Result<()> {
-    let ids: Vec<Uuid> = runs.iter().map(|(id, _)| *id).collect();
-    let attempts: Vec<i32> = runs.iter().map(|(_, a)| to_i32(*a)).collect();
-    let client = pool.get().await.context("no PostgreSQL connection")?;
-    client
-        .execute(
-            "UPDATE run_outbox o SET sending_at = now()
-               FROM unnest($1::uuid[], $2::int4[]) AS u(id, attempt)
-              WHERE o.run_id = u.id AND o.attempt = u.attempt AND o.sending_at IS NULL",
-            &[&ids, &attempts],
-        )
-        .await
-        .context("cannot mark runs as being published")?;
-    Ok(())
-}
-
 /// Clears the outbox of attempts JetStream has stored. Only the attempt published is cleared:
 /// a retry scheduled meanwhile (a fast failure) keeps its row.
 pub async fn mark_published(pool: &Pool, runs: &[(Uuid, u32)]) -> anyhow::Result<()> {
@@ -152,30 +127,17 @@ pub async fn take_due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<Run
     outbox_runs(pool, "o.run_id = ANY($3)", None, limit, &taken).await
 }
 
-/// An attempt in flight when a leader takes over.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    pub run: RunMessage,
-    /// When it was published, or began to be.
-    pub published: DateTime<Utc>,
-    /// A leader began to publish it and did not see it stored (it died in between): it may be
-    /// in its queue or not, so it is counted in flight and published again.
-    pub unconfirmed: bool,
-}
-
-/// Attempts published and not ended, and those a leader began to publish: at start they hold
+/// Attempts published and not ended, with when they were published: at start they hold
 /// their targets' slots and are watched for their deadlines.
-pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<InFlight>> {
+pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(RunMessage, DateTime<Utc>)>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
             "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority,
-                    r.timeout_ms, o.sending_at IS NOT NULL AS unconfirmed,
-                    COALESCE(o.sending_at, r.retry_at, r.dispatched_at, r.created_at) AS published
-               FROM runs r LEFT JOIN run_outbox o ON o.run_id = r.id
+                    r.timeout_ms, COALESCE(r.retry_at, r.dispatched_at, r.created_at) AS published
+               FROM runs r
               WHERE r.status = 'dispatched'
-                AND (o.run_id IS NULL
-                     OR o.sending_at IS NOT NULL AND NOT o.retry AND o.attempt = r.attempt)",
+                AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
             &[],
         )
         .await
@@ -188,11 +150,7 @@ pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<InFlight>> {
                 u32::try_from(row.get::<_, i32>("attempt")).unwrap_or(1),
                 row.get("job_id"),
             )?;
-            Ok(InFlight {
-                run,
-                published: row.get("published"),
-                unconfirmed: row.get("unconfirmed"),
-            })
+            Ok((run, row.get("published")))
         })
         .collect()
 }

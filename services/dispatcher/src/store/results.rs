@@ -181,8 +181,7 @@ async fn schedule_retries(
              INSERT INTO run_outbox (run_id, submission_id, not_before, retry, attempt)
              SELECT id, submission_id, due, true, next FROM moved
              ON CONFLICT (run_id) DO UPDATE
-                SET not_before = EXCLUDED.not_before, retry = true, attempt = EXCLUDED.attempt,
-                    sending_at = NULL",
+                SET not_before = EXCLUDED.not_before, retry = true, attempt = EXCLUDED.attempt",
             &[&ids, &attempts, &next, &due, &errors],
         )
         .await
