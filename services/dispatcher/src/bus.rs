@@ -169,17 +169,8 @@ mod tests {
         let bus = TestBus::start().await.unwrap();
         let js = faro_shared::nats::jetstream(bus.client.clone());
         let run = |i: usize, attempt: u32| RunMessage {
-            run_id: uuid::Uuid::now_v7(),
             attempt,
-            job_id: JobId::parse(format!("j{i}")).unwrap(),
-            queue: QueueName::parse("q").unwrap(),
-            target: None,
-            priority: Priority::default(),
-            task: Task::Sim(SimParams::default()),
-            timeout_ms: None,
-            device: None,
-            simulate: false,
-            deadline: None,
+            ..crate::fixtures::run(&format!("j{i}"), None, 5)
         };
         assert!(stored_attempts(&js, &bus.ns).await.unwrap().is_empty());
         let published: Vec<_> = (0..3).map(|i| run(i, 1)).collect();
