@@ -3,6 +3,7 @@
 //! (`tests/it`).
 
 pub mod balance;
+pub mod failover;
 pub mod scale;
 pub mod schedule;
 pub mod snmp;

@@ -2,7 +2,7 @@
 //!
 //! `faro-bench e2e --runs 100000`: zero-duration `sim` runs pushed through the whole system
 //! (dispatcher, NATS, workers, PostgreSQL), from submission to terminal status recorded.
-//! `faro-bench schedule`, `faro-bench scale`, `faro-bench snmp --walks 10` and
+//! `faro-bench schedule`, `faro-bench scale`, `faro-bench failover`, `faro-bench snmp --walks 10` and
 //! `faro-bench balance --queues 1000 --workers 10000`: see each module.
 
 use std::time::{Duration, Instant};
@@ -101,6 +101,19 @@ enum Command {
         #[arg(long)]
         no_preemption: bool,
     },
+    /// A worker killed as the only worker of its queue while its pool cools: seconds from
+    /// the kill to each of its runs started on another worker.
+    Failover {
+        /// Fresh systems, one kill each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Runs the killed worker holds.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// How long each run lasts, in seconds.
+        #[arg(long, default_value_t = 30)]
+        run_secs: u64,
+    },
     /// A worker service in this process, configured by FARO_* variables (used by `snmp` to
     /// measure a worker's own CPU).
     #[command(hide = true)]
@@ -119,6 +132,22 @@ async fn main() -> anyhow::Result<()> {
             let env = faro_shared::Env::from_process();
             let config = faro_worker::Config::from_env(&env).context("invalid configuration")?;
             faro_worker::run(config, faro_shared::shutdown::on_signal()).await
+        }
+        Command::Failover {
+            rounds,
+            runs,
+            run_secs,
+        } => {
+            let bench = faro_bench::failover::FailoverBench {
+                rounds,
+                runs,
+                run_secs: run_secs.max(15),
+                exe: std::env::current_exe().context("cannot find this program to run workers")?,
+            };
+            for line in faro_bench::failover::run(&bench).await?.lines() {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Balance {
             queues,

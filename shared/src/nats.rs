@@ -274,8 +274,19 @@ async fn declare_topology(
     })
 }
 
-/// How long a worker may hold a run without an in-progress ack before JetStream redelivers it.
-pub const RUN_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a worker may hold a run without an acknowledgement before JetStream redelivers
+/// it: short, so the runs of a worker that died run elsewhere within seconds. A worker keeps
+/// a long run with an in-progress ack every [`RUN_PROGRESS_EVERY`].
+pub const RUN_ACK_WAIT: Duration = Duration::from_secs(6);
+
+/// How often a worker sends an in-progress ack for each run it executes.
+pub const RUN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// How long before JetStream could redeliver a run its worker lets go of it: a worker that
+/// has had no in-progress ack confirmed for `RUN_ACK_WAIT - RUN_HOLD_MARGIN` abandons the
+/// attempt, so it never polls next to the worker the run went to. The margin covers the
+/// network's latency and the clocks' disagreement between workers.
+pub const RUN_HOLD_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long a message set aside stays in the dead-letter stream.
 pub const DEAD_LETTERS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);

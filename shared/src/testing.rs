@@ -238,12 +238,7 @@ impl NatsServer {
 
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let child = self.child.as_ref().context("the server is not running")?;
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .context("cannot run kill")?;
-        anyhow::ensure!(status.success(), "kill {signal} {} failed", child.id());
-        Ok(())
+        send_signal(child.id(), signal)
     }
 
     /// Kills the server without restarting it.
@@ -882,4 +877,14 @@ pub fn olt_snmprec(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../sim/olts")
         .join(format!("{name}.snmprec"))
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-KILL`, ...) to process `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+    Ok(())
 }

@@ -99,3 +99,25 @@ async fn runs_of_a_killed_worker_run_again_elsewhere_and_are_recorded_once() {
     );
     system.stop().await.unwrap();
 }
+
+/// `faro-bench failover` in short: the only worker of a queue killed while its pool cools;
+/// its runs start on the replacement within 10 s, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_of_a_queues_only_worker_start_elsewhere_within_ten_seconds_of_its_death() {
+    let figures = faro_bench::failover::run(&faro_bench::failover::FailoverBench {
+        rounds: 1,
+        runs: 4,
+        run_secs: 15,
+        exe: std::path::PathBuf::from(env!("CARGO_BIN_EXE_faro-bench")),
+    })
+    .await
+    .unwrap();
+    assert_eq!(figures.failovers.len(), 4, "{figures:?}");
+    for secs in &figures.failovers {
+        assert!(
+            *secs < 10.0,
+            "a run started again {secs} s after the kill: {figures:?}"
+        );
+    }
+    assert_eq!(figures.doubled, 0, "{figures:?}");
+}

@@ -253,6 +253,7 @@ async fn every_service_serves_metrics_that_promtool_accepts() {
             not_emitted_here: &[
                 worker::REDELIVERIES,
                 worker::RUNS_SET_ASIDE,
+                worker::RUNS_ABANDONED,
                 worker::SNMP_REQUESTS,
                 worker::SNMP_TIMEOUTS,
                 worker::SNMP_VALUES,

@@ -146,17 +146,29 @@ impl Balancer {
         }
         let mut next = tokio::time::Instant::now();
         let mut cycles: u64 = 0;
+        let mut looked_at = DateTime::<Utc>::MIN_UTC;
         loop {
             // A watch silent for longer than the workers beat is dead, not quiet: it is opened
             // again before its silence makes them lost.
-            let beats_silence = {
+            let (beats_silence, unstable_at) = {
                 let state = self.state.lock().await;
-                beats_silence(state.registry.longest_beat_interval())
+                (
+                    beats_silence(state.registry.longest_beat_interval()),
+                    state.registry.next_unstable(),
+                )
             };
+            // A worker that misses its beat is seen at once: its queue, if it had no other
+            // worker, gets a replacement in that cycle, not up to `cycle_interval` later.
+            // (Once per instability: a cycle that failed before it aged the registry does
+            // not make the loop spin.)
+            let wake = unstable_at.filter(|at| *at > looked_at).map_or(next, |at| {
+                let after = (at - Utc::now()).to_std().unwrap_or_default();
+                next.min(tokio::time::Instant::now() + after + UNSTABLE_SLACK)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 entry = beats.next(beats_silence) => {
                     if self.observe_beat(entry).await {
                         // A worker joined, returned or left: decide at once.
@@ -170,6 +182,7 @@ impl Balancer {
                 }
             }
             let started = Instant::now();
+            looked_at = Utc::now();
             let interval = match self.cycle().await {
                 Ok(interval) => {
                     metrics::counter!(m::CYCLES, "result" => "ok").increment(1);
@@ -399,6 +412,10 @@ fn observe(prepared: &Prepared, decision: &Decision) {
 /// How long the first reads of the heartbeat and demand watches may wait for the next entry
 /// before the balancer stops catching up and decides.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long after a worker's beat is due to be missed the balancer looks: past the instant,
+/// so the registry counts it missed.
+const UNSTABLE_SLACK: Duration = Duration::from_millis(50);
 
 /// Heartbeat-watch silence allowed while no worker is live: the watch is opened again this
 /// often on an idle system (cheap), so a dead one cannot hide a worker that starts later.

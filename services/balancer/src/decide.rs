@@ -17,7 +17,10 @@
 //!    (flexible) an idle worker of a pool whose own queues have no demand, `borrowed_from`;
 //!    (preemption) a worker of a less urgent queue above its minimum, `preempted_by`.
 //! 4. Every pool with a changed worker cools until `now + cooling_period`; the workers of a
-//!    cooling pool do not move (step 1 aside).
+//!    cooling pool do not move (step 1 aside), with one exception: a queue with work whose
+//!    workers all stopped beating (dead, cut off) takes an idle home-pool worker, cooling or
+//!    not, as its `replacement` (step 3, before any other source), so a dead worker's runs
+//!    run elsewhere within seconds.
 //!
 //! `maintenance_mode` changes nothing. Unstable workers keep what they have and take nothing new.
 
@@ -110,6 +113,9 @@ pub enum Reason {
     PreemptedBy(QueueName),
     BorrowedFrom(PoolName),
     Returned,
+    /// A queue with work whose workers all stopped beating takes an idle worker, even from a
+    /// cooling pool: cooling never leaves a dead worker's runs unserved.
+    Replacement,
     /// Forced: the assignment became impossible (the text says why).
     Unfit(String),
 }
@@ -123,6 +129,7 @@ impl Reason {
             Reason::PreemptedBy(_) => "preempted",
             Reason::BorrowedFrom(_) => "borrowed",
             Reason::Returned => "returned",
+            Reason::Replacement => "replacement",
             Reason::Unfit(_) => "unfit",
         }
     }
@@ -136,6 +143,7 @@ impl fmt::Display for Reason {
             Reason::PreemptedBy(queue) => write!(f, "preempted_by {queue}"),
             Reason::BorrowedFrom(pool) => write!(f, "borrowed_from {pool}"),
             Reason::Returned => f.write_str("returned"),
+            Reason::Replacement => f.write_str("replacement"),
             Reason::Unfit(why) => write!(f, "unfit: {why}"),
         }
     }
@@ -247,7 +255,7 @@ pub fn decide(inputs: Inputs<'_>) -> Decision {
             for &q in &order {
                 while s.below_max(q)
                     && if minimum {
-                        s.members[q].len() < s.queues[q].min_workers as usize
+                        s.members[q].len() < s.queues[q].min_workers as usize || s.orphaned(q)
                     } else {
                         s.stale[q].is_none() && s.capacity[q] < s.pending[q]
                     }

@@ -219,6 +219,22 @@ impl Registry {
         events
     }
 
+    /// When the first active worker becomes unstable if it does not beat before: a cycle
+    /// then replaces a dead worker without waiting for the next `cycle_interval`.
+    pub fn next_unstable(&self) -> Option<DateTime<Utc>> {
+        self.workers
+            .values()
+            .filter(|e| e.state == RegState::Active)
+            .map(|e| {
+                let interval = e
+                    .beat
+                    .as_ref()
+                    .map_or(chrono::Duration::seconds(5), interval_of);
+                e.last_seen + interval + interval / 2
+            })
+            .min()
+    }
+
     /// Forgets lost and left workers not seen since `cutoff` (their rows stay in `workers`):
     /// workers named after short-lived containers do not pile up. Returns how many.
     pub fn forget_before(&mut self, cutoff: DateTime<Utc>) -> usize {
@@ -310,6 +326,27 @@ mod tests {
             reg.longest_beat_interval(),
             None,
             "a lost worker beats no more"
+        );
+    }
+
+    #[test]
+    fn the_next_instability_is_due_when_the_oldest_active_beat_is_missed() {
+        let mut reg = Registry::default();
+        assert_eq!(reg.next_unstable(), None);
+        reg.beat(hb("w1"), t(0));
+        reg.beat(hb("w2"), t(3));
+        assert_eq!(
+            reg.next_unstable(),
+            Some(t(0) + chrono::Duration::milliseconds(7500))
+        );
+        // Once w1 is unstable, only w2 can become so next.
+        assert_eq!(
+            kinds(&reg.tick(t(0) + chrono::Duration::milliseconds(7500), 5)),
+            ["unstable"]
+        );
+        assert_eq!(
+            reg.next_unstable(),
+            Some(t(3) + chrono::Duration::milliseconds(7500))
         );
     }
 

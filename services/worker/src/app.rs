@@ -109,6 +109,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let topology = service.topology.clone();
 
+    let journal = match &config.journal {
+        None => crate::journal::Journal::default(),
+        Some(path) => {
+            let journal = crate::journal::Journal::open(path).with_context(|| {
+                format!(
+                    "cannot open FARO_WORKER_JOURNAL={}: expected a file the worker may append to",
+                    path.display()
+                )
+            })?;
+            tracing::info!(path = %path.display(), "every execution's start and end is journaled");
+            journal
+        }
+    };
     let abort = CancellationToken::new();
     let worker = Arc::new(Worker {
         settings: std::sync::RwLock::default(),
@@ -125,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             abort: abort.clone(),
             cancels: Arc::new(Cancels::default()),
             outcomes: Arc::default(),
+            journal: Arc::new(journal),
             exec: Arc::new(config.exec.clone()),
             snmp: Arc::new(crate::snmp::Poller::new(
                 config.unreachable_after,

@@ -37,6 +37,9 @@ pub struct Config {
     /// The commands `exec` runs may ask for, from the JSON file `FARO_WORKER_EXEC_ALLOWLIST`;
     /// empty (and `exec` not offered) without it.
     pub exec: AllowList,
+    /// A file where every execution's start and end is appended, one JSON line each
+    /// (`FARO_WORKER_JOURNAL`); none without it.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -91,6 +94,9 @@ impl Config {
             unreachable_delay: env
                 .duration("FARO_SNMP_UNREACHABLE_DELAY", Duration::from_secs(30))?,
             exec,
+            journal: env
+                .optional("FARO_WORKER_JOURNAL")
+                .map(std::path::PathBuf::from),
         })
     }
 }

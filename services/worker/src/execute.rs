@@ -12,12 +12,15 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::messages::{RunMessage, RunOutput, RunResult, Task};
-use faro_shared::nats::RUN_ACK_WAIT;
+use faro_shared::nats::RUN_PROGRESS_EVERY;
 use faro_shared::Namespace;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::cancel::Cancels;
+use crate::hold::{Hold, Lost};
+use crate::journal::Journal;
 use crate::metrics as m;
 use crate::sim;
 use crate::snmp::{Chunks, Poller};
@@ -35,6 +38,8 @@ pub struct Executor {
     pub snmp: Arc<Poller>,
     /// The commands `exec` runs may ask for.
     pub exec: Arc<crate::exec::AllowList>,
+    /// Where every execution's start and end is written (`FARO_WORKER_JOURNAL`).
+    pub journal: Arc<Journal>,
     /// Runs executed since start, by outcome (for the heartbeat).
     pub outcomes: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
@@ -50,6 +55,9 @@ impl Executor {
 
     /// Executes one pulled message to the end; never panics on bad input.
     pub async fn handle(&self, message: jetstream::Message) {
+        // The hold on the run counts from here (the server delivered it a little earlier:
+        // the margin covers that).
+        let received = Instant::now();
         let run: RunMessage = match serde_json::from_slice(&message.payload) {
             Ok(run) => run,
             Err(error) => {
@@ -73,7 +81,9 @@ impl Executor {
                 .await;
             return;
         }
-        self.run(run, message).instrument(span).await;
+        self.run(run, message, received, delivered)
+            .instrument(span)
+            .await;
     }
 
     /// A run on its last delivery is not executed: every worker that took it before died,
@@ -90,56 +100,120 @@ impl Executor {
         self.finish(&result, message).await;
     }
 
-    /// Executes a decoded run, publishes its result, then acks (or gives it back).
-    async fn run(&self, run: RunMessage, message: jetstream::Message) {
+    /// Executes a decoded run, publishes its result, then acks (or gives it back, or lets it
+    /// go when its hold ended).
+    async fn run(
+        &self,
+        run: RunMessage,
+        message: jetstream::Message,
+        received: Instant,
+        delivered: i64,
+    ) {
         let started_at = Utc::now();
-        let started = std::time::Instant::now();
         let remaining = until_deadline(run.deadline, started_at);
-        let executed = match self.cancels.start(run.run_id, run.attempt) {
+        let ended = match self.cancels.start(run.run_id, run.attempt) {
             None => {
                 tracing::info!("cancelled before it started; skipped");
-                Some(cancelled("cancelled by an operator before it started"))
+                Ended::Done(cancelled("cancelled by an operator before it started"))
             }
             Some(_) if remaining == Remaining::Passed => {
                 self.cancels.finish(run.run_id, run.attempt);
                 tracing::info!("its deadline passed before it started; not started");
-                Some(timed_out(format!(
+                Ended::Done(timed_out(format!(
                     "not started: its deadline ({}) passed before a worker took it",
                     run.deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
                 )))
             }
             Some(stop) => {
                 metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
-                let deadline = async {
-                    match remaining {
-                        Remaining::Left(left) => tokio::time::sleep(left).await,
-                        Remaining::Unbounded | Remaining::Passed => std::future::pending().await,
-                    }
+                self.journal
+                    .started(&run, &self.worker_id, delivered, started_at);
+                let hold = Hold::new(received);
+                let deadline = match remaining {
+                    Remaining::Left(left) => Some(Instant::now() + left),
+                    Remaining::Unbounded | Remaining::Passed => None,
                 };
-                let executed = tokio::select! {
-                    executed = self.execute_with_progress(&run, &message) => Some(executed),
-                    _ = deadline => {
-                        tracing::info!("stopped at its deadline");
-                        Some(timed_out(format!(
-                            "stopped at its deadline ({})",
-                            run.deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
-                        )))
-                    }
+                let ended = tokio::select! {
+                    // The work first: a run done at once never arms a timer.
+                    biased;
+                    executed = self.execute(&run, &hold) => Ended::Done(executed),
+                    stopped = self.guard(&message, &hold, deadline) => match stopped {
+                        Stop::Deadline => {
+                            tracing::info!("stopped at its deadline");
+                            Ended::Done(timed_out(format!(
+                                "stopped at its deadline ({})",
+                                run.deadline.map(|d| d.to_rfc3339()).unwrap_or_default()
+                            )))
+                        }
+                        Stop::HoldLost(lost) => Ended::Abandoned(lost),
+                    },
                     _ = stop.cancelled() => {
                         tracing::info!("cancelled by an operator; stopped");
-                        Some(cancelled("cancelled by an operator while it ran"))
+                        Ended::Done(cancelled("cancelled by an operator while it ran"))
                     }
-                    _ = self.abort.cancelled() => None,
+                    _ = self.abort.cancelled() => Ended::GivenBack,
+                };
+                // A worker frozen or cut off past its hold reports nothing: the run may be
+                // executing elsewhere, and its result would free the target's slot under it.
+                let ended = match (ended, hold.check()) {
+                    (Ended::Done(_), Err(lost)) => Ended::Abandoned(lost),
+                    (ended, _) => ended,
                 };
                 metrics::gauge!(m::RUNS_IN_PROGRESS).decrement(1.0);
                 self.cancels.finish(run.run_id, run.attempt);
-                executed
+                match &ended {
+                    Ended::Done((outcome, _, _)) => {
+                        self.journal.ended(
+                            &run,
+                            &self.worker_id,
+                            delivered,
+                            Utc::now(),
+                            *outcome,
+                            None,
+                        );
+                    }
+                    Ended::Abandoned(lost) => {
+                        let why = "its hold on the run ended: no in-progress ack confirmed in time (cut off from NATS, or frozen)";
+                        tracing::warn!(
+                            reason = why,
+                            "run abandoned without a result; JetStream gives it to another worker"
+                        );
+                        metrics::counter!(m::RUNS_ABANDONED, "queue" => run.queue.to_string())
+                            .increment(1);
+                        let at = Utc::now() - lost.ended.elapsed();
+                        self.journal.ended(
+                            &run,
+                            &self.worker_id,
+                            delivered,
+                            at,
+                            Outcome::Interrupted,
+                            Some(why),
+                        );
+                    }
+                    Ended::GivenBack => {
+                        self.journal.ended(
+                            &run,
+                            &self.worker_id,
+                            delivered,
+                            Utc::now(),
+                            Outcome::Interrupted,
+                            Some("given back at shutdown"),
+                        );
+                    }
+                }
+                ended
             }
         };
-        let Some((outcome, output, error)) = executed else {
-            tracing::info!("shutdown grace over; run given back to its queue");
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-            return;
+        let (outcome, output, error) = match ended {
+            Ended::Done(executed) => executed,
+            // Not acked, not given back: a nak would hand the run out again while it may
+            // already be executing elsewhere. JetStream redelivers it when the hold ends.
+            Ended::Abandoned(_) => return,
+            Ended::GivenBack => {
+                tracing::info!("shutdown grace over; run given back to its queue");
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
         };
         let result = self.result(&run, outcome, started_at, output, error);
         let labels = [
@@ -154,8 +228,53 @@ impl Executor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(outcome.as_str().to_owned())
             .or_default() += 1;
-        metrics::histogram!(m::RUN_SECONDS, &labels).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::RUN_SECONDS, &labels).record(received.elapsed().as_secs_f64());
         self.finish(&result, message).await;
+    }
+
+    /// Keeps the hold on a running attempt with in-progress acks the server confirms, and
+    /// returns when the attempt must stop: at its deadline, or when its hold ended.
+    async fn guard(
+        &self,
+        message: &jetstream::Message,
+        hold: &Hold,
+        deadline: Option<Instant>,
+    ) -> Stop {
+        let client = self.js.client();
+        let reply = message.reply.clone();
+        let mut next_progress = Instant::now() + RUN_PROGRESS_EVERY;
+        let mut confirming = None;
+        loop {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Stop::Deadline;
+            }
+            if let Err(lost) = hold.check_at(now) {
+                return Stop::HoldLost(lost);
+            }
+            if now >= next_progress && confirming.is_none() {
+                if let Some(reply) = &reply {
+                    confirming = Some(Box::pin(confirm_progress(client.clone(), reply.clone())));
+                }
+                next_progress = now + RUN_PROGRESS_EVERY;
+            }
+            let wake = [Some(next_progress), Some(hold.ends_at()), deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_progress);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                sent = async { confirming.as_mut().expect("guarded by the condition").await },
+                    if confirming.is_some() =>
+                {
+                    confirming = None;
+                    if let Some(sent) = sent {
+                        hold.confirm(sent);
+                    }
+                }
+            }
+        }
     }
 
     /// The result of `run` as this worker reports it, finished now.
@@ -217,26 +336,44 @@ impl Executor {
             .await?;
         Ok(())
     }
+}
 
-    /// Executes the run's kind, telling JetStream it is still alive while it lasts.
-    async fn execute_with_progress(
-        &self,
-        run: &RunMessage,
-        message: &jetstream::Message,
-    ) -> (Outcome, Option<RunOutput>, Option<String>) {
-        let work = self.execute(run);
-        tokio::pin!(work);
-        let mut progress = tokio::time::interval(RUN_ACK_WAIT / 3);
-        progress.tick().await;
-        loop {
-            tokio::select! {
-                done = &mut work => return done,
-                _ = progress.tick() => {
-                    if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(%error, "cannot send an in-progress ack");
-                    }
-                }
-            }
+/// How an executing attempt ended.
+enum Ended {
+    Done(Executed),
+    /// Its hold ended first: no result, no ack.
+    Abandoned(Lost),
+    /// The shutdown grace was over.
+    GivenBack,
+}
+
+/// Why the guard stopped an attempt.
+enum Stop {
+    Deadline,
+    HoldLost(Lost),
+}
+
+/// Sends one in-progress ack and waits for the server to confirm it; the time it was sent
+/// when confirmed.
+async fn confirm_progress(
+    client: async_nats::Client,
+    reply: async_nats::Subject,
+) -> Option<Instant> {
+    let sent = Instant::now();
+    match tokio::time::timeout(
+        RUN_PROGRESS_EVERY,
+        client.request(reply, AckKind::Progress.into()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Some(sent),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "an in-progress ack was not confirmed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("an in-progress ack was not confirmed within {RUN_PROGRESS_EVERY:?}");
+            None
         }
     }
 }
@@ -277,10 +414,10 @@ fn cancelled(why: &str) -> (Outcome, Option<RunOutput>, Option<String>) {
 type Executed = (Outcome, Option<RunOutput>, Option<String>);
 
 impl Executor {
-    async fn execute(&self, run: &RunMessage) -> Executed {
+    async fn execute(&self, run: &RunMessage, hold: &Hold) -> Executed {
         match &run.task {
             Task::Sim(params) => simulate(run, params).await,
-            Task::SnmpGet(_) | Task::SnmpWalk(_) => self.poll(run).await,
+            Task::SnmpGet(_) | Task::SnmpWalk(_) => self.poll(run, hold).await,
             Task::Exec(params) => match self.exec.expand(params) {
                 Ok((allowed, argv)) => {
                     crate::exec::run(allowed, argv, run.timeout_ms.map(Duration::from_millis)).await
@@ -291,7 +428,7 @@ impl Executor {
     }
 
     /// An SNMP run: its values go out in chunks, its result counts them.
-    async fn poll(&self, run: &RunMessage) -> Executed {
+    async fn poll(&self, run: &RunMessage, hold: &Hold) -> Executed {
         if run.simulate {
             // SNMP test mode: a simulated run's draw, no device touched, no values.
             return simulate(run, &faro_shared::messages::SimParams::default()).await;
@@ -307,8 +444,8 @@ impl Executor {
         };
         let mut chunks = Chunks::new(self.js.clone(), &self.ns, run, target);
         let polled = match &run.task {
-            Task::SnmpGet(params) => self.snmp.get(device, params, &mut chunks).await,
-            Task::SnmpWalk(params) => self.snmp.walk(device, params, &mut chunks).await,
+            Task::SnmpGet(params) => self.snmp.get(device, params, hold, &mut chunks).await,
+            Task::SnmpWalk(params) => self.snmp.walk(device, params, hold, &mut chunks).await,
             Task::Sim(_) | Task::Exec(_) => unreachable!("only SNMP runs are polled"),
         };
         // Values polled before a failure are still sent: they are real.

@@ -3,7 +3,7 @@
 //! slots), executes them, publishes each result and only then acknowledges the run.
 //!
 //! Modules: `config`, `app` (heartbeat, assignment, pull and cancel loops), `execute` (one
-//! run), `cancel` (cancels asked for by the dispatcher),
+//! run), `hold` (when a worker must let go of a run), `journal` (its record of executions), `cancel` (cancels asked for by the dispatcher),
 //! `sim` (pure: the simulated kind's draw), `snmp` (`snmp.get`, `snmp.walk`), `exec` (allow-listed programs), `reach` (pure: which agents answer), `load` (pure: CPU, memory, admission by load), `cgroup` (pure: the process's cgroup and
 //! its CPU and memory files), `sampler` (reads the load from the cgroup or the machine), `metrics`.
 
@@ -16,6 +16,8 @@ mod cgroup;
 pub mod config;
 pub mod exec;
 mod execute;
+pub mod hold;
+mod journal;
 mod load;
 pub mod metrics;
 pub mod reach;

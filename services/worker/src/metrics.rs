@@ -12,6 +12,7 @@ pub const RUN_SECONDS: &str = "faro_worker_run_duration_seconds";
 pub const BAD_MESSAGES: &str = "faro_worker_bad_messages_total";
 pub const REDELIVERIES: &str = "faro_worker_redeliveries_total";
 pub const RUNS_SET_ASIDE: &str = "faro_worker_runs_set_aside_total";
+pub const RUNS_ABANDONED: &str = "faro_worker_runs_abandoned_total";
 pub const HEARTBEATS: &str = "faro_worker_heartbeats_total";
 pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
 pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
@@ -23,6 +24,11 @@ pub const ADMISSION_CLOSED: &str = "faro_worker_admission_closed";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        RUNS_ABANDONED,
+        Unit::Count,
+        "Runs let go without a result because the worker could not confirm its hold on them in time (cut off from NATS, or frozen): JetStream gives each to another worker, by queue.",
+    ),
     Metric::counter(
         RUNS_SET_ASIDE,
         Unit::Count,

@@ -26,6 +26,7 @@ use faro_shared::targetfile::{self, Snmp};
 use faro_shared::Namespace;
 use tokio::sync::OnceCell;
 
+use crate::hold::Hold;
 use crate::metrics as m;
 use crate::reach::{Change, Gate, Reachability};
 
@@ -216,9 +217,10 @@ impl Poller {
         &self,
         device: &Device,
         params: &SnmpGetParams,
+        hold: &Hold,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
-        self.guarded(device, self.get_values(device, params, chunks))
+        self.guarded(device, self.get_values(device, params, hold, chunks))
             .await
     }
 
@@ -227,9 +229,10 @@ impl Poller {
         &self,
         device: &Device,
         params: &SnmpWalkParams,
+        hold: &Hold,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
-        self.guarded(device, self.walk_values(device, params, chunks))
+        self.guarded(device, self.walk_values(device, params, hold, chunks))
             .await
     }
 
@@ -298,12 +301,14 @@ impl Poller {
         &self,
         device: &Device,
         params: &SnmpGetParams,
+        hold: &Hold,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
         let client = self
             .client(device, params.timeout_ms, params.retries)
             .await?;
         let oids = oids(&params.oids)?;
+        held(hold)?;
         metrics::counter!(m::SNMP_REQUESTS, "op" => "get").increment(1);
         let response = client
             .get_many(&oids)
@@ -319,6 +324,7 @@ impl Poller {
         &self,
         device: &Device,
         params: &SnmpWalkParams,
+        hold: &Hold,
         chunks: &mut Chunks,
     ) -> Result<(), PollError> {
         let client = self
@@ -329,13 +335,26 @@ impl Poller {
             let mut walk = client
                 .bulk_walk(root, params.max_repetitions.get())
                 .map_err(|error| poll_error(device, &error))?;
-            while let Some(varbind) = walk.next().await {
+            // Each step may send the next GETBULK: never once the hold on the run ended.
+            while let Some(varbind) = {
+                held(hold)?;
+                walk.next().await
+            } {
                 let varbind = varbind.map_err(|error| poll_error(device, &error))?;
                 chunks.push(convert(varbind.oid, varbind.value)).await?;
             }
         }
         Ok(())
     }
+}
+
+/// No device request once the worker's hold on its run ended (it was frozen, or cut off
+/// from NATS): the run may be polling from another worker by now.
+fn held(hold: &Hold) -> Result<(), PollError> {
+    hold.check().map_err(|_| PollError {
+        outcome: Outcome::Interrupted,
+        message: "stopped: the worker's hold on the run ended".to_owned(),
+    })
 }
 
 fn oids(oids: &Oids) -> Result<Vec<Oid>, PollError> {

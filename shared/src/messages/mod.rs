@@ -8,6 +8,7 @@
 mod api;
 pub mod dead;
 mod job;
+pub mod journal;
 mod run;
 mod worker;
 

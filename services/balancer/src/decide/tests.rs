@@ -266,6 +266,42 @@ fn a_cooling_pool_does_not_move_and_a_changed_pool_starts_cooling() {
 }
 
 #[test]
+fn a_queue_whose_only_worker_stopped_beating_gets_a_replacement_while_its_pool_cools() {
+    let mut dead = worker("w1", "default", Some("q"), 2);
+    dead.usable = false;
+    let mut case = Case::new(
+        vec![queue("q", 5, 0, None, &["default"])],
+        vec![
+            dead,
+            worker("w2", "default", None, 0),
+            worker("w3", "default", None, 0),
+        ],
+        &[("q", 3)],
+    );
+    case.cooling
+        .insert(pn("default"), t0() + chrono::Duration::seconds(20));
+    let decision = case.decide();
+    // One replacement (the lowest id), not every idle worker: the rest waits for cooling.
+    assert_eq!(served_by(&decision, "q"), ["w1", "w2"]);
+    assert_eq!(decision.changes.len(), 1);
+    assert_eq!(decision.changes[0].reason, Reason::Replacement);
+    assert_eq!(decision.changes[0].reason.to_string(), "replacement");
+
+    // A queue that still has a live worker waits for cooling as before.
+    let mut case = Case::new(
+        vec![queue("q", 5, 0, None, &["default"])],
+        vec![
+            worker("w1", "default", Some("q"), 2),
+            worker("w2", "default", None, 0),
+        ],
+        &[("q", 30)],
+    );
+    case.cooling
+        .insert(pn("default"), t0() + chrono::Duration::seconds(20));
+    assert!(case.decide().changes.is_empty());
+}
+
+#[test]
 fn maintenance_changes_nothing_even_for_a_queue_that_is_gone() {
     let mut case = Case::new(
         vec![queue("q", 5, 0, None, &["default"])],
@@ -540,7 +576,12 @@ proptest! {
                     let spec = case.queues.iter().find(|s| &s.name == q).unwrap();
                     spec.max_workers.is_some_and(|m| count(&before, q) > m as usize)
                 });
-                prop_assert!(over_max, "{} of cooling pool {} moved", w.id, w.pool);
+                // ... or it replaces the workers a queue lost (all of them stopped beating)
+                let replaces = w.current.is_none() && to.as_ref().is_some_and(|q| {
+                    let had: Vec<_> = case.workers.iter().filter(|o| o.current.as_ref() == Some(q)).collect();
+                    !had.is_empty() && had.iter().all(|o| !o.usable)
+                });
+                prop_assert!(over_max || replaces, "{} of cooling pool {} moved", w.id, w.pool);
             }
             // an unstable worker takes nothing new
             if !w.usable && to.is_some() {

@@ -327,6 +327,12 @@ impl<'a> State<'a> {
                 return true;
             }
         }
+        if self.orphaned(q) {
+            if let Some(w) = self.idle_while_cooling(q) {
+                self.assign(w, q, Reason::Replacement);
+                return true;
+            }
+        }
         if !self.policy.strict_isolation {
             // A home-pool worker lent to another pool's queue comes back.
             let lent = self.queue_homes[q].iter().find_map(|&p| {
@@ -360,6 +366,27 @@ impl<'a> State<'a> {
             }
         }
         false
+    }
+
+    /// Whether `q` has work (pending runs, unknown demand, or a minimum) and lost every
+    /// worker it had: they stopped beating (dead, cut off), and its runs wait for nobody.
+    pub(super) fn orphaned(&self, q: usize) -> bool {
+        (self.pending[q] > 0 || self.stale[q].is_some() || self.queues[q].min_workers > 0)
+            && self.queue_mask[q] != 0
+            && !self.members[q].is_empty()
+            && self.members[q].iter().all(|&w| !self.workers[w].usable)
+    }
+
+    /// An idle, beating worker of a cooling home pool of `q` with its kinds (the lowest id):
+    /// what an orphaned queue takes.
+    fn idle_while_cooling(&self, q: usize) -> Option<usize> {
+        (0..self.workers.len()).find(|&w| {
+            self.at[w].is_none()
+                && self.workers[w].usable
+                && self.frozen[self.worker_pool[w]].is_some()
+                && self.is_home(q, w)
+                && self.supports(q, w)
+        })
     }
 
     pub(super) fn pop_idle(&mut self, pool: usize, need: u8) -> Option<usize> {

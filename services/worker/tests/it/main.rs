@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fence;
 mod load;
 mod slots;
 
@@ -49,6 +50,22 @@ impl Harness {
         capacity: u32,
         grace: &str,
     ) -> (JoinHandle<anyhow::Result<()>>, CancellationToken) {
+        let env = self.worker_env(id, capacity, grace).await;
+        let shutdown = CancellationToken::new();
+        let config = faro_worker::Config::from_env(&env).unwrap();
+        (
+            tokio::spawn(faro_worker::run(config, shutdown.clone())),
+            shutdown,
+        )
+    }
+
+    /// Assigns worker `id` to the test queue; the settings it starts with.
+    pub async fn worker_env(
+        &self,
+        id: &str,
+        capacity: u32,
+        grace: &str,
+    ) -> faro_shared::config::Env {
         let assignment = Assignment {
             worker_id: WorkerId::parse(id).unwrap(),
             queues: vec![self.queue.clone()],
@@ -71,12 +88,24 @@ impl Harness {
             .set("FARO_WORKER_FETCH_EXPIRY", "200ms")
             .set("FARO_HEARTBEAT_INTERVAL", "50ms")
             .set("FARO_SHUTDOWN_GRACE", grace);
-        let shutdown = CancellationToken::new();
-        let config = faro_worker::Config::from_env(&env).unwrap();
-        (
-            tokio::spawn(faro_worker::run(config, shutdown.clone())),
-            shutdown,
-        )
+        env
+    }
+
+    /// Waits until worker `id` says it executes `count` runs.
+    pub async fn wait_in_progress(&self, id: &str, count: u32, limit: Duration) {
+        let mut beats = self.topology.workers.watch_with_history(id).await.unwrap();
+        let executing = async {
+            while let Some(Ok(entry)) = beats.next().await {
+                let beat = serde_json::from_slice::<faro_shared::messages::Heartbeat>(&entry.value);
+                if beat.is_ok_and(|b| b.in_progress == count) {
+                    return;
+                }
+            }
+            panic!("the heartbeat watch ended");
+        };
+        tokio::time::timeout(limit, executing)
+            .await
+            .unwrap_or_else(|_| panic!("{id} never had {count} runs in progress"));
     }
 
     /// Publishes `count` seeded sim runs of `duration_ms` that always succeed.
