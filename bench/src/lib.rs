@@ -3,6 +3,7 @@
 //! (`tests/it`).
 
 pub mod balance;
+pub mod chaos;
 pub mod failover;
 pub mod scale;
 pub mod schedule;

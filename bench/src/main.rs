@@ -101,6 +101,38 @@ enum Command {
         #[arg(long)]
         no_preemption: bool,
     },
+    /// The service binaries under faults (leader, worker, nats-server and PostgreSQL killed,
+    /// frozen, restarted) while runs go through: runs lost, doubled, over their target's
+    /// limit, recurring slots missed. Needs the binaries built beside this one.
+    Chaos {
+        /// One-shot runs submitted during the faults.
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+        /// Targets (limit 3 each) the runs are spread over.
+        #[arg(long, default_value_t = 200)]
+        targets: usize,
+        /// Recurring jobs.
+        #[arg(long, default_value_t = 200)]
+        recurring: usize,
+        /// Their interval, in seconds.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// How long PostgreSQL stays frozen, in seconds.
+        #[arg(long, default_value_t = 60)]
+        pg_pause: u64,
+        /// Seconds of load between two faults.
+        #[arg(long, default_value_t = 10)]
+        settle: u64,
+        /// Slots of each of the three workers.
+        #[arg(long, default_value_t = 100)]
+        capacity: u32,
+        /// Where the service binaries are (default: beside this program).
+        #[arg(long)]
+        bin_dir: Option<std::path::PathBuf>,
+        /// Keep logs and journals in this directory.
+        #[arg(long)]
+        logs: Option<std::path::PathBuf>,
+    },
     /// A worker killed as the only worker of its queue while its pool cools: seconds from
     /// the kill to each of its runs started on another worker.
     Failover {
@@ -121,7 +153,7 @@ enum Command {
 }
 
 #[tokio::main]
-#[allow(clippy::print_stdout)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 async fn main() -> anyhow::Result<()> {
     // The services' logs, when asked for (RUST_LOG=info), on standard error.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -132,6 +164,46 @@ async fn main() -> anyhow::Result<()> {
             let env = faro_shared::Env::from_process();
             let config = faro_worker::Config::from_env(&env).context("invalid configuration")?;
             faro_worker::run(config, faro_shared::shutdown::on_signal()).await
+        }
+        Command::Chaos {
+            runs,
+            targets,
+            recurring,
+            interval,
+            pg_pause,
+            settle,
+            capacity,
+            bin_dir,
+            logs,
+        } => {
+            let bin_dir = match bin_dir {
+                Some(dir) => dir,
+                None => std::env::current_exe()
+                    .context("cannot find this program")?
+                    .parent()
+                    .context("this program has no directory")?
+                    .to_owned(),
+            };
+            let bench = faro_bench::chaos::ChaosBench {
+                runs,
+                targets: targets.max(1),
+                recurring,
+                interval: Duration::from_secs(interval.max(1)),
+                pg_pause: Duration::from_secs(pg_pause),
+                settle: Duration::from_secs(settle),
+                capacity: capacity.max(1),
+                bin_dir,
+                logs,
+                drain_limit: Duration::from_secs(900),
+            };
+            let figures = faro_bench::chaos::run(&bench).await?;
+            for line in &figures.details {
+                eprintln!("{line}");
+            }
+            for line in figures.lines() {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Failover {
             rounds,

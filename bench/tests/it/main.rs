@@ -6,6 +6,7 @@ mod bad_input;
 mod balance;
 mod cancel;
 mod chains;
+mod chaos;
 mod cluster;
 mod deadlines;
 mod definitions;

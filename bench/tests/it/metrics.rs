@@ -254,6 +254,7 @@ async fn every_service_serves_metrics_that_promtool_accepts() {
                 worker::REDELIVERIES,
                 worker::RUNS_SET_ASIDE,
                 worker::RUNS_ABANDONED,
+                worker::RUNS_ALREADY_ENDED,
                 worker::SNMP_REQUESTS,
                 worker::SNMP_TIMEOUTS,
                 worker::SNMP_VALUES,

@@ -173,7 +173,12 @@ pub(crate) async fn deadlines_loop(
                 )
             })
             .collect();
-        tracing::warn!(runs = results.len(), "attempts timed out");
+        let first: Vec<String> = results
+            .iter()
+            .take(10)
+            .map(|r| format!("{} attempt {}", r.run_id, r.attempt))
+            .collect();
+        tracing::warn!(runs = results.len(), first = ?first, "attempts timed out: no result by their deadline and grace");
         metrics::counter!(m::TIMEOUTS).increment(results.len() as u64);
         if let Err(error) = apply_results(&d, &results).await {
             // Watch them again: the next wake records them.

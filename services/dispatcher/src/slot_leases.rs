@@ -21,7 +21,6 @@ use async_nats::jetstream::{self, context::PublishAckFuture, kv};
 use chrono::{DateTime, Utc};
 use faro_shared::domain::TargetId;
 use futures::StreamExt as _;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,8 +29,7 @@ use crate::admission::SlotChange;
 use crate::deadlines::RunDeadline;
 use crate::metrics as m;
 
-/// Key prefix of the slot leases in the bucket.
-pub const PREFIX: &str = "slot.";
+pub use faro_shared::messages::slots::{key, parse_key, TargetSlots, PREFIX};
 
 /// How long changes gather before they are written.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -39,26 +37,6 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// Writes not yet confirmed by the server, at most; the writer waits for confirmations beyond.
 /// Well under the JetStream context's 10,000 ack permits, which unconfirmed writes hold.
 const IN_FLIGHT: usize = 1024;
-
-/// The key of `target`'s slots.
-pub fn key(target: &TargetId) -> String {
-    format!("{PREFIX}{target}")
-}
-
-/// The target of a slot key; `None` for any other key of the bucket.
-pub fn parse_key(key: &str) -> Option<TargetId> {
-    TargetId::parse(key.strip_prefix(PREFIX)?).ok()
-}
-
-/// The value of a target's slot key: who holds its slots, and until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetSlots {
-    pub target: TargetId,
-    /// The dispatcher instance that admitted them.
-    pub holder: String,
-    /// Each run holding a slot, with the end of its lease (its deadline plus grace).
-    pub runs: BTreeMap<Uuid, DateTime<Utc>>,
-}
 
 /// The runs holding each target's slots, with the end of each one's lease.
 type Held = HashMap<TargetId, BTreeMap<Uuid, DateTime<Utc>>>;

@@ -139,6 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             cancels: Arc::new(Cancels::default()),
             outcomes: Arc::default(),
             journal: Arc::new(journal),
+            leases: topology.leases.clone(),
             exec: Arc::new(config.exec.clone()),
             snmp: Arc::new(crate::snmp::Poller::new(
                 config.unreachable_after,

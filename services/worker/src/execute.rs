@@ -8,10 +8,10 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::{self, kv, AckKind};
 use chrono::Utc;
 use faro_shared::domain::{Outcome, WorkerId};
-use faro_shared::messages::{RunMessage, RunOutput, RunResult, Task};
+use faro_shared::messages::{slots, RunMessage, RunOutput, RunResult, Task};
 use faro_shared::nats::RUN_PROGRESS_EVERY;
 use faro_shared::Namespace;
 use tokio::time::Instant;
@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::cancel::Cancels;
 use crate::hold::{Hold, Lost};
-use crate::journal::Journal;
+use crate::journal::{Delivery, Journal};
 use crate::metrics as m;
 use crate::sim;
 use crate::snmp::{Chunks, Poller};
@@ -38,6 +38,8 @@ pub struct Executor {
     pub snmp: Arc<Poller>,
     /// The commands `exec` runs may ask for.
     pub exec: Arc<crate::exec::AllowList>,
+    /// The leases bucket, where the leader records which runs hold each target's slots.
+    pub leases: kv::Store,
     /// Where every execution's start and end is written (`FARO_WORKER_JOURNAL`).
     pub journal: Arc<Journal>,
     /// Runs executed since start, by outcome (for the heartbeat).
@@ -75,6 +77,18 @@ impl Executor {
             metrics::counter!(m::REDELIVERIES, "queue" => run.queue.to_string()).increment(1);
         }
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
+        if delivered > 1 && !self.still_holds_its_slot(&run, &message).await {
+            // Its result was recorded (and its slot given to another run) but the ack never
+            // reached JetStream: its worker froze or died in between, or the server lost it.
+            // Executing it again would poll the OLT next to the run that took its slot.
+            let _span = span.enter();
+            tracing::info!(delivered, "given again after it ended; not executed again");
+            metrics::counter!(m::RUNS_ALREADY_ENDED, "queue" => run.queue.to_string()).increment(1);
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "cannot acknowledge a run that already ended");
+            }
+            return;
+        }
         if faro_shared::nats::is_last_delivery(delivered, faro_shared::nats::RUN_MAX_DELIVER) {
             self.set_aside(run, message, delivered)
                 .instrument(span)
@@ -84,6 +98,58 @@ impl Executor {
         self.run(run, message, received, delivered)
             .instrument(span)
             .await;
+    }
+
+    /// Whether a run given again still holds its target's slot, as the leader records it in
+    /// `slot.<target>`. A record written after the run was published (the leader writes the
+    /// whole record at every change) that lacks it, or a purge after it, says its attempt
+    /// ended or was superseded. A run without a target, a record older than the run (a
+    /// server that lost its consumers' state counts a new message delivered again), or one
+    /// that cannot be read says nothing, and the run is executed as before.
+    async fn still_holds_its_slot(&self, run: &RunMessage, message: &jetstream::Message) -> bool {
+        let Some(target) = &run.target else {
+            return true;
+        };
+        let Ok(published) = message
+            .info()
+            .map(|info| info.published.unix_timestamp_nanos())
+        else {
+            return true;
+        };
+        let newer = |entry: &kv::Entry| {
+            entry.created.unix_timestamp_nanos() > published + SLOT_RECORD_MARGIN.as_nanos() as i128
+        };
+        let read = tokio::time::timeout(
+            RUN_PROGRESS_EVERY * 2,
+            self.leases.entry(slots::key(target)),
+        )
+        .await;
+        match read {
+            Ok(Ok(Some(entry))) if !newer(&entry) => true,
+            Ok(Ok(Some(entry))) => match entry.operation {
+                kv::Operation::Put => serde_json::from_slice::<slots::TargetSlots>(&entry.value)
+                    .map_or(true, |held| {
+                        let holds = held.runs.contains_key(&run.run_id);
+                        if !holds {
+                            tracing::info!(holder = %held.holder, runs = ?held.runs.keys().collect::<Vec<_>>(), revision = entry.revision, "the target's slots are held by other runs");
+                        }
+                        holds
+                    }),
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    tracing::info!(revision = entry.revision, "the target's slots were purged");
+                    false
+                }
+            },
+            Ok(Ok(None)) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the target's slots; the run is executed");
+                true
+            }
+            Err(_) => {
+                tracing::warn!("the target's slots did not come in time; the run is executed");
+                true
+            }
+        }
     }
 
     /// A run on its last delivery is not executed: every worker that took it before died,
@@ -110,6 +176,10 @@ impl Executor {
         delivered: i64,
     ) {
         let started_at = Utc::now();
+        let delivery = Delivery {
+            count: delivered,
+            stream_seq: message.info().map_or(0, |info| info.stream_sequence),
+        };
         let remaining = until_deadline(run.deadline, started_at);
         let ended = match self.cancels.start(run.run_id, run.attempt) {
             None => {
@@ -127,7 +197,7 @@ impl Executor {
             Some(stop) => {
                 metrics::gauge!(m::RUNS_IN_PROGRESS).increment(1.0);
                 self.journal
-                    .started(&run, &self.worker_id, delivered, started_at);
+                    .started(&run, &self.worker_id, delivery, started_at);
                 let hold = Hold::new(received);
                 let deadline = match remaining {
                     Remaining::Left(left) => Some(Instant::now() + left),
@@ -166,7 +236,7 @@ impl Executor {
                         self.journal.ended(
                             &run,
                             &self.worker_id,
-                            delivered,
+                            delivery,
                             Utc::now(),
                             *outcome,
                             None,
@@ -184,7 +254,7 @@ impl Executor {
                         self.journal.ended(
                             &run,
                             &self.worker_id,
-                            delivered,
+                            delivery,
                             at,
                             Outcome::Interrupted,
                             Some(why),
@@ -194,7 +264,7 @@ impl Executor {
                         self.journal.ended(
                             &run,
                             &self.worker_id,
-                            delivered,
+                            delivery,
                             Utc::now(),
                             Outcome::Interrupted,
                             Some("given back at shutdown"),
@@ -337,6 +407,11 @@ impl Executor {
         Ok(())
     }
 }
+
+/// How much later than a run's publication the leader's record of its target's slots must be
+/// written to speak for it: the record and the run are written in that order on one
+/// connection, and this covers the clocks of a cluster's nodes.
+const SLOT_RECORD_MARGIN: Duration = Duration::from_secs(1);
 
 /// How an executing attempt ended.
 enum Ended {

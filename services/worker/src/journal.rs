@@ -13,6 +13,13 @@ use faro_shared::domain::{Outcome, WorkerId};
 use faro_shared::messages::journal::{Event, Execution};
 use faro_shared::messages::RunMessage;
 
+/// Which delivery of which stored message an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub count: i64,
+    pub stream_seq: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Journal {
     file: Option<std::sync::Mutex<std::fs::File>>,
@@ -30,7 +37,13 @@ impl Journal {
         })
     }
 
-    pub fn started(&self, run: &RunMessage, worker: &WorkerId, delivery: i64, at: DateTime<Utc>) {
+    pub fn started(
+        &self,
+        run: &RunMessage,
+        worker: &WorkerId,
+        delivery: Delivery,
+        at: DateTime<Utc>,
+    ) {
         self.write(|| record(Event::Start, run, worker, delivery, at));
     }
 
@@ -38,7 +51,7 @@ impl Journal {
         &self,
         run: &RunMessage,
         worker: &WorkerId,
-        delivery: i64,
+        delivery: Delivery,
         at: DateTime<Utc>,
         outcome: Outcome,
         abandoned: Option<&str>,
@@ -73,7 +86,7 @@ fn record(
     event: Event,
     run: &RunMessage,
     worker: &WorkerId,
-    delivery: i64,
+    delivery: Delivery,
     at: DateTime<Utc>,
 ) -> Execution {
     Execution {
@@ -83,7 +96,8 @@ fn record(
         queue: run.queue.clone(),
         target: run.target.clone(),
         worker_id: worker.clone(),
-        delivery,
+        delivery: delivery.count,
+        stream_seq: delivery.stream_seq,
         at,
         outcome: None,
         abandoned: None,

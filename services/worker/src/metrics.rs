@@ -13,6 +13,7 @@ pub const BAD_MESSAGES: &str = "faro_worker_bad_messages_total";
 pub const REDELIVERIES: &str = "faro_worker_redeliveries_total";
 pub const RUNS_SET_ASIDE: &str = "faro_worker_runs_set_aside_total";
 pub const RUNS_ABANDONED: &str = "faro_worker_runs_abandoned_total";
+pub const RUNS_ALREADY_ENDED: &str = "faro_worker_runs_already_ended_total";
 pub const HEARTBEATS: &str = "faro_worker_heartbeats_total";
 pub const SNMP_REQUESTS: &str = "faro_worker_snmp_operations_total";
 pub const SNMP_TIMEOUTS: &str = "faro_worker_snmp_timeouts_total";
@@ -24,6 +25,11 @@ pub const ADMISSION_CLOSED: &str = "faro_worker_admission_closed";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        RUNS_ALREADY_ENDED,
+        Unit::Count,
+        "Runs given again after they ended (their result recorded, their ack lost to a frozen or dead worker or a server crash), acknowledged without executing them again, by queue.",
+    ),
     Metric::counter(
         RUNS_ABANDONED,
         Unit::Count,

@@ -21,6 +21,10 @@ pub struct Execution {
     pub worker_id: WorkerId,
     /// JetStream's delivery count of the message it executes.
     pub delivery: i64,
+    /// The message's sequence in the jobs stream: two sequences for one attempt mean it was
+    /// stored twice.
+    #[serde(default)]
+    pub stream_seq: u64,
     /// When it started or ended. An abandoned execution ends when its hold on the run ended,
     /// however much later the worker noticed (it was frozen or cut off): from then on the run
     /// may be another worker's.
@@ -61,6 +65,7 @@ mod tests {
             target: Some(TargetId::parse("olt-1").unwrap()),
             worker_id: WorkerId::parse("w1").unwrap(),
             delivery: 2,
+            stream_seq: 7,
             at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             outcome: None,
             abandoned: None,

@@ -10,6 +10,7 @@ pub mod dead;
 mod job;
 pub mod journal;
 mod run;
+pub mod slots;
 mod worker;
 
 pub use api::*;

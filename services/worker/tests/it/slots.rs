@@ -293,3 +293,63 @@ async fn an_attempt_executed_twice_has_its_result_stored_once() {
     shutdown.cancel();
     worker.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_given_again_after_its_attempt_ended_is_not_executed_again() {
+    let h = Harness::start().await;
+    // Two runs of target t0; the leader's slot record says only `open` still holds a slot:
+    // `ended` had its result recorded, and its slot went to another run.
+    let ended = h.sim_run(0, 0);
+    let open = h.sim_run(3, 0);
+    let record = faro_shared::messages::slots::TargetSlots {
+        target: faro_shared::domain::TargetId::parse("t0").unwrap(),
+        holder: "d0".to_owned(),
+        runs: [(open.run_id, chrono::Utc::now() + chrono::Duration::hours(1))].into(),
+    };
+    h.publish(&ended).await;
+    h.publish(&open).await;
+    // Both delivered once and never acknowledged, as by a worker frozen after it published
+    // the result of `ended`.
+    let consumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
+        .await
+        .unwrap();
+    let mut first = consumer.fetch().max_messages(2).messages().await.unwrap();
+    for _ in 0..2 {
+        let message = futures::StreamExt::next(&mut first).await.unwrap().unwrap();
+        message
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    }
+    drop(first);
+    // The leader wrote the record when the result of `ended` was recorded: later than both
+    // runs were published (a record older than a run says nothing about it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.topology
+        .leases
+        .put("slot.t0", serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    let (worker, shutdown) = h.worker("w1", 2, "1s").await;
+    let results = h.results(1, Duration::from_secs(30)).await;
+    assert_eq!(results[0].run_id, open.run_id);
+    // `ended` was acknowledged without a second execution: the queue empties, one result.
+    let mut consumer = consumer;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = consumer.info().await.unwrap();
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (The results read so far were taken by the test's consumer: nothing more came.)
+    let stream = h.js.get_stream(h.ns.results_stream()).await.unwrap();
+    let mut reader: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("test").await.unwrap();
+    assert_eq!(reader.info().await.unwrap().num_pending, 0);
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
