@@ -70,6 +70,26 @@ pub enum Retry {
     Never,
 }
 
+/// When this process last connected to NATS, in milliseconds since the epoch (0: never).
+static CONNECTED_AT_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn mark_connected() {
+    CONNECTED_AT_MS.store(
+        chrono::Utc::now().timestamp_millis(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// When this process last connected (or reconnected) to NATS. A message stored before then
+/// may be one whose acknowledgement a server that restarted (after a crash) never kept: it is
+/// delivered again, even as a first delivery.
+pub fn last_connected() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(
+        CONNECTED_AT_MS.load(std::sync::atomic::Ordering::Relaxed),
+    )
+    .unwrap_or_default()
+}
+
 /// Connects with the configured credentials and TLS; `name` shows in server monitoring.
 pub async fn connect(
     config: &NatsConfig,
@@ -81,7 +101,10 @@ pub async fn connect(
             .name(name)
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!(%event, "nats connection"),
+                    async_nats::Event::Connected => {
+                        mark_connected();
+                        tracing::info!(%event, "nats connection");
+                    }
                     _ => tracing::warn!(%event, "nats connection"),
                 }
             });
@@ -120,6 +143,7 @@ pub async fn connect(
         .connect(servers)
         .await
         .with_context(|| format!("cannot connect to NATS at {} (FARO_NATS_URL)", config.url))?;
+    mark_connected();
     Ok(client)
 }
 
@@ -207,7 +231,7 @@ async fn declare_topology(
             // Values chunks share the results stream: a run's chunks are stored before its
             // result, and one consumer reads both in that order.
             vec![ns.results_wildcard(), ns.values_wildcard()],
-            settings.duplicate_window,
+            RESULTS_DUPLICATE_WINDOW,
         ),
         stream::Config {
             name: ns.demand_stream(),
@@ -273,6 +297,12 @@ async fn declare_topology(
         cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO)).await?,
     })
 }
+
+/// How long the results stream drops a result published again (`Nats-Msg-Id`
+/// `result:<run>:<attempt>`): a publish retried, or an attempt executed again at once after
+/// its result's confirmation was lost. Short: the server keeps every id of the window, and at
+/// thousands of results a second a long window costs the whole pipeline.
+pub const RESULTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long a worker may hold a run without an acknowledgement before JetStream redelivers
 /// it: short, so the runs of a worker that died run elsewhere within seconds. A worker keeps

@@ -330,6 +330,14 @@ impl Admission {
         admitted
     }
 
+    /// Whether `attempt` of `run` still holds its admission: no result reported, not
+    /// cancelled.
+    pub fn holds(&self, run: Uuid, attempt: u32) -> bool {
+        self.running
+            .get(&run)
+            .is_some_and(|(_, _, holder)| *holder == attempt)
+    }
+
     /// A run ended (or its attempt did): frees its target's and its queue's slots; returns
     /// the runs that may start now.
     pub fn release(&mut self, run: Uuid) -> Vec<RunMessage> {

@@ -97,6 +97,33 @@ pub(crate) async fn publisher_loop(
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+            // A run reported meanwhile was stored (a worker executed it) and only its ack got
+            // lost: it is not sent again. A server that restarted may no longer know its
+            // message id (its message already acknowledged and gone) and would store it twice.
+            let (still, reported): (Vec<RunMessage>, Vec<RunMessage>) = {
+                let admission = d.admission();
+                batch
+                    .into_iter()
+                    .partition(|run| admission.holds(run.run_id, run.attempt))
+            };
+            batch = still;
+            if !reported.is_empty() {
+                tracing::info!(
+                    runs = reported.len(),
+                    "runs reported while their publish was retried; not sent again"
+                );
+                let published: Vec<_> = reported.iter().map(|r| (r.run_id, r.attempt)).collect();
+                if let Err(error) = store::mark_published(&d.pool, &published).await {
+                    // Their outbox rows stay; an ended run is never read from the outbox again.
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot clear reported runs from the outbox"
+                    );
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
         }
     }
 }

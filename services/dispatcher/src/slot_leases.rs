@@ -31,6 +31,9 @@ use crate::metrics as m;
 
 pub use faro_shared::messages::slots::{key, parse_key, TargetSlots, PREFIX};
 
+/// How long the marker of a target whose last slot was freed stays, in seconds.
+const PURGE_MARKER_TTL: &str = "300";
+
 /// How long changes gather before they are written.
 const COALESCE: Duration = Duration::from_millis(20);
 
@@ -165,11 +168,12 @@ impl SlotLeases {
                 })?
             }
             _ => {
-                // A purge drops the key's history; its marker expires a second later, so a
-                // target with no slot held leaves nothing behind.
+                // A purge drops the key's history; its marker stays a few minutes (so a worker
+                // given a run again after a server restart still reads that the run ended),
+                // then a target with no slot held leaves nothing behind.
                 headers.insert("KV-Operation", "PURGE");
                 headers.insert(header::NATS_ROLLUP, "sub");
-                headers.insert(header::NATS_MESSAGE_TTL, "1");
+                headers.insert(header::NATS_MESSAGE_TTL, PURGE_MARKER_TTL);
                 Vec::new()
             }
         };

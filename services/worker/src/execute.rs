@@ -77,7 +77,7 @@ impl Executor {
             metrics::counter!(m::REDELIVERIES, "queue" => run.queue.to_string()).increment(1);
         }
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
-        if delivered > 1 && !self.still_holds_its_slot(&run, &message).await {
+        if may_have_ended(delivered, &message) && !self.still_holds_its_slot(&run, &message).await {
             // Its result was recorded (and its slot given to another run) but the ack never
             // reached JetStream: its worker froze or died in between, or the server lost it.
             // Executing it again would poll the OLT next to the run that took its slot.
@@ -100,9 +100,9 @@ impl Executor {
             .await;
     }
 
-    /// Whether a run given again still holds its target's slot, as the leader records it in
-    /// `slot.<target>`. A record written after the run was published (the leader writes the
-    /// whole record at every change) that lacks it, or a purge after it, says its attempt
+    /// Whether a run that may have ended still holds its target's slot, as the leader records
+    /// it in `slot.<target>`. A record written after the run was published (the leader writes
+    /// the whole record at every change) that lacks it, or a purge after it, says its attempt
     /// ended or was superseded. A run without a target, a record older than the run (a
     /// server that lost its consumers' state counts a new message delivered again), or one
     /// that cannot be read says nothing, and the run is executed as before.
@@ -116,9 +116,10 @@ impl Executor {
         else {
             return true;
         };
-        let newer = |entry: &kv::Entry| {
-            entry.created.unix_timestamp_nanos() > published + SLOT_RECORD_MARGIN.as_nanos() as i128
-        };
+        // The leader admits a run (its slot record changes) before it publishes it, and writes
+        // both on one connection: a record stored after the run was written after its
+        // admission, and holds it while it is in flight.
+        let newer = |entry: &kv::Entry| entry.created.unix_timestamp_nanos() > published;
         let read = tokio::time::timeout(
             RUN_PROGRESS_EVERY * 2,
             self.leases.entry(slots::key(target)),
@@ -408,10 +409,17 @@ impl Executor {
     }
 }
 
-/// How much later than a run's publication the leader's record of its target's slots must be
-/// written to speak for it: the record and the run are written in that order on one
-/// connection, and this covers the clocks of a cluster's nodes.
-const SLOT_RECORD_MARGIN: Duration = Duration::from_secs(1);
+/// Whether a run may have ended already, its acknowledgement lost: it was delivered before
+/// (its worker froze or died after reporting it), or it was stored before this worker's
+/// latest connection to NATS (a server that crashed and restarted may have lost the ack and
+/// delivers it as new). Only those are checked against the slot record: a fresh run is not.
+fn may_have_ended(delivered: i64, message: &jetstream::Message) -> bool {
+    delivered > 1
+        || message.info().is_ok_and(|info| {
+            info.published.unix_timestamp_nanos() / 1_000_000
+                <= i128::from(faro_shared::nats::last_connected().timestamp_millis())
+        })
+}
 
 /// How an executing attempt ended.
 enum Ended {

@@ -88,7 +88,10 @@ fn only_the_attempt_holding_a_slot_frees_it() {
     // A late result of attempt 1 frees nothing: attempt 2 still touches the device.
     assert!(a.release_attempt(first.run_id, 1).is_empty());
     assert_eq!(a.load(&t("olt")), (1, 1));
+    assert!(a.holds(first.run_id, 2) && !a.holds(first.run_id, 1));
     let next = a.release_attempt(first.run_id, 2);
+    // Reported: a publish of it still being retried is not sent again.
+    assert!(!a.holds(first.run_id, 2));
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].run_id, waiting.run_id);
     // Recording the result afterwards frees nothing twice.

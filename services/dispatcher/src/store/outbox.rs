@@ -35,6 +35,9 @@ async fn outbox_runs(
                 r.timeout_ms
            FROM run_outbox o JOIN runs r ON r.id = o.run_id
           WHERE {filter} AND ($1::text IS NULL OR o.submission_id = $1)
+            -- A run that ended while its row stayed (its publish retried, its row not
+            -- cleared) is never published again.
+            AND r.status IN ('pending', 'dispatched')
             AND ($3::uuid[] IS NOT NULL)
           ORDER BY o.not_before, o.created_at LIMIT $2"
     );

@@ -235,6 +235,14 @@ async fn record_successes(
                                            finished_at, error, late)
                  SELECT u.id, u.attempt, u.status, u.worker, u.started, u.finished, u.error, true
                    FROM u WHERE u.id NOT IN (SELECT id FROM ended)
+                    AND NOT EXISTS (SELECT 1 FROM runs r
+                                     WHERE r.id = u.id AND r.attempt = u.attempt
+                                       AND r.status = u.status AND r.worker_id = u.worker
+                                       AND r.started_at = u.started)
+                    AND NOT EXISTS (SELECT 1 FROM run_attempts a
+                                     WHERE a.run_id = u.id AND a.attempt = u.attempt
+                                       AND a.outcome = u.status AND a.worker_id = u.worker
+                                       AND a.started_at = u.started)
              )
              SELECT id FROM ended",
         )
@@ -347,7 +355,9 @@ async fn end_runs(
     expect_all("ended", ended as usize, end.len())
 }
 
-/// Keeps attempts that did not end their run: retried ones, and late ones.
+/// Keeps attempts that did not end their run: retried ones, and late ones. A late result that
+/// repeats one already recorded (the same attempt, outcome, worker and start: the same
+/// message delivered again because its acknowledgement was lost) is not kept twice.
 async fn insert_attempts(
     tx: &impl GenericClient,
     results: &[&RunResult],
@@ -366,7 +376,17 @@ async fn insert_attempts(
     tx.execute(
         "INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at, finished_at, error, late)
          SELECT u.*, $8 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
-                                   $5::timestamptz[], $6::timestamptz[], $7::text[]) AS u",
+                                   $5::timestamptz[], $6::timestamptz[], $7::text[])
+                          AS u(id, attempt, outcome, worker, started, finished, error)
+          WHERE NOT ($8 AND (
+                    EXISTS (SELECT 1 FROM runs r
+                             WHERE r.id = u.id AND r.attempt = u.attempt
+                               AND r.status = u.outcome AND r.worker_id = u.worker
+                               AND r.started_at = u.started)
+                 OR EXISTS (SELECT 1 FROM run_attempts a
+                             WHERE a.run_id = u.id AND a.attempt = u.attempt
+                               AND a.outcome = u.outcome AND a.worker_id = u.worker
+                               AND a.started_at = u.started)))",
         &[&ids, &attempts, &outcomes, &workers, &started, &finished, &errors, &late],
     )
     .await

@@ -87,6 +87,35 @@ async fn a_submission_is_recorded_once() {
     );
 }
 
+#[tokio::test]
+async fn a_run_reported_before_its_publish_was_confirmed_is_never_published_again() {
+    // Its publish was stored but not confirmed (a server that crashed), so its outbox row
+    // stayed; a worker executed it and its result was recorded. A later start must not
+    // publish it again: the server may no longer know its message id.
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let submission =
+        jobfile::parse(br#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim"}]"#)
+            .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "s", None, &runs)
+        .await
+        .unwrap();
+    let (a, b) = (&runs[0].message, &runs[1].message);
+    store::record_results(
+        &pool,
+        &[result_for(a, 1, Outcome::Succeeded)],
+        &RetryPolicy::default(),
+        NO_JITTER,
+        &NO_CHAINS,
+    )
+    .await
+    .unwrap();
+    let unpublished = store::unpublished_runs(&pool, None, 10).await.unwrap();
+    let ids: Vec<_> = unpublished.iter().map(|r| r.run_id).collect();
+    assert_eq!(ids, [b.run_id]);
+}
+
 const NO_JITTER: fn() -> f64 = || 0.0;
 static NO_CHAINS: std::sync::LazyLock<Chains> = std::sync::LazyLock::new(Chains::default);
 
@@ -122,12 +151,13 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
     );
 
     // The right attempt applies; a repeat of it, even with another outcome, does not.
+    let (done_a, done_b) = (
+        result_for(a, 1, Outcome::Succeeded),
+        result_for(b, 1, Outcome::Interrupted),
+    );
     let applied = store::record_results(
         &pool,
-        &[
-            result_for(a, 1, Outcome::Succeeded),
-            result_for(b, 1, Outcome::Interrupted),
-        ],
+        &[done_a.clone(), done_b.clone()],
         &policy,
         NO_JITTER,
         &NO_CHAINS,
@@ -135,6 +165,17 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
     .await
     .unwrap();
     assert_eq!(applied.ended.len(), 2);
+    // The same results delivered again (their ack was lost): nothing changes, nothing kept.
+    let again = store::record_results(
+        &pool,
+        &[done_a.clone(), done_b.clone(), done_a],
+        &policy,
+        NO_JITTER,
+        &NO_CHAINS,
+    )
+    .await
+    .unwrap();
+    assert!(again.ended.is_empty() && again.retried.is_empty());
     let repeat = store::record_results(
         &pool,
         &[result_for(a, 1, Outcome::Failed)],

@@ -91,6 +91,28 @@ impl Harness {
         env
     }
 
+    /// Waits until the test queue has nothing pending or unacknowledged, then checks that no
+    /// result came beyond those [`Harness::results`] read.
+    pub async fn wait_queue_empty_and_no_more_results(&self) {
+        let mut consumer =
+            faro_shared::nats::ensure_queue_consumer(&self.js, &self.ns, &self.queue)
+                .await
+                .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = consumer.info().await.unwrap();
+            if (info.num_pending, info.num_ack_pending) == (0, 0) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{info:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stream = self.js.get_stream(self.ns.results_stream()).await.unwrap();
+        let mut reader: jetstream::consumer::PullConsumer =
+            stream.get_consumer("test").await.unwrap();
+        assert_eq!(reader.info().await.unwrap().num_pending, 0, "a result more");
+    }
+
     /// Waits until worker `id` says it executes `count` runs.
     pub async fn wait_in_progress(&self, id: &str, count: u32, limit: Duration) {
         let mut beats = self.topology.workers.watch_with_history(id).await.unwrap();
