@@ -576,9 +576,12 @@ proptest! {
                     let spec = case.queues.iter().find(|s| &s.name == q).unwrap();
                     spec.max_workers.is_some_and(|m| count(&before, q) > m as usize)
                 });
-                // ... or it replaces the workers a queue lost (all of them stopped beating)
+                // ... or it replaces the workers a queue lost (all that could serve it stopped
+                // beating; the ones that cannot serve it are let go anyway)
                 let replaces = w.current.is_none() && to.as_ref().is_some_and(|q| {
-                    let had: Vec<_> = case.workers.iter().filter(|o| o.current.as_ref() == Some(q)).collect();
+                    let had: Vec<_> = case.workers.iter()
+                        .filter(|o| o.current.as_ref() == Some(q) && !unfit(&case, o))
+                        .collect();
                     !had.is_empty() && had.iter().all(|o| !o.usable)
                 });
                 prop_assert!(over_max || replaces, "{} of cooling pool {} moved", w.id, w.pool);
