@@ -2,7 +2,8 @@
 //!
 //! `FARO_COMMIT` when set (Docker builds, where `.git` is not in the build context), else
 //! `git rev-parse --short HEAD`, else `unknown`. Cargo reruns this script only when
-//! `FARO_COMMIT` changes or HEAD moves (a commit, a checkout, a reset), not on every build.
+//! `FARO_COMMIT` changes, HEAD moves (a commit, a checkout, a reset) or a migration changes,
+//! not on every build.
 
 // Cargo reads a build script's instructions from its standard output.
 #![allow(clippy::print_stdout)]
@@ -12,6 +13,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The migrations are embedded at compile time (`refinery::embed_migrations!`), and the
+    // watches below replace Cargo's own: without this a new migration is not built in.
+    println!("cargo:rerun-if-changed=../migrations");
     println!("cargo:rerun-if-env-changed=FARO_COMMIT");
     let commit = std::env::var("FARO_COMMIT")
         .ok()

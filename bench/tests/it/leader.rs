@@ -62,8 +62,8 @@ async fn standby_takes_over_when_the_leader_dies() {
         .wait_leader(None, Duration::from_secs(10))
         .await
         .unwrap();
-    // A slot lease the dying leader never freed (its purge lost): the next leader, which
-    // knows the runs in flight, purges it rather than leave the OLT a slot short for an hour.
+    // A slot lease the dying leader never freed (its last write lost): the next leader, which
+    // knows the runs in flight, empties it rather than leave the OLT a slot short for an hour.
     let leases = system
         .js
         .get_key_value(system.ns.leases_bucket())
@@ -100,14 +100,16 @@ async fn standby_takes_over_when_the_leader_dies() {
         takeover < Duration::from_secs(6),
         "the standby took {takeover:?} to take over a 2 s lease"
     );
-    let purged = async {
+    let emptied = async {
         while let Some(Ok(entry)) = stale_updates.next().await {
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            let slots =
+                serde_json::from_slice::<faro_dispatcher::slot_leases::TargetSlots>(&entry.value);
+            if slots.is_ok_and(|slots| slots.runs.is_empty() && slots.at.is_some()) {
                 return;
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), purged)
+    tokio::time::timeout(Duration::from_secs(10), emptied)
         .await
         .expect("the new leader left a slot lease nobody holds");
 

@@ -89,8 +89,8 @@ impl Provider for DispatcherWaiting {
             let client = self.pool.get().await.context("no PostgreSQL connection")?;
             let rows = client
                 .query(
-                    "SELECT r.queue, count(*) FROM run_outbox o JOIN runs r ON r.id = o.run_id
-                      GROUP BY r.queue",
+                    "SELECT queue, count(*) FROM run_outbox WHERE queue IS NOT NULL
+                      GROUP BY queue",
                     &[],
                 )
                 .await

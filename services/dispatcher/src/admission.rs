@@ -168,6 +168,15 @@ pub enum SlotChange {
     Freed { target: TargetId, run: Uuid },
 }
 
+/// Slot changes made under one hold of the admission lock, with when the lock was let go
+/// ([`crate::state::leader_now`]): later batches have later times, and a run sent after its
+/// admission was sent after its batch's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotChanges {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub changes: Vec<SlotChange>,
+}
+
 /// The admission state of every target and queue.
 #[derive(Debug)]
 pub struct Admission {

@@ -16,7 +16,7 @@ use faro_shared::shutdown::{unless_cancelled, Supervisor};
 use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Limits, SlotChange};
+use crate::admission::{Admission, Limits, SlotChanges};
 use crate::api::api_loop;
 use crate::bus;
 use crate::catalog;
@@ -174,7 +174,7 @@ struct Restored {
     /// The deadlines of the runs in flight.
     deadlines: Deadlines,
     /// The slot leases to write.
-    slots: Vec<SlotChange>,
+    slots: SlotChanges,
     chains: Chains,
 }
 
@@ -237,7 +237,10 @@ async fn restore(
         let deadline = config.run_deadline().at(published, run.timeout_ms);
         deadlines.track(run, deadline);
     }
-    let slots = admission.take_changes();
+    let slots = SlotChanges {
+        at: crate::state::leader_now(),
+        changes: admission.take_changes(),
+    };
     let mut chains = Chains::default();
     for (parent, child) in store::chained_jobs(pool).await? {
         chains.define(parent, child);

@@ -205,6 +205,7 @@ mod tests {
                 device: None,
                 simulate: false,
                 deadline: None,
+                sent_at: None,
             })
             .collect();
         let published = tokio::time::timeout(

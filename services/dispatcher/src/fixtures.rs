@@ -22,6 +22,7 @@ pub fn run(job: &str, target: Option<&str>, priority: u8) -> RunMessage {
         device: None,
         simulate: false,
         deadline: None,
+        sent_at: None,
     }
 }
 

@@ -63,6 +63,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                     device: None,
                     simulate: false,
                     deadline: None,
+                    sent_at: None,
                 },
             }
         })

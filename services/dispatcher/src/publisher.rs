@@ -72,10 +72,13 @@ pub(crate) async fn publisher_loop(
         }
         // Watched before it is published: a fast result may be recorded before the publish
         // call even returns, and must find the deadline to clear.
-        let now = chrono::Utc::now();
+        // On the leader's clock, after every admission change of the batch: a slot record the
+        // leader takes later holds them.
+        let now = crate::state::leader_now();
         // The deadline runs from publication, and the message carries it to the worker.
         for run in &mut batch {
             run.deadline = Some(d.config.run_deadline().execution_ends(now, run.timeout_ms));
+            run.sent_at = Some(now);
         }
         {
             let mut deadlines = d.deadlines();

@@ -1,6 +1,7 @@
 //! Target slots as leases in the `faro_leases` bucket: key `slot.<target>` holds the runs
-//! that hold a slot of that target, each with the time its lease runs out, and is purged when
-//! the last one ends.
+//! that hold a slot of that target, each with the time its lease runs out, and the leader's
+//! time of the latest change it holds; when the last run ends, a record without runs replaces
+//! the key's history and lives a few minutes.
 //!
 //! The leader decides admission in memory (one writer, no round trip per decision) and writes
 //! the slots here as they change, without waiting for each write. Changes that come together
@@ -25,14 +26,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::admission::SlotChange;
+use crate::admission::{SlotChange, SlotChanges};
 use crate::deadlines::RunDeadline;
 use crate::metrics as m;
 
 pub use faro_shared::messages::slots::{key, parse_key, TargetSlots, PREFIX};
 
-/// How long the marker of a target whose last slot was freed stays, in seconds.
-const PURGE_MARKER_TTL: &str = "300";
+/// How long the record of a target whose last slot was freed stays, in seconds: a worker
+/// given a run again after a server restart still reads that the run ended.
+const EMPTY_RECORD_TTL: &str = "300";
 
 /// How long changes gather before they are written.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -90,37 +92,40 @@ pub struct SlotLeases {
 }
 
 impl SlotLeases {
-    /// Writes `restored` (the slots in flight when this leader took over), purges every other
+    /// Writes `restored` (the slots in flight when this leader took over), empties every other
     /// target's slots left in the bucket, then writes the changes as they come until
-    /// `shutdown`.
+    /// `shutdown`. Every record says the time of the latest change it holds.
     pub async fn run(
         self,
-        restored: Vec<SlotChange>,
-        mut changes: mpsc::UnboundedReceiver<Vec<SlotChange>>,
+        restored: SlotChanges,
+        mut changes: mpsc::UnboundedReceiver<SlotChanges>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut pending = Pending::default();
         let mut held: Held = HashMap::new();
-        let mut dirty = self.apply(&mut held, restored);
+        let mut at = restored.at;
+        let mut dirty = self.apply(&mut held, restored.changes);
         for orphan in self.orphans(&held).await? {
-            tracing::info!(target = %orphan, "purging slot leases that no run in flight holds");
+            tracing::info!(target = %orphan, "emptying slot leases that no run in flight holds");
             dirty.insert(orphan);
         }
-        self.flush(&mut held, &mut dirty, &mut pending).await?;
+        self.flush(&mut held, &mut dirty, at, &mut pending).await?;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 () = pending.confirm_oldest(), if !pending.is_empty() => {}
                 batch = changes.recv() => {
                     let Some(batch) = batch else { break };
-                    let mut dirty = self.apply(&mut held, batch);
+                    at = at.max(batch.at);
+                    let mut dirty = self.apply(&mut held, batch.changes);
                     // What changes in the next moments goes in the same writes: under load a
                     // target is written a few dozen times a second, not once per run.
                     tokio::time::sleep(COALESCE).await;
                     while let Ok(more) = changes.try_recv() {
-                        dirty.extend(self.apply(&mut held, more));
+                        at = at.max(more.at);
+                        dirty.extend(self.apply(&mut held, more.changes));
                     }
-                    self.flush(&mut held, &mut dirty, &mut pending).await?;
+                    self.flush(&mut held, &mut dirty, at, &mut pending).await?;
                 }
             }
         }
@@ -135,48 +140,50 @@ impl SlotLeases {
         apply(held, changes, self.deadline, Utc::now())
     }
 
-    /// Sends the slots of every dirty target: its runs, or a purge when none is left.
+    /// Sends the slots of every dirty target as they are after the changes up to `at`.
     async fn flush(
         &self,
         held: &mut Held,
         dirty: &mut HashSet<TargetId>,
+        at: DateTime<Utc>,
         pending: &mut Pending,
     ) -> anyhow::Result<()> {
         for target in dirty.drain() {
-            let write = self.write(&target, held.get(&target)).await?;
+            let write = self.write(&target, held.get(&target), at).await?;
             pending.push(write).await;
         }
         Ok(())
     }
 
-    /// Sends one target's slots; the returned future is the server's confirmation.
+    /// Sends one target's slots as they are after the changes up to `at`; the returned
+    /// future is the server's confirmation.
     async fn write(
         &self,
         target: &TargetId,
         runs: Option<&BTreeMap<Uuid, DateTime<Utc>>>,
+        at: DateTime<Utc>,
     ) -> anyhow::Result<Write> {
         let mut headers = HeaderMap::new();
-        let payload = match runs {
-            Some(runs) if !runs.is_empty() => {
-                let last = runs.values().max().copied().unwrap_or_else(Utc::now);
-                let ttl = (last - Utc::now()).to_std().unwrap_or_default();
+        let runs = runs.cloned().unwrap_or_default();
+        match runs.values().max() {
+            Some(last) => {
+                let ttl = (*last - Utc::now()).to_std().unwrap_or_default();
                 headers.insert(header::NATS_MESSAGE_TTL, ttl_secs(ttl).to_string().as_str());
-                serde_json::to_vec(&TargetSlots {
-                    target: target.clone(),
-                    holder: self.holder.clone(),
-                    runs: runs.clone(),
-                })?
             }
-            _ => {
-                // A purge drops the key's history; its marker stays a few minutes (so a worker
-                // given a run again after a server restart still reads that the run ended),
-                // then a target with no slot held leaves nothing behind.
-                headers.insert("KV-Operation", "PURGE");
+            None => {
+                // The record without runs replaces the key's history; it stays a few minutes
+                // (so a worker given a run again after a server restart still reads that the
+                // run ended), then a target with no slot held leaves nothing behind.
                 headers.insert(header::NATS_ROLLUP, "sub");
-                headers.insert(header::NATS_MESSAGE_TTL, PURGE_MARKER_TTL);
-                Vec::new()
+                headers.insert(header::NATS_MESSAGE_TTL, EMPTY_RECORD_TTL);
             }
-        };
+        }
+        let payload = serde_json::to_vec(&TargetSlots {
+            target: target.clone(),
+            holder: self.holder.clone(),
+            runs,
+            at: Some(at),
+        })?;
         let subject = format!("$KV.{}.{}", self.bucket, key(target));
         let ack: PublishAckFuture = self
             .js

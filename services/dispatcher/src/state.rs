@@ -6,10 +6,12 @@
 //! `tokio` `RwLock`: read by every result batch, written only when definitions change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use async_nats::jetstream;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::{JobId, TargetId};
 use faro_shared::messages::RunMessage;
@@ -17,7 +19,7 @@ use faro_shared::snmp::Device;
 use faro_shared::Namespace;
 use tokio::sync::{mpsc, Notify, RwLock};
 
-use crate::admission::{Admission, SlotChange};
+use crate::admission::{Admission, SlotChanges};
 use crate::chains::Chains;
 use crate::config::Config;
 use crate::deadlines::Deadlines;
@@ -35,7 +37,7 @@ pub(crate) struct Dispatcher {
     /// Slots of every target: what may be published now, what waits.
     pub(crate) admission: Mutex<Admission>,
     /// Target slots taken and freed, for the slot leases in KV.
-    pub(crate) slot_changes: mpsc::UnboundedSender<Vec<SlotChange>>,
+    pub(crate) slot_changes: mpsc::UnboundedSender<SlotChanges>,
     /// Admitted runs on their way to the publisher task.
     pub(crate) publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
     /// New recurring definitions and ended runs, for the scheduler task.
@@ -143,7 +145,7 @@ impl Dispatcher {
 /// The locked admission state; on unlock its slot changes go to the slot lease writer.
 pub(crate) struct AdmissionGuard<'a> {
     guard: std::sync::MutexGuard<'a, Admission>,
-    slot_changes: &'a mpsc::UnboundedSender<Vec<SlotChange>>,
+    slot_changes: &'a mpsc::UnboundedSender<SlotChanges>,
 }
 
 impl std::ops::Deref for AdmissionGuard<'_> {
@@ -162,9 +164,21 @@ impl std::ops::DerefMut for AdmissionGuard<'_> {
 impl Drop for AdmissionGuard<'_> {
     fn drop(&mut self) {
         let changes = self.guard.take_changes();
-        // Sent under the lock, so the writer sees the changes in the order they were made.
+        // Sent under the lock, so the writer sees the changes in the order they were made,
+        // and stamped under it, so their times follow that order.
         if !changes.is_empty() {
-            let _ = self.slot_changes.send(changes);
+            let at = leader_now();
+            let _ = self.slot_changes.send(SlotChanges { at, changes });
         }
     }
+}
+
+/// The leader's clock: wall time that never goes back within this process, so the times of
+/// admission changes and of runs sent after them are in the order they happened, whatever
+/// the system clock does.
+pub(crate) fn leader_now() -> DateTime<Utc> {
+    static LATEST_MICROS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = Utc::now().timestamp_micros();
+    let latest = LATEST_MICROS.fetch_max(now, Ordering::SeqCst).max(now);
+    DateTime::from_timestamp_micros(latest).unwrap_or_else(Utc::now)
 }

@@ -77,7 +77,7 @@ impl Executor {
             metrics::counter!(m::REDELIVERIES, "queue" => run.queue.to_string()).increment(1);
         }
         let span = tracing::info_span!("run", run.id = %run.run_id, attempt = run.attempt, queue = %run.queue, kind = %run.task.kind());
-        if may_have_ended(delivered, &message) && !self.still_holds_its_slot(&run, &message).await {
+        if may_have_ended(delivered, &message) && !self.still_holds_its_slot(&run).await {
             // Its result was recorded (and its slot given to another run) but the ack never
             // reached JetStream: its worker froze or died in between, or the server lost it.
             // Executing it again would poll the OLT next to the run that took its slot.
@@ -101,55 +101,41 @@ impl Executor {
     }
 
     /// Whether a run that may have ended still holds its target's slot, as the leader records
-    /// it in `slot.<target>`. A record written after the run was published (the leader writes
-    /// the whole record at every change) that lacks it, or a purge after it, says its attempt
-    /// ended or was superseded. A run without a target, a record older than the run (a
-    /// server that lost its consumers' state counts a new message delivered again), or one
-    /// that cannot be read says nothing, and the run is executed as before.
-    async fn still_holds_its_slot(&self, run: &RunMessage, message: &jetstream::Message) -> bool {
+    /// it in `slot.<target>`. Only a record the leader took after it sent the run (both times
+    /// on the leader's clock) and that lacks it says its attempt ended or was superseded. A run
+    /// without a target, a record that cannot tell, or one that cannot be read says nothing,
+    /// and the run is executed as before.
+    async fn still_holds_its_slot(&self, run: &RunMessage) -> bool {
         let Some(target) = &run.target else {
             return true;
         };
-        let Ok(published) = message
-            .info()
-            .map(|info| info.published.unix_timestamp_nanos())
-        else {
-            return true;
-        };
-        // The leader admits a run (its slot record changes) before it publishes it, and writes
-        // both on one connection: a record stored after the run was written after its
-        // admission, and holds it while it is in flight.
-        let newer = |entry: &kv::Entry| entry.created.unix_timestamp_nanos() > published;
         let read = tokio::time::timeout(
             RUN_PROGRESS_EVERY * 2,
             self.leases.entry(slots::key(target)),
         )
         .await;
-        match read {
-            Ok(Ok(Some(entry))) if !newer(&entry) => true,
-            Ok(Ok(Some(entry))) => match entry.operation {
-                kv::Operation::Put => serde_json::from_slice::<slots::TargetSlots>(&entry.value)
-                    .map_or(true, |held| {
-                        let holds = held.runs.contains_key(&run.run_id);
-                        if !holds {
-                            tracing::info!(holder = %held.holder, runs = ?held.runs.keys().collect::<Vec<_>>(), revision = entry.revision, "the target's slots are held by other runs");
-                        }
-                        holds
-                    }),
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    tracing::info!(revision = entry.revision, "the target's slots were purged");
-                    false
-                }
-            },
-            Ok(Ok(None)) => true,
+        let entry = match read {
+            Ok(Ok(Some(entry))) if entry.operation == kv::Operation::Put => entry,
+            // No record, or one left by a dispatcher older than the stamped records.
+            Ok(Ok(_)) => return true,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot read the target's slots; the run is executed");
-                true
+                return true;
             }
             Err(_) => {
                 tracing::warn!("the target's slots did not come in time; the run is executed");
-                true
+                return true;
             }
+        };
+        let Ok(held) = serde_json::from_slice::<slots::TargetSlots>(&entry.value) else {
+            return true;
+        };
+        match held.holds(run.run_id, run.sent_at) {
+            Some(false) => {
+                tracing::info!(holder = %held.holder, runs = ?held.runs.keys().collect::<Vec<_>>(), at = ?held.at, revision = entry.revision, "the target's slots are held by other runs");
+                false
+            }
+            Some(true) | None => true,
         }
     }
 

@@ -38,6 +38,10 @@ pub struct RunMessage {
     /// whatever its kind (the dispatcher records it timed out a grace later and may retry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// When the leader sent this attempt, on its own clock: a slot record it took later
+    /// holds the change that admitted it (see [`super::slots::TargetSlots::holds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl RunMessage {
@@ -162,6 +166,7 @@ mod tests {
             device: None,
             simulate: false,
             deadline: None,
+            sent_at: None,
         };
         let json = serde_json::to_value(&run).unwrap();
         assert_eq!(json["kind"], "sim");

@@ -109,8 +109,8 @@ mod sources {
                      (gen_random_uuid(), 'a', 'polls', 'snmp.get', '{}', 5),
                      (gen_random_uuid(), 'f', 'batch', 'sim', '{}', 5);
                  -- three wait in the outbox; the last run was published already
-                 INSERT INTO run_outbox (run_id)
-                     SELECT id FROM runs ORDER BY created_at, id LIMIT 3;",
+                 INSERT INTO run_outbox (run_id, queue)
+                     SELECT id, queue FROM runs ORDER BY created_at, id LIMIT 3;",
             )
             .await
             .unwrap();

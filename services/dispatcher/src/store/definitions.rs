@@ -275,9 +275,10 @@ pub(super) async fn insert_defined_runs(
                      AS u(id, job_id, slot, parent, status, error, queue, target, kind, params,
                           priority, max_attempts, retry_on, timeout_ms)
                  ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
-                 RETURNING id, status
+                 RETURNING id, status, queue
              ), queued AS (
-                 INSERT INTO run_outbox (run_id) SELECT id FROM made WHERE status = 'dispatched'
+                 INSERT INTO run_outbox (run_id, queue)
+                 SELECT id, queue FROM made WHERE status = 'dispatched'
              )
              SELECT id FROM made",
             &[
@@ -305,14 +306,14 @@ pub(super) async fn insert_defined_runs(
     Ok(created)
 }
 
+/// Why a slot that passed unfired was skipped.
+pub const MISSED: &str = "skipped: came due while no dispatcher could fire it (a leader change, or PostgreSQL unavailable); a later slot ran";
+
 /// Records fired slots in one transaction: a run (with its outbox row) for each slot that
 /// runs, a `skipped` run for each slot whose job is still going. What a slot runs comes from
 /// the job's stored definition; a job disabled, no longer recurring or on a disabled target
 /// records nothing. A slot already recorded (by another dispatcher) is left alone. Returns the
 /// runs to dispatch.
-/// Why a slot that passed unfired was skipped.
-pub const MISSED: &str = "skipped: came due while no dispatcher could fire it (a leader change, or PostgreSQL unavailable); a later slot ran";
-
 pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
     let mut ids = Vec::with_capacity(fires.len());
     let mut jobs = Vec::with_capacity(fires.len());
@@ -355,7 +356,8 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
                  ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
                  RETURNING id, job_id, status, queue, target, kind, params, priority, timeout_ms
              ), queued AS (
-                 INSERT INTO run_outbox (run_id) SELECT id FROM made WHERE status = 'dispatched'
+                 INSERT INTO run_outbox (run_id, queue)
+                 SELECT id, queue FROM made WHERE status = 'dispatched'
              )
              SELECT id, job_id, queue, target, kind, params, priority, timeout_ms
                FROM made WHERE status = 'dispatched'",

@@ -86,6 +86,7 @@ pub(super) fn message_from_row(
         device: None,
         simulate: false,
         deadline: None,
+        sent_at: None,
     })
 }
 

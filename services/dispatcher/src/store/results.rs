@@ -176,10 +176,10 @@ async fn schedule_retries(
                    FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::timestamptz[], $5::text[])
                      AS u(id, attempt, next, due, error)
                   WHERE r.id = u.id AND r.attempt = u.attempt AND r.status = 'dispatched'
-              RETURNING r.id, r.submission_id, u.due, u.next
+              RETURNING r.id, r.submission_id, r.queue, u.due, u.next
              )
-             INSERT INTO run_outbox (run_id, submission_id, not_before, retry, attempt)
-             SELECT id, submission_id, due, true, next FROM moved
+             INSERT INTO run_outbox (run_id, submission_id, queue, not_before, retry, attempt)
+             SELECT id, submission_id, queue, due, true, next FROM moved
              ON CONFLICT (run_id) DO UPDATE
                 SET not_before = EXCLUDED.not_before, retry = true, attempt = EXCLUDED.attempt",
             &[&ids, &attempts, &next, &due, &errors],

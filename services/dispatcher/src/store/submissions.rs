@@ -175,9 +175,9 @@ pub async fn record_submission(
                  AS u(id, job_id, seq, queue, target, kind, params, priority, max_attempts, retry_on,
                       once, timeout_ms)
               WHERE u.once
-             RETURNING id
+             RETURNING id, queue
          )
-         INSERT INTO run_outbox (run_id, submission_id) SELECT id, $3 FROM recorded",
+         INSERT INTO run_outbox (run_id, submission_id, queue) SELECT id, $3, queue FROM recorded",
         &[
             &ids,
             &job_ids,

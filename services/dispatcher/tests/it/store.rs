@@ -102,15 +102,12 @@ async fn a_run_reported_before_its_publish_was_confirmed_is_never_published_agai
         .await
         .unwrap();
     let (a, b) = (&runs[0].message, &runs[1].message);
-    store::record_results(
+    record(
         &pool,
         &[result_for(a, 1, Outcome::Succeeded)],
         &RetryPolicy::default(),
-        NO_JITTER,
-        &NO_CHAINS,
     )
-    .await
-    .unwrap();
+    .await;
     let unpublished = store::unpublished_runs(&pool, None, 10).await.unwrap();
     let ids: Vec<_> = unpublished.iter().map(|r| r.run_id).collect();
     assert_eq!(ids, [b.run_id]);
@@ -118,6 +115,23 @@ async fn a_run_reported_before_its_publish_was_confirmed_is_never_published_agai
 
 const NO_JITTER: fn() -> f64 = || 0.0;
 static NO_CHAINS: std::sync::LazyLock<Chains> = std::sync::LazyLock::new(Chains::default);
+
+/// Retries a minute after a failure, at most ten minutes after.
+const RETRY_AFTER_A_MINUTE: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(60),
+    max: Duration::from_secs(600),
+};
+
+/// Records `results` as the results task does, without jitter or chains.
+async fn record(
+    pool: &deadpool_postgres::Pool,
+    results: &[RunResult],
+    policy: &RetryPolicy,
+) -> store::Recording {
+    store::record_results(pool, results, policy, NO_JITTER, &NO_CHAINS)
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn results_are_fenced_by_attempt_and_applied_once() {
@@ -134,15 +148,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
     let (a, b) = (&runs[0].message, &runs[1].message);
 
     // A result naming another attempt changes nothing, and is kept as late.
-    let stale = store::record_results(
-        &pool,
-        &[result_for(a, 2, Outcome::Failed)],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let stale = record(&pool, &[result_for(a, 2, Outcome::Failed)], &policy).await;
     assert!(stale.ended.is_empty() && stale.retried.is_empty());
     assert_eq!(stale.late, [a.run_id]);
     assert_eq!(
@@ -155,36 +161,12 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         result_for(a, 1, Outcome::Succeeded),
         result_for(b, 1, Outcome::Interrupted),
     );
-    let applied = store::record_results(
-        &pool,
-        &[done_a.clone(), done_b.clone()],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let applied = record(&pool, &[done_a.clone(), done_b.clone()], &policy).await;
     assert_eq!(applied.ended.len(), 2);
     // The same results delivered again (their ack was lost): nothing changes, nothing kept.
-    let again = store::record_results(
-        &pool,
-        &[done_a.clone(), done_b.clone(), done_a],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let again = record(&pool, &[done_a.clone(), done_b.clone(), done_a], &policy).await;
     assert!(again.ended.is_empty() && again.retried.is_empty());
-    let repeat = store::record_results(
-        &pool,
-        &[result_for(a, 1, Outcome::Failed)],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let repeat = record(&pool, &[result_for(a, 1, Outcome::Failed)], &policy).await;
     assert_eq!(repeat.late, [a.run_id]);
     assert_eq!(
         store::run_status(&pool, a.run_id).await.unwrap(),
@@ -212,10 +194,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
 async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
     let db = TestDb::create().await.unwrap();
     let pool = pg::pool(&db.config()).unwrap();
-    let policy = RetryPolicy {
-        base: Duration::from_secs(60),
-        max: Duration::from_secs(600),
-    };
+    let policy = RETRY_AFTER_A_MINUTE;
     let submission = jobfile::parse(
         br#"[{"queue": "q", "kind": "sim", "max_attempts": 2, "retry_on": ["failed"]}]"#,
     )
@@ -230,15 +209,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
         .unwrap();
 
     // Attempt 1 fails: attempt 2 is scheduled after the backoff, not published before.
-    let first = store::record_results(
-        &pool,
-        &[result_for(run, 1, Outcome::Failed)],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let first = record(&pool, &[result_for(run, 1, Outcome::Failed)], &policy).await;
     assert_eq!(first.retried.len(), 1);
     let (_, next, due) = first.retried[0];
     assert_eq!(next, 2);
@@ -263,15 +234,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
     );
 
     // A late copy of attempt 1 (say, from a worker presumed dead) changes nothing.
-    let late = store::record_results(
-        &pool,
-        &[result_for(run, 1, Outcome::Succeeded)],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let late = record(&pool, &[result_for(run, 1, Outcome::Succeeded)], &policy).await;
     assert_eq!(late.late, [run.run_id]);
     assert_eq!(
         store::run_status(&pool, run.run_id).await.unwrap(),
@@ -279,15 +242,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
     );
 
     // Attempt 2 fails too: attempts are used up, the run ends failed.
-    let last = store::record_results(
-        &pool,
-        &[result_for(run, 2, Outcome::Failed)],
-        &policy,
-        NO_JITTER,
-        &NO_CHAINS,
-    )
-    .await
-    .unwrap();
+    let last = record(&pool, &[result_for(run, 2, Outcome::Failed)], &policy).await;
     assert_eq!(last.ended, [(run.run_id, RunStatus::Failed)]);
     let client = pool.get().await.unwrap();
     let rows = client
@@ -343,15 +298,12 @@ async fn a_result_with_a_nul_character_is_recorded_with_its_batch() {
     });
     let mut retried = result_for(c, 1, Outcome::Failed);
     retried.error = Some("\u{0}".to_owned());
-    let recording = store::record_results(
+    let recording = record(
         &pool,
         &[poisoned, result_for(b, 1, Outcome::Succeeded), retried],
         &RetryPolicy::default(),
-        NO_JITTER,
-        &NO_CHAINS,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(recording.ended.len(), 2, "{recording:?}");
     assert_eq!(recording.retried.len(), 1, "{recording:?}");
     let row = pool
@@ -366,4 +318,75 @@ async fn a_result_with_a_nul_character_is_recorded_with_its_batch() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "exit 1: \u{fffd}bad");
     assert_eq!(row.get::<_, String>(1), "before\u{fffd}after");
+}
+
+/// The outbox rows by queue, as the demand collector counts the runs waiting.
+async fn outbox_queues(pool: &deadpool_postgres::Pool) -> Vec<(Option<String>, i64)> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT queue, count(*) FROM run_outbox GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+#[tokio::test]
+async fn every_outbox_row_names_its_queue() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let waiting = |pairs: &[(&str, i64)]| -> Vec<(Option<String>, i64)> {
+        pairs
+            .iter()
+            .map(|(q, n)| (Some((*q).to_owned()), *n))
+            .collect()
+    };
+    // Submitted runs.
+    let submission = jobfile::parse(
+        br#"[{"queue": "q", "kind": "sim", "max_attempts": 2, "retry_on": ["failed"]},
+             {"queue": "p", "kind": "sim"}]"#,
+    )
+    .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "s", None, &runs)
+        .await
+        .unwrap();
+    assert_eq!(outbox_queues(&pool).await, waiting(&[("p", 1), ("q", 1)]));
+    // A retry waiting for its backoff.
+    let run = &runs[0].message;
+    store::mark_published(&pool, &[(run.run_id, 1)])
+        .await
+        .unwrap();
+    let first = record(
+        &pool,
+        &[result_for(run, 1, Outcome::Failed)],
+        &RETRY_AFTER_A_MINUTE,
+    )
+    .await;
+    assert_eq!(first.retried.len(), 1);
+    assert_eq!(outbox_queues(&pool).await, waiting(&[("p", 1), ("q", 1)]));
+    // A recurring job's slot.
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO queues (name) VALUES ('polls');
+             INSERT INTO jobs (id, queue, kind, interval_ms) VALUES ('every-minute', 'polls', 'sim', 60000);",
+        )
+        .await
+        .unwrap();
+    let fire = faro_dispatcher::timetable::Fire {
+        job: faro_shared::domain::JobId::parse("every-minute").unwrap(),
+        slot: Utc::now(),
+        overlaps: None,
+        missed: Vec::new(),
+    };
+    let fired = store::record_slots(&pool, &[fire]).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(
+        outbox_queues(&pool).await,
+        waiting(&[("p", 1), ("polls", 1), ("q", 1)])
+    );
 }

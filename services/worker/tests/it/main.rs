@@ -156,6 +156,7 @@ impl Harness {
             device: None,
             simulate: false,
             deadline: None,
+            sent_at: None,
         }
     }
 

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use faro_shared::domain::Outcome;
+use chrono::{DateTime, Utc};
+use faro_shared::domain::{Outcome, TargetId};
+use faro_shared::messages::slots::TargetSlots;
+use faro_shared::messages::RunMessage;
 use faro_shared::nats;
 
 use crate::Harness;
@@ -294,41 +297,58 @@ async fn an_attempt_executed_twice_has_its_result_stored_once() {
     worker.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_given_again_after_its_attempt_ended_is_not_executed_again() {
-    let h = Harness::start().await;
-    // Two runs of target t0; the leader's slot record says only `open` still holds a slot:
-    // `ended` had its result recorded, and its slot went to another run.
-    let ended = h.sim_run(0, 0);
-    let open = h.sim_run(3, 0);
-    let record = faro_shared::messages::slots::TargetSlots {
-        target: faro_shared::domain::TargetId::parse("t0").unwrap(),
+/// Two runs of target t0 the leader sent a second ago.
+fn two_sent_runs(h: &Harness) -> (RunMessage, RunMessage) {
+    let sent = Utc::now() - chrono::Duration::seconds(1);
+    let (mut ended, mut open) = (h.sim_run(0, 0), h.sim_run(3, 0));
+    ended.sent_at = Some(sent);
+    open.sent_at = Some(sent);
+    (ended, open)
+}
+
+/// Writes the leader's slot record of t0 as it was at `at`: `holding` holds its slots.
+async fn put_slots(h: &Harness, holding: &[&RunMessage], at: DateTime<Utc>) {
+    let until = Utc::now() + chrono::Duration::hours(1);
+    let record = TargetSlots {
+        target: TargetId::parse("t0").unwrap(),
         holder: "d0".to_owned(),
-        runs: [(open.run_id, chrono::Utc::now() + chrono::Duration::hours(1))].into(),
+        runs: holding.iter().map(|run| (run.run_id, until)).collect(),
+        at: Some(at),
     };
-    h.publish(&ended).await;
-    h.publish(&open).await;
-    // Both delivered once and never acknowledged, as by a worker frozen after it published
-    // the result of `ended`.
+    h.topology
+        .leases
+        .put("slot.t0", serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+}
+
+/// Delivers the queue's first `n` runs once, never acknowledged: as to a worker that froze
+/// after it published their results.
+async fn deliver_unacked(h: &Harness, n: usize) -> PullConsumer {
     let consumer = nats::ensure_queue_consumer(&h.js, &h.ns, &h.queue)
         .await
         .unwrap();
-    let mut first = consumer.fetch().max_messages(2).messages().await.unwrap();
-    for _ in 0..2 {
+    let mut first = consumer.fetch().max_messages(n).messages().await.unwrap();
+    for _ in 0..n {
         let message = futures::StreamExt::next(&mut first).await.unwrap().unwrap();
         message
             .ack_with(async_nats::jetstream::AckKind::Nak(None))
             .await
             .unwrap();
     }
-    drop(first);
-    // The leader wrote the record when the result of `ended` was recorded: after both runs
-    // were published (a record older than a run says nothing about it).
-    h.topology
-        .leases
-        .put("slot.t0", serde_json::to_vec(&record).unwrap().into())
-        .await
-        .unwrap();
+    consumer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_given_again_after_its_attempt_ended_is_not_executed_again() {
+    let h = Harness::start().await;
+    // `ended` had its result recorded, and its slot went to another run (`open`).
+    let (ended, open) = two_sent_runs(&h);
+    h.publish(&ended).await;
+    h.publish(&open).await;
+    let consumer = deliver_unacked(&h, 2).await;
+    // The leader's record taken when the result of `ended` was recorded: after both were sent.
+    put_slots(&h, &[&open], Utc::now()).await;
 
     let (worker, shutdown) = h.worker("w1", 2, "1s").await;
     let results = h.results(1, Duration::from_secs(30)).await;
@@ -346,24 +366,41 @@ async fn a_run_stored_before_a_restart_that_already_ended_is_not_executed_as_new
     // delivers it again as a first delivery. A worker that (re)connected after the run was
     // stored checks the slot record before it executes it.
     let h = Harness::start().await;
-    let ended = h.sim_run(0, 0);
-    let open = h.sim_run(3, 0);
+    let (ended, open) = two_sent_runs(&h);
     h.publish(&ended).await;
     h.publish(&open).await;
-    let record = faro_shared::messages::slots::TargetSlots {
-        target: faro_shared::domain::TargetId::parse("t0").unwrap(),
-        holder: "d0".to_owned(),
-        runs: [(open.run_id, chrono::Utc::now() + chrono::Duration::hours(1))].into(),
-    };
-    h.topology
-        .leases
-        .put("slot.t0", serde_json::to_vec(&record).unwrap().into())
-        .await
-        .unwrap();
+    put_slots(&h, &[&open], Utc::now()).await;
 
     let (worker, shutdown) = h.worker("w1", 2, "1s").await;
     let results = h.results(1, Duration::from_secs(30)).await;
     assert_eq!(results[0].run_id, open.run_id);
+    h.wait_queue_empty_and_no_more_results().await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_record_taken_before_a_run_was_sent_never_stops_it_whenever_it_is_written() {
+    // The leader writes its slot records a little after the changes, and the server stores
+    // the records and the runs on different streams: a record taken before a run was admitted
+    // may be stored after the run. It says nothing about the run, which is executed.
+    let h = Harness::start().await;
+    let (earlier, sent) = two_sent_runs(&h);
+    h.publish(&sent).await;
+    // Delivered before (so the worker checks its slot), then the record is stored.
+    let consumer = deliver_unacked(&h, 1).await;
+    put_slots(
+        &h,
+        &[&earlier],
+        sent.sent_at.unwrap() - chrono::Duration::milliseconds(5),
+    )
+    .await;
+
+    let (worker, shutdown) = h.worker("w1", 2, "1s").await;
+    let results = h.results(1, Duration::from_secs(30)).await;
+    assert_eq!(results[0].run_id, sent.run_id);
+    assert_eq!(results[0].outcome, Outcome::Succeeded);
+    drop(consumer);
     h.wait_queue_empty_and_no_more_results().await;
     shutdown.cancel();
     worker.await.unwrap().unwrap();
