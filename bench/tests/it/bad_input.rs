@@ -99,22 +99,7 @@ async fn malformed_messages_are_refused_and_good_work_goes_on() {
 async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() {
     let system = System::start(Options::default()).await.unwrap();
     let ns = &system.ns;
-    // A run that executes long enough for a forged result of its attempt to arrive first.
-    let slow = serde_json::json!({"id": "slow", "queue": "q", "kind": "sim", "target": "t9",
-        "max_attempts": 1, "params": {"duration_ms": 20000, "outcomes": {"succeeded": 1}}});
-    system.submit_jobs(&[slow], "slow").await.unwrap();
-    system
-        .wait_count(
-            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND started_at IS NOT NULL OR job_id = 'slow' AND status = 'dispatched'",
-            1,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    let run: uuid::Uuid = system
-        .one("SELECT id FROM runs WHERE job_id = 'slow'")
-        .await
-        .unwrap();
+    let run = slow_run(&system).await;
     let ancient = "-5000-01-01T00:00:00Z";
     let chunk = serde_json::json!({"run_id": run, "attempt": 1, "job_id": "slow", "queue": "q",
         "target": "t9", "seq": 0, "polled_at": ancient,
@@ -210,4 +195,57 @@ async fn what_postgresql_refuses_is_recorded_as_what_it_is_and_stalls_nothing() 
         }
     }
     system.stop().await.unwrap();
+}
+
+/// A result PostgreSQL refuses that arrives alone in its batch is recorded as unreadable at
+/// once, like one refused with others: not taken for a passing failure and retried for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_result_alone_in_its_batch_is_recorded_unreadable_at_once() {
+    let system = System::start(Options::default()).await.unwrap();
+    let run = slow_run(&system).await;
+    let ancient = "-5000-01-01T00:00:00Z";
+    let result = serde_json::json!({"run_id": run, "attempt": 1, "job_id": "slow", "queue": "q",
+        "target": "t9", "worker_id": "forged", "outcome": "succeeded", "simulated": true,
+        "started_at": ancient, "finished_at": ancient});
+    system
+        .js
+        .publish(
+            format!("{}.results.q.t9", system.ns),
+            serde_json::to_vec(&result).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Well before the real execution ends (20 s) and reports it.
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'failed'
+                AND error LIKE 'result unreadable: %'",
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+}
+
+/// Submits job `slow` on target t9: one run that executes 20 s, long enough for a forged
+/// result of its attempt to arrive first. Returns its run id once it is dispatched.
+async fn slow_run(system: &System) -> uuid::Uuid {
+    let slow = serde_json::json!({"id": "slow", "queue": "q", "kind": "sim", "target": "t9",
+        "max_attempts": 1, "params": {"duration_ms": 20000, "outcomes": {"succeeded": 1}}});
+    system.submit_jobs(&[slow], "slow").await.unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'slow' AND status = 'dispatched'",
+            1,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    system
+        .one("SELECT id FROM runs WHERE job_id = 'slow'")
+        .await
+        .unwrap()
 }

@@ -123,6 +123,12 @@ pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Messag
             }
             acks
         }
+        // Alone in its batch, a message is settled with the error itself: a refusal stays
+        // one (the text of it would read as a passing failure and be retried for minutes).
+        Err(error) if accepted.len() == 1 => {
+            let (message, item) = &accepted[0];
+            vec![(message, settle(d, message, item, error).await)]
+        }
         Err(error) => {
             let error = format!("{error:#}");
             let mut acks = Vec::with_capacity(accepted.len());
