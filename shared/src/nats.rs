@@ -420,9 +420,15 @@ pub async fn ensure_service_consumer(
         .with_context(|| format!("cannot declare consumer {durable} on {stream_name}"))
 }
 
+/// How many requests one service instance answers at once: a slow one (a report over a long
+/// history) never holds up a cancel or a maintenance switch, and a flood of them leaves most
+/// of the PostgreSQL pool to the work itself. Requests beyond wait their turn.
+pub const API_CONCURRENCY: usize = 4;
+
 /// Serves a request/reply API on `subject` (a `faro.api.<service>.*` wildcard) in queue group
-/// `group` until `shutdown`: each request's last subject token is its verb; `answer`'s error
-/// is sent back as `{"error": ..}` and logged, and never ends the loop.
+/// `group` until `shutdown`, answering up to [`API_CONCURRENCY`] requests at once: each
+/// request's last subject token is its verb; `answer`'s error is sent back as `{"error": ..}`
+/// and logged, and never ends the loop.
 pub async fn serve_api<F, Fut>(
     client: &async_nats::Client,
     subject: String,
@@ -432,16 +438,19 @@ pub async fn serve_api<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: Fn(String, bytes::Bytes) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Vec<u8>>>,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<u8>>> + Send + 'static,
 {
     use futures::StreamExt as _;
     let mut requests = client
         .queue_subscribe(subject.clone(), group.to_owned())
         .await
         .with_context(|| format!("cannot serve {subject}"))?;
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(API_CONCURRENCY));
+    let mut answering = tokio::task::JoinSet::new();
     loop {
         let request = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break,
+            Some(_) = answering.join_next(), if !answering.is_empty() => continue,
             request = requests.next() => request,
         };
         let Some(request) = request else {
@@ -456,20 +465,31 @@ where
             .next()
             .unwrap_or_default()
             .to_owned();
-        let body = match answer(verb.clone(), request.payload.clone()).await {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
-                serde_json::to_vec(&crate::messages::ApiError {
-                    error: format!("{error:#}"),
-                })
-                .unwrap_or_default()
-            }
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit?,
         };
-        if let Err(error) = client.publish(reply, body.into()).await {
-            tracing::warn!(%error, "cannot answer an API request");
-        }
+        let answered = answer(verb.clone(), request.payload.clone());
+        let client = client.clone();
+        answering.spawn(async move {
+            let _permit = permit;
+            let body = match answered.await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
+                    serde_json::to_vec(&crate::messages::ApiError {
+                        error: format!("{error:#}"),
+                    })
+                    .unwrap_or_default()
+                }
+            };
+            if let Err(error) = client.publish(reply, body.into()).await {
+                tracing::warn!(%error, "cannot answer an API request");
+            }
+        });
     }
+    answering.abort_all();
+    Ok(())
 }
 
 #[cfg(test)]
