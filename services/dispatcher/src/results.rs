@@ -117,24 +117,16 @@ pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Messag
             for (message, item) in &accepted {
                 let ack = match record(d, &[item]).await {
                     Ok(()) => AckKind::Ack,
-                    Err(error) => settle(d, message, item, error).await,
+                    Err(error) => settle(d, message, item, &error).await,
                 };
                 acks.push((message, ack));
             }
             acks
         }
-        // Alone in its batch, a message is settled with the error itself: a refusal stays
-        // one (the text of it would read as a passing failure and be retried for minutes).
-        Err(error) if accepted.len() == 1 => {
-            let (message, item) = &accepted[0];
-            vec![(message, settle(d, message, item, error).await)]
-        }
         Err(error) => {
-            let error = format!("{error:#}");
             let mut acks = Vec::with_capacity(accepted.len());
             for (message, item) in &accepted {
-                let ack = settle(d, message, item, anyhow::anyhow!("{error}")).await;
-                acks.push((message, ack));
+                acks.push((message, settle(d, message, item, &error).await));
             }
             acks
         }
@@ -174,14 +166,15 @@ async fn settle(
     d: &Dispatcher,
     message: &jetstream::Message,
     item: &Item,
-    error: anyhow::Error,
+    error: &anyhow::Error,
 ) -> AckKind {
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
     let source = match item {
         Item::Result(_) => "results",
         Item::Chunk(_) => "values",
     };
-    let error = match (faro_shared::pg::refusal(&error), item) {
+    // The error itself, never its text: only it says whether PostgreSQL refused the message.
+    let error = match (faro_shared::pg::refusal(error), item) {
         (Some(reason), Item::Result(result)) => {
             let unreadable = Item::Result(result.unreadable(&reason));
             match record(d, &[&unreadable]).await {
@@ -190,16 +183,15 @@ async fn settle(
                     metrics::counter!(m::RESULTS_UNREADABLE).increment(1);
                     return AckKind::Term;
                 }
-                Err(error) => error,
+                Err(error) => format!("{error:#}"),
             }
         }
         (Some(reason), Item::Chunk(_)) => {
             let reason = format!("PostgreSQL cannot hold these values: {reason}");
             return dead_letters::set_aside(d, source, message, &reason).await;
         }
-        (None, _) => error,
+        (None, _) => format!("{error:#}"),
     };
-    let error = format!("{error:#}");
     if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
         let reason = format!("not recorded after {delivered} deliveries: {error}");
         return dead_letters::set_aside(d, source, message, &reason).await;
