@@ -97,12 +97,13 @@ impl Env {
             .transpose()
     }
 
-    /// A duration such as `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+    /// A duration such as `250ms`, `5s`, `2m`, `1h`, `30d`; a bare number is seconds.
     pub fn duration(&self, var: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.optional(var) {
             None => Ok(default),
-            Some(value) => parse_duration(value)
-                .ok_or_else(|| self.error(var, value, "a duration such as 250ms, 5s, 2m or 1h")),
+            Some(value) => parse_duration(value).ok_or_else(|| {
+                self.error(var, value, "a duration such as 250ms, 5s, 2m, 1h or 30d")
+            }),
         }
     }
 
@@ -134,7 +135,7 @@ impl Env {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses `250ms`, `5s`, `2m`, `1h`, `30d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -147,6 +148,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => number / 1000.0,
         "m" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86_400.0,
         _ => return None,
     };
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
@@ -339,6 +341,10 @@ mod tests {
         assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
         for bad in ["", "s", "5 parsecs", "-1s", "1e400"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }

@@ -40,10 +40,13 @@ pub enum Setting {
     CoolingPeriod(Duration),
     /// Time between two balancing decisions.
     CycleInterval(Duration),
+    /// How long ended runs are kept: the leader drops each day of history once all of it is
+    /// older than this.
+    RunsRetention(Duration),
 }
 
 /// Every key with the form of its value and its default, for help and error messages.
-pub const KEYS: [(&str, &str, &str); 11] = [
+pub const KEYS: [(&str, &str, &str); 12] = [
     ("maintenance_mode", "true or false", "false"),
     (
         "target.max_concurrency",
@@ -75,7 +78,17 @@ pub const KEYS: [(&str, &str, &str); 11] = [
         "a duration from 100ms to 5m such as 5s",
         "FARO_BALANCER_CYCLE, else 5s",
     ),
+    (
+        "runs.retention",
+        "a duration from 1d to 3650d such as 30d",
+        "FARO_RUNS_RETENTION, else 30d",
+    ),
 ];
+
+/// The shortest and longest run history `runs.retention` and `FARO_RUNS_RETENTION` accept: at
+/// least a day (history is dropped a day at a time), at most ten years.
+pub const RUNS_RETENTION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(86_400)..=Duration::from_secs(3650 * 86_400);
 
 fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
@@ -85,10 +98,13 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// A duration as settings store it: whole seconds as `30s`, else milliseconds.
+/// A duration as settings store it: whole days as `30d`, whole seconds as `30s`, else
+/// milliseconds.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
+    if ms > 0 && ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -181,6 +197,10 @@ impl Setting {
                 }
                 _ => Err(bad(key, KEYS[10].1)),
             },
+            "runs.retention" => match parse_duration(trimmed) {
+                Some(d) if RUNS_RETENTION_RANGE.contains(&d) => Ok(Setting::RunsRetention(d)),
+                _ => Err(bad(key, KEYS[11].1)),
+            },
             "log.level" if is_log_filter(trimmed) => Ok(Setting::LogLevel(trimmed.to_owned())),
             "log.level" => Err(bad(key, KEYS[3].1)),
             _ => {
@@ -218,6 +238,7 @@ impl Setting {
             Setting::PreemptionMode(_) => "preemption_mode".to_owned(),
             Setting::CoolingPeriod(_) => "cooling_period".to_owned(),
             Setting::CycleInterval(_) => "cycle_interval".to_owned(),
+            Setting::RunsRetention(_) => "runs.retention".to_owned(),
         }
     }
 
@@ -228,7 +249,7 @@ impl Setting {
             | Setting::SnmpTestMode(on)
             | Setting::StrictIsolation(on)
             | Setting::PreemptionMode(on) => serde_json::Value::Bool(*on),
-            Setting::CoolingPeriod(d) | Setting::CycleInterval(d) => {
+            Setting::CoolingPeriod(d) | Setting::CycleInterval(d) | Setting::RunsRetention(d) => {
                 serde_json::Value::from(format_duration(*d))
             }
             Setting::TargetMaxConcurrency(n) => serde_json::Value::from(*n),
@@ -310,6 +331,14 @@ impl HotSettings {
     pub fn log_level(&self) -> Option<&str> {
         self.stored.iter().find_map(|setting| match setting {
             Setting::LogLevel(filter) => Some(filter.as_str()),
+            _ => None,
+        })
+    }
+
+    /// `runs.retention`, when stored.
+    pub fn runs_retention(&self) -> Option<Duration> {
+        self.stored.iter().find_map(|setting| match setting {
+            Setting::RunsRetention(d) => Some(*d),
             _ => None,
         })
     }
@@ -418,7 +447,18 @@ mod tests {
             Setting::parse("log.level", "info,faro_dispatcher=debug").unwrap(),
             Setting::LogLevel("info,faro_dispatcher=debug".to_owned())
         );
+        assert_eq!(
+            Setting::parse("runs.retention", "90d").unwrap(),
+            Setting::RunsRetention(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            Setting::parse("runs.retention", "36h").unwrap(),
+            Setting::RunsRetention(Duration::from_secs(36 * 3600))
+        );
         for (key, value) in [
+            ("runs.retention", "12h"),
+            ("runs.retention", "3651d"),
+            ("runs.retention", "a month"),
             ("maintenance_mode", "maybe"),
             ("target.max_concurrency", "0"),
             ("queue.get.max_in_flight", "0"),
@@ -455,6 +495,9 @@ mod tests {
             Setting::QueueMaxInFlight(QueueName::parse("get").unwrap(), Some(25)),
             Setting::QueueMaxInFlight(QueueName::parse("get").unwrap(), None),
             Setting::LogLevel("warn".to_owned()),
+            Setting::RunsRetention(Duration::from_secs(30 * 86_400)),
+            Setting::RunsRetention(Duration::from_secs(36 * 3600)),
+            Setting::CoolingPeriod(Duration::from_millis(1500)),
         ] {
             assert_eq!(
                 Setting::from_stored(&setting.key(), &setting.value()),
@@ -463,6 +506,10 @@ mod tests {
             let wire = serde_json::to_string(&setting).unwrap();
             assert_eq!(serde_json::from_str::<Setting>(&wire).unwrap(), setting);
         }
+        assert_eq!(
+            Setting::RunsRetention(Duration::from_secs(30 * 86_400)).value(),
+            serde_json::json!("30d")
+        );
         assert_eq!(
             Setting::from_stored("retired.key", &serde_json::json!(1)),
             None

@@ -24,6 +24,7 @@ use crate::chains::Chains;
 use crate::config::Config;
 use crate::deadlines::deadlines_loop;
 use crate::deadlines::Deadlines;
+use crate::history::history_loop;
 use crate::intake::submissions_loop;
 use crate::leader::Election;
 use crate::metrics as m;
@@ -377,6 +378,10 @@ async fn lead(
     supervisor.spawn(
         "retries",
         retries_loop(dispatcher.clone(), shutdown.clone()),
+    );
+    supervisor.spawn(
+        "history",
+        history_loop(dispatcher.clone(), shutdown.clone()),
     );
     supervisor.spawn(
         "api",

@@ -4,10 +4,14 @@ use std::time::Duration;
 
 use faro_shared::config::{ConfigError, Env, PgConfig};
 use faro_shared::nats::TopologySettings;
+use faro_shared::settings::RUNS_RETENTION_RANGE;
 use faro_shared::CommonConfig;
 
 use crate::deadlines::RunDeadline;
 use crate::retry::RetryPolicy;
+
+/// How long ended runs are kept unless `FARO_RUNS_RETENTION` or `runs.retention` say otherwise.
+pub const DEFAULT_RUNS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +38,9 @@ pub struct Config {
     /// How long the leader lease lives without renewal (`FARO_LEADER_LEASE_TTL`, 5 s): a
     /// standby takes over within about this long after the leader dies.
     pub leader_lease_ttl: Duration,
+    /// How long ended runs are kept (`FARO_RUNS_RETENTION`, 30 d; the hot setting
+    /// `runs.retention` overrides it).
+    pub runs_retention: Duration,
 }
 
 impl Config {
@@ -89,6 +96,16 @@ impl Config {
                     })
                 }
             },
+            runs_retention: match env.duration("FARO_RUNS_RETENTION", DEFAULT_RUNS_RETENTION)? {
+                d if RUNS_RETENTION_RANGE.contains(&d) => d,
+                _ => {
+                    return Err(ConfigError {
+                        var: "FARO_RUNS_RETENTION".to_owned(),
+                        value: env.string("FARO_RUNS_RETENTION", ""),
+                        expected: "a duration from 1d to 3650d, such as 30d".to_owned(),
+                    })
+                }
+            },
         })
     }
 }
@@ -122,6 +139,22 @@ mod tests {
         ]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.leader_lease_ttl, Duration::from_secs(2));
+        assert_eq!(config.runs_retention, DEFAULT_RUNS_RETENTION);
         assert_eq!(config.instance, "d1");
+    }
+
+    #[test]
+    fn runs_retention_is_from_a_day_to_ten_years() {
+        let env = Env::from_pairs([("FARO_RUNS_RETENTION", "90d")]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.runs_retention, Duration::from_secs(90 * 86_400));
+        for bad in ["12h", "4000d", "forever"] {
+            let env = Env::from_pairs([("FARO_RUNS_RETENTION", bad)]);
+            let error = Config::from_env(&env).unwrap_err().to_string();
+            assert!(
+                error.contains("FARO_RUNS_RETENTION") && error.contains("30d"),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -11,10 +11,12 @@
 //! of recurring jobs), `retries` (retries due), `results` (the completer: results recorded as
 //! the pure `results::plan` decides), `deadlines` (attempts with no result in time; its
 //! `RunDeadline` is the one place a deadline is computed), `settings` (hot settings reloaded),
-//! `slot_leases` (target slots in KV), `api` (one function per verb).
+//! `slot_leases` (target slots in KV), `history` (days of run history made ahead and dropped
+//! past retention), `api` (one function per verb).
 //! Pure decisions: `plan` (a submission's runs), `admission` (target and queue slots),
 //! `timetable` (which recurring slot fires next), `schedule` (slot arithmetic), `retry`
-//! (retry policy), `chains` (children of a finished parent), `explain` (why a run waits).
+//! (retry policy), `chains` (children of a finished parent), `explain` (why a run waits),
+//! `history::plan` (days to make and drop).
 //! At the edges: `store` (PostgreSQL, one module per table family; it executes plans),
 //! `catalog` (targets and jobs as operators define them), `bus` (NATS publishing), `values`
 //! (SNMP values of a result).
@@ -31,6 +33,7 @@ pub mod deadlines;
 pub mod explain;
 #[cfg(test)]
 mod fixtures;
+pub mod history;
 mod intake;
 pub mod leader;
 pub mod metrics;

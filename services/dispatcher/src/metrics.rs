@@ -27,9 +27,39 @@ pub const RECURRING_JOBS: &str = "faro_dispatcher_recurring_jobs";
 pub const VALUES: &str = "faro_dispatcher_values_total";
 pub const DEAD_LETTERS: &str = "faro_dispatcher_dead_letters_total";
 pub const RESULTS_UNREADABLE: &str = "faro_dispatcher_results_unreadable_total";
+pub const HISTORY_PARTITIONS: &str = "faro_dispatcher_history_partitions";
+pub const HISTORY_BYTES: &str = "faro_dispatcher_history_bytes";
+pub const HISTORY_HELD_RUNS: &str = "faro_dispatcher_history_held_runs";
+pub const HISTORY_PARTITIONS_DROPPED: &str = "faro_dispatcher_history_partitions_dropped_total";
+pub const HISTORY_ERRORS: &str = "faro_dispatcher_history_errors_total";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::gauge(
+        HISTORY_PARTITIONS,
+        Unit::Count,
+        "Days of run history held in PostgreSQL (partitions of `runs`, including those made ahead).",
+    ),
+    Metric::gauge(
+        HISTORY_BYTES,
+        Unit::Bytes,
+        "Size on disk of the run history (`runs` and `run_attempts`, indexes included).",
+    ),
+    Metric::gauge(
+        HISTORY_HELD_RUNS,
+        Unit::Count,
+        "Runs kept past their day's drop because they were still open then (`runs_held`), until they end and pass retention.",
+    ),
+    Metric::counter(
+        HISTORY_PARTITIONS_DROPPED,
+        Unit::Count,
+        "Days of run history dropped past `runs.retention`.",
+    ),
+    Metric::counter(
+        HISTORY_ERRORS,
+        Unit::Count,
+        "Failures to make or drop a day of history (logged with the reason; tried again at the next check).",
+    ),
     Metric::counter(
         DEAD_LETTERS,
         Unit::Count,

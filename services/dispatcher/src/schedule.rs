@@ -50,6 +50,27 @@ pub fn slot_at_or_after(job: &JobId, interval: Duration, t: DateTime<Utc>) -> Da
     }
 }
 
+/// The id of the run of `job`'s slot at `slot`: a UUIDv7 of the slot's millisecond whose other
+/// bits hash the job and the slot. Every dispatcher derives the same id for a slot, so the
+/// primary key of `runs` records each slot once however many try, and the run lands in the
+/// day of history of its slot.
+pub fn slot_run_id(job: &JobId, slot: DateTime<Utc>) -> uuid::Uuid {
+    let ms = slot.timestamp_millis();
+    let fnv = |seed: u64| {
+        job.as_str()
+            .bytes()
+            .chain(ms.to_be_bytes())
+            .fold(seed, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+            })
+    };
+    let (high, low) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let mut bits = [0u8; 10];
+    bits[..8].copy_from_slice(&high.to_be_bytes());
+    bits[8..].copy_from_slice(&low.to_be_bytes()[..2]);
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap_or(0), &bits).into_uuid()
+}
+
 /// What to do about a job whose planned slot is `planned`, at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -136,6 +157,27 @@ mod tests {
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn a_slot_has_one_run_id_made_at_its_time() {
+        let slot = at(1_764_590_400_123);
+        let id = slot_run_id(&job(1), slot);
+        assert_eq!(id, slot_run_id(&job(1), slot));
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(
+            i64::try_from(secs).unwrap() * 1000 + i64::from(nanos / 1_000_000),
+            slot.timestamp_millis()
+        );
+        assert_ne!(id, slot_run_id(&job(2), slot));
+        assert_ne!(id, slot_run_id(&job(1), at(1_764_590_400_124)));
+        // Neither a job's slots nor many jobs' same slot share an id.
+        let ids: std::collections::HashSet<_> = (0..10_000)
+            .map(|i| slot_run_id(&job(i), slot))
+            .chain((0..10_000).map(|k| slot_run_id(&job(1), at(1_764_590_400_000 + k * 60_000))))
+            .collect();
+        assert_eq!(ids.len(), 20_000);
     }
 
     #[test]

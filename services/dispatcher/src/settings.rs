@@ -47,6 +47,8 @@ pub(crate) fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunM
         | Setting::PreemptionMode(_)
         | Setting::CoolingPeriod(_)
         | Setting::CycleInterval(_) => Vec::new(),
+        // Read by the history task at each check.
+        Setting::RunsRetention(_) => Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ use super::outbox::message_from_row;
 use super::submissions::task_parts;
 use super::to_i32;
 use crate::chains::{Child, RunIf};
+use crate::schedule;
 use crate::timetable::{Fire, JobDef, Recurring};
 
 /// Every enabled recurring job, as the scheduler keeps it: read as a stream, so a million
@@ -250,7 +251,7 @@ impl DefinedRuns {
 }
 
 /// Inserts runs made from definitions, with outbox rows for those that run; a slot already
-/// recorded is left alone. Returns the ids inserted.
+/// recorded (the same id) is left alone. Returns the ids inserted.
 pub(super) async fn insert_defined_runs(
     tx: &deadpool_postgres::Transaction<'_>,
     rows: &DefinedRuns,
@@ -274,7 +275,7 @@ pub(super) async fn insert_defined_runs(
                                $11::int2[], $12::int4[], $13::text[], $14::int8[])
                      AS u(id, job_id, slot, parent, status, error, queue, target, kind, params,
                           priority, max_attempts, retry_on, timeout_ms)
-                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
+                 ON CONFLICT (id) DO NOTHING
                  RETURNING id, status, queue
              ), queued AS (
                  INSERT INTO run_outbox (run_id, queue)
@@ -312,15 +313,16 @@ pub const MISSED: &str = "skipped: came due while no dispatcher could fire it (a
 /// Records fired slots in one transaction: a run (with its outbox row) for each slot that
 /// runs, a `skipped` run for each slot whose job is still going. What a slot runs comes from
 /// the job's stored definition; a job disabled, no longer recurring or on a disabled target
-/// records nothing. A slot already recorded (by another dispatcher) is left alone. Returns the
-/// runs to dispatch.
+/// records nothing. A slot already recorded (by another dispatcher) is left alone: its run id
+/// is derived from the job and the slot, so the primary key finds it. Returns the runs to
+/// dispatch.
 pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
     let mut ids = Vec::with_capacity(fires.len());
     let mut jobs = Vec::with_capacity(fires.len());
     let mut slots = Vec::with_capacity(fires.len());
     let mut skips: Vec<Option<String>> = Vec::with_capacity(fires.len());
     for fire in fires {
-        ids.push(Uuid::now_v7());
+        ids.push(schedule::slot_run_id(&fire.job, fire.slot));
         jobs.push(fire.job.as_str());
         slots.push(fire.slot);
         skips.push(
@@ -329,7 +331,7 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
         );
         // Slots that passed unfired: recorded now, unless a dispatcher recorded them then.
         for missed in &fire.missed {
-            ids.push(Uuid::now_v7());
+            ids.push(schedule::slot_run_id(&fire.job, *missed));
             jobs.push(fire.job.as_str());
             slots.push(*missed);
             skips.push(Some(MISSED.to_owned()));
@@ -353,7 +355,7 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
                    JOIN jobs j ON j.id = u.job
                   WHERE j.enabled AND j.interval_ms IS NOT NULL
                     AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = j.target AND NOT t.enabled)
-                 ON CONFLICT (job_id, slot_at) WHERE slot_at IS NOT NULL DO NOTHING
+                 ON CONFLICT (id) DO NOTHING
                  RETURNING id, job_id, status, queue, target, kind, params, priority, timeout_ms
              ), queued AS (
                  INSERT INTO run_outbox (run_id, queue)

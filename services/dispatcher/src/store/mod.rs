@@ -1,6 +1,6 @@
 //! The dispatcher's SQL, one module per table family: `submissions`, `outbox`, `definitions`
 //! (jobs, targets, queues and the runs made from definitions), `results` (executing a result
-//! plan) and `facts` (what operators ask). Hot settings are read and written by
+//! plan), `facts` (what operators ask) and `history` (the days of run history). Hot settings are read and written by
 //! `faro_shared::settings`.
 //!
 //! Every write on a hot path is one statement per batch (`unnest` of arrays), never a round
@@ -10,6 +10,7 @@
 
 mod definitions;
 mod facts;
+mod history;
 mod outbox;
 mod results;
 mod submissions;
@@ -19,6 +20,9 @@ pub use definitions::{
     target_limits, MISSED,
 };
 pub use facts::{job_facts, run_facts, run_status, status};
+pub use history::{
+    drop_history_day, expire_held_runs, history_days, history_size, make_history_day,
+};
 pub use outbox::{
     drop_from_outbox, in_flight_runs, mark_published, next_retry, run_message, take_due_retries,
     unpublished_runs,

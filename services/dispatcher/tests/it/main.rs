@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod history;
 mod outbox;
 mod store;

@@ -122,8 +122,21 @@ const RETRY_AFTER_A_MINUTE: RetryPolicy = RetryPolicy {
     max: Duration::from_secs(600),
 };
 
+/// Defines the recurring job `every-minute` of queue `polls`.
+pub(crate) async fn define_every_minute_job(pool: &deadpool_postgres::Pool) {
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO queues (name) VALUES ('polls');
+             INSERT INTO jobs (id, queue, kind, interval_ms) VALUES ('every-minute', 'polls', 'sim', 60000);",
+        )
+        .await
+        .unwrap();
+}
+
 /// Records `results` as the results task does, without jitter or chains.
-async fn record(
+pub(crate) async fn record(
     pool: &deadpool_postgres::Pool,
     results: &[RunResult],
     policy: &RetryPolicy,
@@ -368,15 +381,7 @@ async fn every_outbox_row_names_its_queue() {
     assert_eq!(first.retried.len(), 1);
     assert_eq!(outbox_queues(&pool).await, waiting(&[("p", 1), ("q", 1)]));
     // A recurring job's slot.
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute(
-            "INSERT INTO queues (name) VALUES ('polls');
-             INSERT INTO jobs (id, queue, kind, interval_ms) VALUES ('every-minute', 'polls', 'sim', 60000);",
-        )
-        .await
-        .unwrap();
+    define_every_minute_job(&pool).await;
     let fire = faro_dispatcher::timetable::Fire {
         job: faro_shared::domain::JobId::parse("every-minute").unwrap(),
         slot: Utc::now(),

@@ -1,0 +1,247 @@
+//! The run history by day: days made ahead, dropped past retention without losing a run still
+//! open, and one run per recurring slot without a unique index on slots.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use faro_dispatcher::history::{maintain, DAYS_AHEAD};
+use faro_dispatcher::retry::RetryPolicy;
+use faro_dispatcher::store;
+use faro_dispatcher::timetable::Fire;
+use faro_shared::domain::JobId;
+use faro_shared::messages::RunResult;
+use faro_shared::pg;
+use faro_shared::testing::TestDb;
+use uuid::Uuid;
+
+use crate::store::{define_every_minute_job, record};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A run id made at `at`, as the dispatcher's clock would have made it then.
+fn id_at(at: DateTime<Utc>) -> Uuid {
+    let random: [u8; 10] = Uuid::new_v4().as_bytes()[..10].try_into().unwrap();
+    uuid::Builder::from_unix_timestamp_millis(
+        u64::try_from(at.timestamp_millis()).unwrap(),
+        &random,
+    )
+    .into_uuid()
+}
+
+/// Inserts a run of queue `q` made at `at` with `status`; returns its id.
+async fn insert_run(pool: &deadpool_postgres::Pool, at: DateTime<Utc>, status: &str) -> Uuid {
+    let id = id_at(at);
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO runs (id, job_id, queue, kind, params, priority, status, created_at)
+             VALUES ($1, 'j', 'q', 'sim', '{}', 5, $2, $3)",
+            &[&id, &status, &at],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// Where each run is: the partition that holds it, or `None` when it is gone.
+async fn partition_of(pool: &deadpool_postgres::Pool, id: Uuid) -> Option<String> {
+    pool.get()
+        .await
+        .unwrap()
+        .query_opt(
+            "SELECT tableoid::regclass::text FROM runs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+async fn attempts_of(pool: &deadpool_postgres::Pool, id: Uuid) -> i64 {
+    pool.get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM run_attempts WHERE run_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A success of the first attempt of a run inserted by `insert_run`.
+fn succeeded(id: Uuid) -> RunResult {
+    serde_json::from_value(serde_json::json!({
+        "run_id": id, "attempt": 1, "job_id": "j", "queue": "q", "worker_id": "w1",
+        "outcome": "succeeded", "simulated": true,
+        "started_at": Utc::now(), "finished_at": Utc::now(),
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retention() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    assert!(store::make_history_day(&pool, old.date_naive())
+        .await
+        .unwrap());
+    let ended = insert_run(&pool, old, "succeeded").await;
+    let going = insert_run(&pool, old, "dispatched").await;
+    let waiting = insert_run(&pool, old, "pending").await;
+    let recent = insert_run(&pool, now, "succeeded").await;
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO run_attempts (run_id, attempt, outcome) VALUES ($1, 1, 'failed'), ($2, 1, 'failed')",
+            &[&ended, &going],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO run_outbox (run_id, queue) VALUES ($1, 'q')",
+            &[&waiting],
+        )
+        .await
+        .unwrap();
+    let old_day = format!("runs_d{}", old.format("%Y%m%d"));
+    assert_eq!(
+        partition_of(&pool, going).await.as_deref(),
+        Some(old_day.as_str())
+    );
+
+    let done = maintain(&pool, now, 30 * DAY).await.unwrap();
+    assert_eq!(done.dropped, [old.date_naive()]);
+    assert_eq!((done.held, done.failed), (2, 0));
+    // The ended run went with its day; the open ones and their attempts are held.
+    assert_eq!(partition_of(&pool, ended).await, None);
+    assert_eq!(attempts_of(&pool, ended).await, 0);
+    assert_eq!(
+        partition_of(&pool, going).await.as_deref(),
+        Some("runs_held")
+    );
+    assert_eq!(attempts_of(&pool, going).await, 1);
+    assert_eq!(
+        partition_of(&pool, waiting).await.as_deref(),
+        Some("runs_held")
+    );
+    assert!(partition_of(&pool, recent).await.is_some());
+    let unpublished = store::unpublished_runs(&pool, None, 10).await.unwrap();
+    assert_eq!(
+        unpublished.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        [waiting]
+    );
+    // Today and the days ahead are there.
+    let days = store::history_days(&pool).await.unwrap();
+    for ahead in 0..=DAYS_AHEAD {
+        let day = now.date_naive() + chrono::Days::new(u64::from(ahead));
+        assert!(days.contains(&day), "{day} missing from {days:?}");
+    }
+    assert!(!days.contains(&old.date_naive()));
+
+    // The held run still takes its result, like any other.
+    let recording = record(&pool, &[succeeded(going)], &RetryPolicy::default()).await;
+    assert_eq!(recording.ended.len(), 1, "{recording:?}");
+    // Ended and past retention: deleted at the next check, with its attempts; the run still
+    // waiting stays.
+    let done = maintain(&pool, now, 30 * DAY).await.unwrap();
+    assert_eq!((done.expired, done.dropped.len()), (1, 0));
+    assert_eq!(partition_of(&pool, going).await, None);
+    assert_eq!(attempts_of(&pool, going).await, 0);
+    assert_eq!(
+        partition_of(&pool, waiting).await.as_deref(),
+        Some("runs_held")
+    );
+    let (held, bytes) = store::history_size(&pool).await.unwrap();
+    assert_eq!(held, 1);
+    assert!(bytes > 0);
+}
+
+#[tokio::test]
+async fn a_day_made_late_takes_its_runs_back_from_the_held_partition() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let later = Utc::now() + chrono::Duration::days(10);
+    let run = insert_run(&pool, later, "pending").await;
+    assert_eq!(partition_of(&pool, run).await.as_deref(), Some("runs_held"));
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO run_attempts (run_id, attempt, outcome) VALUES ($1, 1, 'failed')",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    let day: NaiveDate = later.date_naive();
+    assert!(store::make_history_day(&pool, day).await.unwrap());
+    assert!(!store::make_history_day(&pool, day).await.unwrap());
+    let expected = format!("runs_d{}", day.format("%Y%m%d"));
+    assert_eq!(partition_of(&pool, run).await, Some(expected));
+    let attempts_in: String = client
+        .query_one(
+            "SELECT tableoid::regclass::text FROM run_attempts WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        attempts_in,
+        format!("run_attempts_d{}", day.format("%Y%m%d"))
+    );
+}
+
+#[tokio::test]
+async fn a_slot_is_recorded_once_however_many_times_it_fires() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    define_every_minute_job(&pool).await;
+    let job = JobId::parse("every-minute").unwrap();
+    let slot = Utc::now();
+    let missed = slot - chrono::Duration::minutes(1);
+    let fire = Fire {
+        job: job.clone(),
+        slot,
+        overlaps: None,
+        missed: vec![missed],
+    };
+    let first = store::record_slots(&pool, std::slice::from_ref(&fire))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // Another dispatcher fires the same slots (a leader change), and a later fire counts the
+    // first slot as missed: nothing new is recorded.
+    assert!(store::record_slots(&pool, &[fire])
+        .await
+        .unwrap()
+        .is_empty());
+    let later = Fire {
+        job,
+        slot: slot + chrono::Duration::minutes(1),
+        overlaps: None,
+        missed: vec![missed, slot],
+    };
+    assert_eq!(store::record_slots(&pool, &[later]).await.unwrap().len(), 1);
+    let rows: Vec<(String, i64)> = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT status, count(*) FROM runs WHERE job_id = 'every-minute' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [("dispatched".to_owned(), 2), ("skipped".to_owned(), 1)]
+    );
+}
