@@ -282,42 +282,10 @@ async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
 /// outbox since before it (passed over for its lower priority, 10 against 1) does not start until it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_published_by_a_leader_killed_before_clearing_it_keeps_its_slot() {
-    let mut system = System::start(Options {
-        dispatchers: 2,
-        workers: 1,
-        env: vec![
-            ("FARO_LEADER_LEASE_TTL".into(), "2s".into()),
-            ("FARO_TARGET_MAX_CONCURRENCY".into(), "1".into()),
-        ],
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let (mut system, mut consumer) = olt_with_a_limit_of_one().await;
     let client = system.pool.get().await.unwrap();
-    let sim = |id: &str, priority: u8, duration_ms: u64| {
-        serde_json::json!({"id": id, "queue": "q", "kind": "sim", "target": "olt-1",
-            "priority": priority,
-            "params": {"duration_ms": duration_ms, "outcomes": {"succeeded": 1}}})
-    };
-    let queue = faro_shared::domain::QueueName::parse("q").unwrap();
-    let mut consumer = faro_shared::nats::ensure_queue_consumer(&system.js, &system.ns, &queue)
-        .await
-        .unwrap();
     // A run holds olt-1's one slot, published and cleared from the outbox.
-    system
-        .submit_jobs(&[sim("blocker", 5, 4000)], "blocker")
-        .await
-        .unwrap();
-    wait_executing(&mut consumer, "the blocker never started").await;
-    system
-        .wait_count(
-            "SELECT count(*) FROM runs r WHERE job_id = 'blocker'
-                AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
-            1,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    executing_and_cleared(&system, &mut consumer, sim("blocker", 5, 4000)).await;
     // From now on the leader cannot clear its outbox: it dies between storing a run and
     // clearing it.
     client
@@ -377,32 +345,7 @@ async fn a_run_published_by_a_leader_killed_before_clearing_it_keeps_its_slot() 
         .batch_execute("DROP TRIGGER hold_outbox ON run_outbox")
         .await
         .unwrap();
-    system
-        .wait_leader(Some(&leader), Duration::from_secs(20))
-        .await
-        .unwrap();
-    system
-        .wait_count(
-            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
-            3,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    type Times = (DateTime<Utc>, DateTime<Utc>);
-    let times: Vec<(String, Times)> = client
-        .query("SELECT job_id, started_at, finished_at FROM runs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), (row.get(1), row.get(2))))
-        .collect();
-    let of = |job: &str| times.iter().find(|(j, _)| j == job).unwrap().1;
-    let (newer, older) = (of("newer"), of("older"));
-    assert!(
-        older.0 >= newer.1,
-        "olt-1 ran two polls at once against its limit of 1: newer {newer:?}, older {older:?}"
-    );
+    one_after_the_other(&system, &leader, 3, "newer", "older").await;
     // Nothing left behind: the outbox is clear.
     let left: i64 = client
         .query_one("SELECT count(*) FROM run_outbox", &[])
@@ -412,6 +355,119 @@ async fn a_run_published_by_a_leader_killed_before_clearing_it_keeps_its_slot() 
     assert_eq!(left, 0);
     drop(client);
     system.stop().await.unwrap();
+}
+
+/// A leader killed while a run executes (published and cleared from the outbox): the next
+/// leader finds it in flight in its queue's stream (a worker acknowledges a run only once its
+/// result is stored), so with a limit of 1 the run waiting behind it does not start before it
+/// ends, and the run is still watched for its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_executing_when_the_leader_dies_keeps_its_slot_under_the_next() {
+    let (mut system, mut consumer) = olt_with_a_limit_of_one().await;
+    executing_and_cleared(&system, &mut consumer, sim("executing", 5, 5000)).await;
+    system
+        .submit_jobs(&[sim("waiting", 5, 100)], "waiting")
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE job_id = 'waiting'",
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let leader = system
+        .wait_leader(None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    system.kill(&format!("dispatcher {leader}")).unwrap();
+    one_after_the_other(&system, &leader, 2, "executing", "waiting").await;
+    system.stop().await.unwrap();
+}
+
+/// Two dispatchers on a 2 s lease, one worker, and targets limited to one run at a time; with
+/// a consumer of queue `q` to see what its worker holds.
+async fn olt_with_a_limit_of_one() -> (System, async_nats::jetstream::consumer::PullConsumer) {
+    let system = System::start(Options {
+        dispatchers: 2,
+        workers: 1,
+        env: vec![
+            ("FARO_LEADER_LEASE_TTL".into(), "2s".into()),
+            ("FARO_TARGET_MAX_CONCURRENCY".into(), "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let queue = faro_shared::domain::QueueName::parse("q").unwrap();
+    let consumer = faro_shared::nats::ensure_queue_consumer(&system.js, &system.ns, &queue)
+        .await
+        .unwrap();
+    (system, consumer)
+}
+
+/// A job of queue `q` on olt-1 that runs `duration_ms` and succeeds.
+fn sim(id: &str, priority: u8, duration_ms: u64) -> serde_json::Value {
+    serde_json::json!({"id": id, "queue": "q", "kind": "sim", "target": "olt-1",
+        "priority": priority,
+        "params": {"duration_ms": duration_ms, "outcomes": {"succeeded": 1}}})
+}
+
+/// Submits `job` and waits until a worker executes its run and the leader cleared it from
+/// the outbox.
+async fn executing_and_cleared(
+    system: &System,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    job: serde_json::Value,
+) {
+    let id = job["id"].as_str().unwrap().to_owned();
+    system.submit_jobs(&[job], &id).await.unwrap();
+    wait_executing(consumer, &format!("{id} never started")).await;
+    system
+        .wait_count(
+            &format!(
+                "SELECT count(*) FROM runs r WHERE job_id = '{id}'
+                    AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)"
+            ),
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits for a leader other than `killed` and for `runs` runs succeeded, then checks that
+/// job `then`'s run started only once job `first`'s had finished (olt-1 allows one at a time).
+async fn one_after_the_other(system: &System, killed: &str, runs: i64, first: &str, then: &str) {
+    system
+        .wait_leader(Some(killed), Duration::from_secs(20))
+        .await
+        .unwrap();
+    system
+        .wait_count(
+            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+            runs,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let times: std::collections::HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = system
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT job_id, started_at, finished_at FROM runs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+    let (before, after) = (times[first], times[then]);
+    assert!(
+        after.0 >= before.1,
+        "olt-1 ran two polls at once against its limit of 1: {first} {before:?}, {then} {after:?}"
+    );
 }
 
 /// Waits until a worker holds a run of `consumer`'s queue (it executes it); fails with `what`.

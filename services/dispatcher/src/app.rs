@@ -201,15 +201,14 @@ async fn restore(
     }
     // Attempts in flight before a restart keep their slots and are watched for a deadline
     // from when they were published; so do those in the outbox that a queue holds already,
-    // whose slots waiting runs would otherwise take while they execute.
-    let mut in_flight = store::in_flight_runs(pool).await?;
-    let stored = match bus::stored_attempts(js, ns).await {
-        Ok(stored) => stored,
-        Err(error) => {
-            tracing::warn!(error = format!("{error:#}"), "cannot read which runs the queues hold; runs published but not cleared by the last leader are offered again (JetStream drops the copy)");
-            HashMap::new()
-        }
-    };
+    // whose slots waiting runs would otherwise take while they execute. An attempt is in
+    // flight while the jobs stream holds it (queued, or executing and not yet acknowledged:
+    // a worker acknowledges once its result is stored, and the result then ends it). Without
+    // that list the slots in use are unknown, so this leadership fails and is tried again.
+    let stored = bus::stored_attempts(js, ns)
+        .await
+        .context("cannot read which runs the queues hold, so which runs are in flight")?;
+    let mut in_flight = store::in_flight_runs(pool, &stored).await?;
     if !stored.is_empty() {
         let waiting = store::unpublished_runs(pool, None, i64::MAX).await?;
         let published = bus::already_stored(waiting, &stored);

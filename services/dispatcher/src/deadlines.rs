@@ -112,6 +112,11 @@ impl Deadlines {
         self.by_run.len()
     }
 
+    /// The runs watched.
+    pub fn runs(&self) -> Vec<Uuid> {
+        self.by_run.keys().copied().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_run.is_empty()
     }

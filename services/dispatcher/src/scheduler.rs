@@ -27,7 +27,8 @@ pub(crate) async fn scheduler_loop(
     for def in store::recurring_jobs(&d.pool).await? {
         scheduler.load(def, now);
     }
-    for (job, run) in store::open_recurring_runs(&d.pool).await? {
+    let in_flight = d.deadlines().runs();
+    for (job, run) in store::open_recurring_runs(&d.pool, &in_flight).await? {
         scheduler.opened(job, run);
     }
     tracing::info!(jobs = scheduler.len(), "recurring jobs loaded");

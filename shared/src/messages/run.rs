@@ -53,6 +53,12 @@ impl RunMessage {
     pub fn msg_id(&self) -> String {
         format!("{}:{}", self.run_id, self.attempt)
     }
+
+    /// The run and attempt a `Nats-Msg-Id` of [`Self::msg_id`] names; `None` for another id.
+    pub fn attempt_of_msg_id(id: &str) -> Option<(Uuid, u32)> {
+        let (run, attempt) = id.split_once(':')?;
+        Some((run.parse().ok()?, attempt.parse().ok()?))
+    }
 }
 
 /// What a run produced, by kind.
@@ -151,6 +157,16 @@ impl RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_msg_id_names_its_run_and_attempt() {
+        let run_id = Uuid::now_v7();
+        let id = format!("{run_id}:3");
+        assert_eq!(RunMessage::attempt_of_msg_id(&id), Some((run_id, 3)));
+        for other in ["", "submission-1", "not-a-uuid:1", &format!("{run_id}:x")] {
+            assert_eq!(RunMessage::attempt_of_msg_id(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn run_message_round_trips_with_kind_and_params() {

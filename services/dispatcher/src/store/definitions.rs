@@ -17,6 +17,19 @@ use crate::chains::{Child, RunIf};
 use crate::schedule;
 use crate::timetable::{Fire, JobDef, Recurring};
 
+/// A job's latest slot recorded, as a subquery on `jobs`: the newest run with a slot by id (a
+/// slot's run id is made at the slot's time), among the runs of the last day plus a day or
+/// the job's interval, whichever is longer. It reads the job's newest index entries in those
+/// few days, so a takeover reads the same whatever the history holds. A job whose latest slot
+/// is older (not scheduled for that long) starts at its next slot, as a new job does; the
+/// slots it missed would be older than `timetable::MISSED_LOOKBACK` anyway.
+const LAST_SLOT: &str = "(SELECT r.slot_at FROM runs r
+                           WHERE r.job_id = jobs.id AND r.slot_at IS NOT NULL
+                             AND r.id >= faro_uuid_at(now() - interval '1 day'
+                                   - greatest(interval '1 day',
+                                              COALESCE(jobs.interval_ms, 0) * interval '1 millisecond'))
+                           ORDER BY r.id DESC LIMIT 1)";
+
 /// Every enabled recurring job, as the scheduler keeps it: read as a stream, so a million
 /// definitions never sit in memory twice. A row that cannot be read is skipped with a warning,
 /// never stopping the others.
@@ -25,10 +38,11 @@ pub async fn recurring_jobs(pool: &Pool) -> anyhow::Result<Vec<Recurring>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query_raw(
-            "SELECT id, interval_ms, overlap,
-                    (SELECT max(slot_at) FROM runs WHERE runs.job_id = jobs.id
-                                                     AND slot_at IS NOT NULL)
-               FROM jobs WHERE enabled AND interval_ms IS NOT NULL",
+            &format!(
+                "SELECT id, interval_ms, overlap,
+                    {LAST_SLOT}
+               FROM jobs WHERE enabled AND interval_ms IS NOT NULL"
+            ),
             std::iter::empty::<i32>(),
         )
         .await
@@ -97,8 +111,7 @@ async fn definitions(
             &format!(
                 "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
                         interval_ms, after_job, run_if, timeout_ms, overlap,
-                        (SELECT max(slot_at) FROM runs WHERE runs.job_id = jobs.id
-                                                         AND slot_at IS NOT NULL) AS last_slot_at
+                        {LAST_SLOT} AS last_slot_at
                    FROM jobs WHERE enabled AND {filter}"
             ),
             params,
@@ -162,14 +175,22 @@ pub(super) fn retry_on_to(retry_on: &[Retryable]) -> Option<String> {
     })
 }
 
-/// Recurring runs not yet ended, by job: their next slots are skipped until they end.
-pub async fn open_recurring_runs(pool: &Pool) -> anyhow::Result<Vec<(JobId, Uuid)>> {
+/// Recurring runs not yet ended, by job: their next slots are skipped until they end. An open
+/// run is in the outbox (waiting to be published, or a retry waiting) or in flight
+/// (`in_flight`, as the leader restored them from the jobs stream); each is read by its id,
+/// so the reads do not grow with the history.
+pub async fn open_recurring_runs(
+    pool: &Pool,
+    in_flight: &[Uuid],
+) -> anyhow::Result<Vec<(JobId, Uuid)>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
-            "SELECT job_id, id FROM runs
-              WHERE slot_at IS NOT NULL AND status IN ('pending', 'dispatched')",
-            &[],
+            "SELECT r.job_id, r.id
+               FROM (SELECT run_id FROM run_outbox UNION SELECT unnest($1::uuid[])) AS o(id)
+               JOIN runs r ON r.id = o.id
+              WHERE r.slot_at IS NOT NULL AND r.status IN ('pending', 'dispatched')",
+            &[&in_flight],
         )
         .await
         .context("cannot read open recurring runs")?;

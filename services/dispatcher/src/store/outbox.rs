@@ -1,6 +1,8 @@
 //! The outbox: runs recorded and not yet stored in JetStream, retries waiting for their
 //! backoff, and attempts in flight.
 
+use std::collections::HashMap;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -131,18 +133,35 @@ pub async fn take_due_retries(pool: &Pool, limit: i64) -> anyhow::Result<Vec<Run
     outbox_runs(pool, "o.run_id = ANY($3)", None, limit, &taken).await
 }
 
-/// Attempts published and not ended, with when they were published: at start they hold
-/// their targets' slots and are watched for their deadlines.
-pub async fn in_flight_runs(pool: &Pool) -> anyhow::Result<Vec<(RunMessage, DateTime<Utc>)>> {
+/// The attempts of `stored` (the jobs stream's messages by `Nats-Msg-Id`, with when each was
+/// stored) that are their run's current attempt and not ended, with when they were stored:
+/// at start they hold their targets' slots and are watched for their deadlines. Each is read
+/// by its id, in its day of history: the reads do not grow with the history. Runs with an
+/// outbox row (a retry waiting, a publish not cleared) are left to the outbox.
+pub async fn in_flight_runs(
+    pool: &Pool,
+    stored: &HashMap<String, DateTime<Utc>>,
+) -> anyhow::Result<Vec<(RunMessage, DateTime<Utc>)>> {
+    let mut ids = Vec::with_capacity(stored.len());
+    let mut attempts = Vec::with_capacity(stored.len());
+    let mut times = Vec::with_capacity(stored.len());
+    for (msg_id, at) in stored {
+        if let Some((run, attempt)) = RunMessage::attempt_of_msg_id(msg_id) {
+            ids.push(run);
+            attempts.push(to_i32(attempt));
+            times.push(*at);
+        }
+    }
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let rows = client
         .query(
             "SELECT r.id, r.attempt, r.job_id, r.queue, r.target, r.kind, r.params, r.priority,
-                    r.timeout_ms, COALESCE(r.retry_at, r.dispatched_at, r.created_at) AS published
-               FROM runs r
+                    r.timeout_ms, s.at AS published
+               FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) AS s(id, attempt, at)
+               JOIN runs r ON r.id = s.id AND r.attempt = s.attempt
               WHERE r.status = 'dispatched'
                 AND NOT EXISTS (SELECT 1 FROM run_outbox o WHERE o.run_id = r.id)",
-            &[],
+            &[&ids, &attempts, &times],
         )
         .await
         .context("cannot read runs in flight")?;

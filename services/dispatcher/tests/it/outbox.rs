@@ -83,7 +83,8 @@ async fn slots_in_flight_before_a_restart_still_count() {
     store::record_submission(&pool, "before", None, &runs)
         .await
         .unwrap();
-    // Two were published before the restart: they are in flight.
+    // Two were published before the restart: stored in their queue's stream, they are in
+    // flight.
     let in_flight = [runs[0].message.clone(), runs[1].message.clone()];
     store::mark_published(
         &pool,
@@ -91,6 +92,20 @@ async fn slots_in_flight_before_a_restart_still_count() {
     )
     .await
     .unwrap();
+    for run in &in_flight {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, run.msg_id().as_str());
+        bus.js
+            .publish_with_headers(
+                run.subject(ns),
+                headers,
+                serde_json::to_vec(run).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
 
     let mut env = bus.env(Some(&db));
     env.set("FARO_TARGET_MAX_CONCURRENCY", "2");
@@ -100,6 +115,16 @@ async fn slots_in_flight_before_a_restart_still_count() {
 
     let consumer = bus.read_stream(&ns.jobs_stream(), None).await.unwrap();
     let mut messages = consumer.messages().await.unwrap();
+    // A worker holds the two (delivered, not acknowledged).
+    for run in &in_flight {
+        let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
+            .await
+            .expect("the runs in flight are not in their stream")
+            .unwrap()
+            .unwrap();
+        let held: RunMessage = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(held.run_id, run.run_id);
+    }
     // The target is full: nothing is published until a result frees a slot.
     let result = faro_shared::messages::RunResult {
         run_id: in_flight[0].run_id,
