@@ -4,7 +4,9 @@
 
 pub mod balance;
 pub mod chaos;
+pub mod e2e;
 pub mod failover;
+pub mod history;
 pub mod scale;
 pub mod schedule;
 pub mod snmp;

@@ -2,10 +2,10 @@
 //!
 //! `faro-bench e2e --runs 100000`: zero-duration `sim` runs pushed through the whole system
 //! (dispatcher, NATS, workers, PostgreSQL), from submission to terminal status recorded.
-//! `faro-bench schedule`, `faro-bench scale`, `faro-bench failover`, `faro-bench snmp --walks 10` and
+//! `faro-bench schedule`, `faro-bench scale`, `faro-bench failover`, `faro-bench history`, `faro-bench snmp --walks 10` and
 //! `faro-bench balance --queues 1000 --workers 10000`: see each module.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -146,6 +146,19 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         run_secs: u64,
     },
+    /// The system on top of a long run history: status, keyset lists, end-to-end throughput
+    /// (beside an empty database's), a takeover and dropping a day.
+    History {
+        /// Ended runs written before measuring (COPY, not the hot path).
+        #[arg(long, default_value_t = 20_000_000)]
+        runs: usize,
+        /// Days before today they are spread over.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Runs of each end-to-end measure.
+        #[arg(long, default_value_t = 50_000)]
+        e2e_runs: usize,
+    },
     /// A worker service in this process, configured by FARO_* variables (used by `snmp` to
     /// measure a worker's own CPU).
     #[command(hide = true)]
@@ -217,6 +230,21 @@ async fn main() -> anyhow::Result<()> {
                 exe: std::env::current_exe().context("cannot find this program to run workers")?,
             };
             for line in faro_bench::failover::run(&bench).await?.lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::History {
+            runs,
+            days,
+            e2e_runs,
+        } => {
+            let bench = faro_bench::history::HistoryBench {
+                runs,
+                days: days.max(2),
+                e2e_runs: e2e_runs.max(1),
+            };
+            for line in faro_bench::history::run(&bench).await? {
                 println!("{line}");
             }
             Ok(())
@@ -308,21 +336,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn submission(first: usize, count: usize, targets: usize, queue: &str) -> Vec<u8> {
-    let jobs: Vec<_> = (first..first + count)
-        .map(|i| {
-            serde_json::json!({
-                "queue": queue,
-                "kind": "sim",
-                "target": format!("t{}", i % targets),
-                "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}},
-            })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "jobs": jobs, "submitted_at": chrono::Utc::now() }))
-        .unwrap_or_default()
-}
-
 #[allow(clippy::print_stdout)]
 async fn e2e(
     runs: usize,
@@ -338,63 +351,20 @@ async fn e2e(
         ..Options::default()
     })
     .await?;
-    let limit = Duration::from_secs(timeout);
-
-    // Warm-up: queues exist, workers assigned and connections open before the clock starts.
-    let warmup = 1_000.min(runs).max(1);
-    system
-        .submit(submission(0, warmup, targets, "bench"), "warmup")
-        .await?;
-    system
-        .wait_terminal(warmup as i64, limit)
-        .await
-        .context("warm-up")?;
-
-    let started = Instant::now();
-    let start_ts = chrono::Utc::now();
-    let mut sent = 0;
-    let mut index = 0;
-    while sent < runs {
-        let count = batch.min(runs - sent);
-        system
-            .submit(
-                submission(sent, count, targets, "bench"),
-                &format!("bench-{index}"),
-            )
-            .await?;
-        sent += count;
-        index += 1;
-    }
-    let total = (warmup + runs) as i64;
-    let waited = system.wait_terminal(total, limit).await;
-    let wall = started.elapsed();
-
-    let client = system.pool.get().await?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FILTER (WHERE status NOT IN ('pending', 'dispatched')),
-                    count(*),
-                    EXTRACT(EPOCH FROM max(recorded_at) - $1::timestamptz)::float8,
-                    (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM recorded_at - submitted_at)))::float8,
-                    (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM recorded_at - submitted_at)))::float8
-               FROM runs WHERE submission_id LIKE 'bench-%'",
-            &[&start_ts],
-        )
-        .await?;
-    let terminal: i64 = row.get(0);
-    let recorded: i64 = row.get(1);
-    let elapsed: Option<f64> = row.get(2);
-    let p50: Option<f64> = row.get(3);
-    let p99: Option<f64> = row.get(4);
-    let elapsed = elapsed.unwrap_or(wall.as_secs_f64()).max(1e-9);
-    println!("e2e_runs={runs}");
-    println!("e2e_runs_recorded={recorded}");
-    println!("e2e_secs={elapsed:.3}");
-    println!("e2e_runs_per_sec={:.0}", terminal as f64 / elapsed);
-    println!("e2e_latency_p50_ms={:.1}", p50.unwrap_or(f64::NAN) * 1000.0);
-    println!("e2e_latency_p99_ms={:.1}", p99.unwrap_or(f64::NAN) * 1000.0);
-    println!("runs_lost={}", runs as i64 - terminal);
-    drop(client);
+    let measured = faro_bench::e2e::measure(
+        &system,
+        &faro_bench::e2e::E2e {
+            runs,
+            batch,
+            targets,
+            limit: Duration::from_secs(timeout),
+            on_history: false,
+        },
+    )
+    .await;
     system.stop().await?;
-    waited
+    for line in measured?.lines() {
+        println!("{line}");
+    }
+    Ok(())
 }

@@ -367,6 +367,14 @@ impl System {
         Ok(row.try_get(0)?)
     }
 
+    /// Fails when a service stopped (it died): waiting for its work would be in vain.
+    pub fn check_services(&self) -> anyhow::Result<()> {
+        if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+            anyhow::bail!("service {name} stopped while waiting for runs");
+        }
+        Ok(())
+    }
+
     /// Counts runs by terminal or open state.
     pub async fn count_terminal(&self) -> anyhow::Result<i64> {
         let client = self.pool.get().await?;
@@ -388,10 +396,7 @@ impl System {
         let every = (Duration::from_micros(4) * u32::try_from(runs.max(0)).unwrap_or(u32::MAX))
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
         loop {
-            // Fail fast if a service died.
-            if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
-                anyhow::bail!("service {name} stopped while waiting for runs");
-            }
+            self.check_services()?;
             let done = self.count_terminal().await?;
             if done >= runs {
                 return Ok(());

@@ -13,6 +13,7 @@ mod definitions;
 mod docs;
 mod exec;
 mod explain;
+mod history;
 mod kill;
 mod leader;
 mod limits;

@@ -12,8 +12,25 @@ use uuid::Uuid;
 const LOCK_TIMEOUT: &str = "2s";
 
 /// The name of one day's partition of `runs`.
-fn runs_day(day: NaiveDate) -> String {
+pub(super) fn runs_day(day: NaiveDate) -> String {
     format!("runs_d{}", day.format("%Y%m%d"))
+}
+
+/// The name of one day's partition of `run_attempts`.
+pub(super) fn attempts_day(day: NaiveDate) -> String {
+    format!("run_attempts_d{}", day.format("%Y%m%d"))
+}
+
+/// The UTC day every one of `ids` was made, when they are all UUIDv7 of the same day: the
+/// day whose partitions hold them all, if that day is held. `None` for no ids, ids of several
+/// days, or an id of another version.
+pub(super) fn day_of_runs(ids: &[Uuid]) -> Option<NaiveDate> {
+    let mut days = ids.iter().map(|id| {
+        let (secs, _) = id.get_timestamp()?.to_unix();
+        Some(DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?.date_naive())
+    });
+    let first = days.next()??;
+    days.all(|day| day == Some(first)).then_some(first)
 }
 
 /// The days the history holds, oldest first.
@@ -134,4 +151,29 @@ pub async fn history_size(pool: &Pool) -> anyhow::Result<(i64, i64)> {
         .await
         .context("cannot read the size of the run history")?;
     Ok((row.get(0), row.get(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(at: &str) -> Uuid {
+        let ms = at.parse::<DateTime<Utc>>().unwrap().timestamp_millis();
+        uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap(), &[7; 10]).into_uuid()
+    }
+
+    #[test]
+    fn a_batch_has_a_day_only_when_all_its_runs_were_made_that_day() {
+        let day: NaiveDate = "2026-12-01".parse().unwrap();
+        let (morning, night) = (
+            made("2026-12-01T00:00:00Z"),
+            made("2026-12-01T23:59:59.999Z"),
+        );
+        assert_eq!(day_of_runs(&[morning, night]), Some(day));
+        assert_eq!(runs_day(day), "runs_d20261201");
+        assert_eq!(attempts_day(day), "run_attempts_d20261201");
+        assert_eq!(day_of_runs(&[morning, made("2026-12-02T00:00:00Z")]), None);
+        assert_eq!(day_of_runs(&[morning, Uuid::new_v4()]), None);
+        assert_eq!(day_of_runs(&[]), None);
+    }
 }

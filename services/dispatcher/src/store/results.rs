@@ -57,10 +57,10 @@ pub async fn record_results(
     let (fenced, planned) = split(results, chains);
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     if planned.is_empty() {
-        return record_successes(&client, &fenced).await;
+        return record_successes(&client, &fenced, true).await;
     }
     let tx = client.transaction().await?;
-    let mut recording = record_successes(&tx, &fenced).await?;
+    let mut recording = record_successes(&tx, &fenced, false).await?;
     let states = lock_states(&tx, &planned).await?;
     let plan = plan(
         planned,
@@ -118,6 +118,57 @@ impl Recording {
             skipped: plan.skipped.iter().map(|t| t.run_id).collect(),
         }
     }
+}
+
+/// The statement of [`record_successes`], on `day`'s partitions or on the partitioned tables.
+async fn end_successes(
+    client: &impl GenericClient,
+    day: Option<chrono::NaiveDate>,
+    columns: &ResultColumns<'_>,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let (runs, attempts) = day.map_or_else(
+        || ("runs".to_owned(), "run_attempts".to_owned()),
+        |day| {
+            (
+                super::history::runs_day(day),
+                super::history::attempts_day(day),
+            )
+        },
+    );
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
+                                      $5::timestamptz[], $6::timestamptz[], $7::bool[],
+                                      $8::jsonb[], $9::text[])
+                     AS u(id, attempt, status, worker, started, finished, simulated, output, error)
+             ), ended AS (
+                 UPDATE {runs} r
+                    SET status = u.status, worker_id = u.worker, started_at = u.started,
+                        finished_at = u.finished, simulated = u.simulated, output = u.output,
+                        error = u.error, recorded_at = clock_timestamp()
+                   FROM u
+                  WHERE r.id = u.id AND r.attempt = u.attempt
+                    AND r.status IN ('pending', 'dispatched')
+              RETURNING r.id
+             ), late AS (
+                 INSERT INTO {attempts} (run_id, attempt, outcome, worker_id, started_at,
+                                         finished_at, error, late)
+                 SELECT u.id, u.attempt, u.status, u.worker, u.started, u.finished, u.error, true
+                   FROM u WHERE u.id NOT IN (SELECT id FROM ended)
+                    AND NOT EXISTS (SELECT 1 FROM {runs} r
+                                     WHERE r.id = u.id AND r.attempt = u.attempt
+                                       AND r.status = u.status AND r.worker_id = u.worker
+                                       AND r.started_at = u.started)
+                    AND NOT EXISTS (SELECT 1 FROM {attempts} a
+                                     WHERE a.run_id = u.id AND a.attempt = u.attempt
+                                       AND a.outcome = u.status AND a.worker_id = u.worker
+                                       AND a.started_at = u.started)
+             )
+             SELECT id FROM ended"
+        ))
+        .await?;
+    client.query(&statement, &columns.params()).await
 }
 
 /// Locks the runs `results` name, in id order (two batches never wait on each other in a
@@ -202,9 +253,16 @@ fn expect_all(what: &str, written: usize, planned: usize) -> anyhow::Result<()> 
 
 /// Successes that fencing alone decides: one statement ends the runs whose current attempt
 /// they are and files the others as late, atomically, without reading the runs first.
+///
+/// `direct` (outside a transaction): when the batch's runs were all made the same day, the
+/// statement names that day's partitions themselves, planned as plain tables, instead of
+/// `runs` and `run_attempts`, whose planning covers every day held and whose estimates for a
+/// day still being written lead to scans. A day dropped meanwhile falls back to the
+/// partitioned tables.
 async fn record_successes(
     client: &impl GenericClient,
     results: &[&RunResult],
+    direct: bool,
 ) -> anyhow::Result<Recording> {
     if results.is_empty() {
         return Ok(Recording::default());
@@ -214,43 +272,19 @@ async fn record_successes(
         .iter()
         .partition(|r| seen.insert((r.run_id, r.attempt)));
     let columns = ResultColumns::of(first.iter().map(|r| (*r, RunStatus::Succeeded)))?;
-    let statement = client
-        .prepare_cached(
-            "WITH u AS (
-                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[],
-                                      $5::timestamptz[], $6::timestamptz[], $7::bool[],
-                                      $8::jsonb[], $9::text[])
-                     AS u(id, attempt, status, worker, started, finished, simulated, output, error)
-             ), ended AS (
-                 UPDATE runs r
-                    SET status = u.status, worker_id = u.worker, started_at = u.started,
-                        finished_at = u.finished, simulated = u.simulated, output = u.output,
-                        error = u.error, recorded_at = clock_timestamp()
-                   FROM u
-                  WHERE r.id = u.id AND r.attempt = u.attempt
-                    AND r.status IN ('pending', 'dispatched')
-              RETURNING r.id
-             ), late AS (
-                 INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at,
-                                           finished_at, error, late)
-                 SELECT u.id, u.attempt, u.status, u.worker, u.started, u.finished, u.error, true
-                   FROM u WHERE u.id NOT IN (SELECT id FROM ended)
-                    AND NOT EXISTS (SELECT 1 FROM runs r
-                                     WHERE r.id = u.id AND r.attempt = u.attempt
-                                       AND r.status = u.status AND r.worker_id = u.worker
-                                       AND r.started_at = u.started)
-                    AND NOT EXISTS (SELECT 1 FROM run_attempts a
-                                     WHERE a.run_id = u.id AND a.attempt = u.attempt
-                                       AND a.outcome = u.status AND a.worker_id = u.worker
-                                       AND a.started_at = u.started)
-             )
-             SELECT id FROM ended",
-        )
-        .await?;
-    let rows = client
-        .query(&statement, &columns.params())
-        .await
-        .context("cannot record results")?;
+    let day = direct
+        .then(|| super::history::day_of_runs(&columns.ids))
+        .flatten();
+    let rows = match end_successes(client, day, &columns).await {
+        Err(error)
+            if day.is_some()
+                && error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+        {
+            end_successes(client, None, &columns).await
+        }
+        rows => rows,
+    }
+    .context("cannot record results")?;
     let ended: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
     let mut recording = Recording::default();
     for result in first {

@@ -1,0 +1,258 @@
+//! `faro-bench history`: the system on top of a long run history. Writes `--runs` ended runs
+//! spread over the `--days` days before today with COPY (not the hot path: a year of polling
+//! written in minutes), then measures with the whole system up:
+//!
+//! - `history_status_ms`: `faro status` (its API request), the median of 20;
+//! - `history_list_p99_ms`: the 50 newest failed runs of one queue, and of one target, by
+//!   keyset on the id, 20 of each;
+//! - `history_e2e_runs_per_sec` on top of that history, beside `e2e_runs_per_sec` on an empty
+//!   database measured just before (same machine, same minutes);
+//! - `history_takeover_secs`: the leading dispatcher killed (its tasks aborted) to the
+//!   standby's first run published, on a 2 s leader lease;
+//! - `history_retention_drop_secs`: dropping the oldest day.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use futures::{SinkExt as _, StreamExt as _};
+
+use crate::e2e;
+use crate::system::{Options, System};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct HistoryBench {
+    /// Ended runs written before measuring.
+    pub runs: usize,
+    /// Days before today they are spread over.
+    pub days: u32,
+    /// Runs of each end-to-end measure.
+    pub e2e_runs: usize,
+}
+
+/// Queues, targets and jobs the history is spread over.
+const QUEUES: usize = 20;
+const TARGETS: usize = 1_000;
+const JOBS: usize = 10_000;
+
+/// Runs per COPY statement (progress is printed after each).
+const CHUNK: usize = 1_000_000;
+
+/// Runs the benchmark; returns its `key=value` lines.
+pub async fn run(bench: &HistoryBench) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    // The reference: the same end-to-end measure on an empty database.
+    let empty = System::start(options()).await?;
+    let reference = e2e::measure(&empty, &e2e::E2e::of(bench.e2e_runs)).await?;
+    empty.stop().await?;
+    lines.push(format!("e2e_runs_per_sec={:.0}", reference.runs_per_sec));
+
+    let mut system = System::start(options()).await?;
+    let loaded = Instant::now();
+    load(&system.pool, bench.runs, bench.days).await?;
+    lines.push(format!("history_runs={}", bench.runs));
+    lines.push(format!(
+        "history_load_secs={:.1}",
+        loaded.elapsed().as_secs_f64()
+    ));
+
+    let mut status = Vec::new();
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let answer = system
+            .client
+            .request(system.ns.api_subject("dispatcher", "status"), "".into())
+            .await?;
+        status.push(asked.elapsed().as_secs_f64() * 1000.0);
+        let answer: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+        anyhow::ensure!(answer.get("error").is_none(), "status refused: {answer}");
+    }
+    lines.push(format!(
+        "history_status_ms={:.1}",
+        quantile(&mut status, 0.5)
+    ));
+
+    let mut lists = Vec::new();
+    let client = system.pool.get().await?;
+    for i in 0..20 {
+        for (column, value) in [
+            ("queue", format!("q{}", i % QUEUES)),
+            ("target", format!("olt-{}", i * 37 % TARGETS)),
+        ] {
+            let sql = format!(
+                "SELECT id, status, created_at, error FROM runs
+                  WHERE {column} = $1 AND status = 'failed' ORDER BY id DESC LIMIT 50"
+            );
+            let asked = Instant::now();
+            client.query(&sql, &[&value]).await?;
+            lists.push(asked.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    drop(client);
+    lines.push(format!(
+        "history_list_p99_ms={:.1}",
+        quantile(&mut lists, 0.99)
+    ));
+
+    let on_history = e2e::measure(
+        &system,
+        &e2e::E2e {
+            on_history: true,
+            ..e2e::E2e::of(bench.e2e_runs)
+        },
+    )
+    .await?;
+    lines.push(format!(
+        "history_e2e_runs_per_sec={:.0}",
+        on_history.runs_per_sec
+    ));
+
+    lines.push(format!(
+        "history_takeover_secs={:.2}",
+        takeover(&mut system).await?.as_secs_f64()
+    ));
+
+    let oldest = faro_dispatcher::store::history_days(&system.pool)
+        .await?
+        .first()
+        .copied()
+        .context("no day of history")?;
+    let dropping = Instant::now();
+    faro_dispatcher::store::drop_history_day(&system.pool, oldest).await?;
+    lines.push(format!(
+        "history_retention_drop_secs={:.2}",
+        dropping.elapsed().as_secs_f64()
+    ));
+    system.stop().await?;
+    Ok(lines)
+}
+
+/// Two dispatchers on a 2 s lease (a standby takes over within about that), two workers.
+fn options() -> Options {
+    Options {
+        dispatchers: 2,
+        workers: 2,
+        capacity: 500,
+        env: vec![("FARO_LEADER_LEASE_TTL".into(), "2s".into())],
+        ..Options::default()
+    }
+}
+
+/// Kills the leading dispatcher, submits one run at once, and returns the time from the kill
+/// to the first run published by the next leader.
+async fn takeover(system: &mut System) -> anyhow::Result<Duration> {
+    let mut published = system.client.subscribe(system.ns.jobs_wildcard()).await?;
+    let leader = system.wait_leader(None, Duration::from_secs(10)).await?;
+    let killed = Instant::now();
+    system.kill(&format!("dispatcher {leader}"))?;
+    system
+        .submit_jobs(
+            &[serde_json::json!({"queue": "takeover", "kind": "sim",
+                "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}})],
+            "takeover",
+        )
+        .await?;
+    tokio::time::timeout(Duration::from_secs(60), published.next())
+        .await
+        .context("no run published within 60 s of the kill")?
+        .context("the subscription to the jobs ended")?;
+    Ok(killed.elapsed())
+}
+
+/// Writes `runs` ended runs spread evenly over the `days` days before today, in their days'
+/// partitions, with COPY; then analyzes them. Progress goes to standard error, a line per
+/// million runs.
+#[allow(clippy::print_stderr)]
+pub async fn load(pool: &Pool, runs: usize, days: u32) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let today = Utc::now().date_naive();
+    for back in 1..=u64::from(days) {
+        client
+            .query_one(
+                "SELECT faro_make_history_day($1)",
+                &[&(today - chrono::Days::new(back))],
+            )
+            .await?;
+    }
+    let start = (today - chrono::Days::new(u64::from(days)))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis();
+    let span = i64::from(days) * 86_400_000;
+    let mut written = 0;
+    while written < runs {
+        let count = CHUNK.min(runs - written);
+        let sink = client
+            .copy_in(
+                "COPY runs (id, job_id, queue, target, kind, params, priority, status,
+                            created_at, dispatched_at, started_at, finished_at, recorded_at,
+                            worker_id, simulated, error) FROM STDIN",
+            )
+            .await?;
+        futures::pin_mut!(sink);
+        let mut text = String::with_capacity(64 * 1024);
+        for i in written..written + count {
+            let at = start + i64::try_from(i).unwrap_or(0) * span / runs.max(1) as i64;
+            row(&mut text, i, at);
+            if text.len() > 60 * 1024 {
+                sink.send(bytes::Bytes::from(std::mem::take(&mut text)))
+                    .await?;
+            }
+        }
+        sink.send(bytes::Bytes::from(text)).await?;
+        sink.finish().await?;
+        written += count;
+        eprintln!("history: {written} of {runs} runs written");
+    }
+    client.batch_execute("ANALYZE runs").await?;
+    Ok(())
+}
+
+/// One COPY line: run `i`, made at `at` (ms) and ended 500 ms later, of a queue, target and
+/// job drawn from `i`; 1 in 100 failed, 1 in 100 timed out.
+fn row(text: &mut String, i: usize, at: i64) {
+    use std::fmt::Write as _;
+    // splitmix64: every field drawn independently of the others.
+    let mut h = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^= h >> 31;
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&h.to_be_bytes());
+    random[8..].copy_from_slice(&(i as u16).to_be_bytes());
+    let id = uuid::Builder::from_unix_timestamp_millis(u64::try_from(at).unwrap_or(0), &random)
+        .into_uuid();
+    let time = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(at + ms)
+            .unwrap_or_default()
+            .to_rfc3339()
+    };
+    let draw = |shift: u32, of: usize| (h >> shift) as usize % of;
+    let (status, error) = match draw(0, 100) {
+        0 => ("failed", "sim: failed"),
+        1 => ("timed_out", "no result within 60 s"),
+        _ => ("succeeded", "\\N"),
+    };
+    let _ = writeln!(
+        text,
+        "{id}\tjob-{}\tq{}\tolt-{}\tsim\t{{}}\t5\t{status}\t{}\t{}\t{}\t{}\t{}\tw{}\tt\t{error}",
+        draw(32, JOBS),
+        draw(8, QUEUES),
+        draw(16, TARGETS),
+        time(0),
+        time(0),
+        time(10),
+        time(500),
+        time(510),
+        draw(48, 10),
+    );
+}
+
+/// The `q` quantile of `values` (sorted in place); NaN when empty.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len().max(1)) - 1;
+    values.get(i).copied().unwrap_or(f64::NAN)
+}
