@@ -40,9 +40,10 @@ const JOBS: usize = 10_000;
 /// Runs per COPY statement (progress is printed after each).
 const CHUNK: usize = 1_000_000;
 
-/// Runs the benchmark; returns its `key=value` lines.
-pub async fn run(bench: &HistoryBench) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
+/// Runs the benchmark, handing each `key=value` line to `report` as soon as it is measured
+/// (the load alone takes minutes: a later failure keeps the figures already found).
+pub async fn run(bench: &HistoryBench, mut report: impl FnMut(String)) -> anyhow::Result<()> {
+    let mut lines = Reporter(&mut report);
     // The reference: the same end-to-end measure on an empty database.
     let empty = System::start(options()).await?;
     let reference = e2e::measure(&empty, &e2e::E2e::of(bench.e2e_runs)).await?;
@@ -120,13 +121,24 @@ pub async fn run(bench: &HistoryBench) -> anyhow::Result<Vec<String>> {
         .copied()
         .context("no day of history")?;
     let dropping = Instant::now();
-    faro_dispatcher::store::drop_history_day(&system.pool, oldest).await?;
+    faro_dispatcher::store::drop_history_day(&system.pool, oldest)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error:#}"))?;
     lines.push(format!(
         "history_retention_drop_secs={:.2}",
         dropping.elapsed().as_secs_f64()
     ));
     system.stop().await?;
-    Ok(lines)
+    Ok(())
+}
+
+/// Hands each line on as it comes.
+struct Reporter<'a, F: FnMut(String)>(&'a mut F);
+
+impl<F: FnMut(String)> Reporter<'_, F> {
+    fn push(&mut self, line: String) {
+        (self.0)(line);
+    }
 }
 
 /// Two dispatchers on a 2 s lease (a standby takes over within about that), two workers.

@@ -244,10 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 days: days.max(2),
                 e2e_runs: e2e_runs.max(1),
             };
-            for line in faro_bench::history::run(&bench).await? {
-                println!("{line}");
-            }
-            Ok(())
+            faro_bench::history::run(&bench, |line| println!("{line}")).await
         }
         Command::Balance {
             queues,
