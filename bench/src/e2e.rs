@@ -81,7 +81,10 @@ pub async fn measure(system: &System, e2e: &E2e) -> anyhow::Result<Figures> {
             &format!("warmup-{tag}"),
         )
         .await?;
-    wait_terminal(system, e2e, since, warmup as i64)
+    // On a history, only the runs made since the measure began are counted.
+    let counted = e2e.on_history.then_some(since);
+    system
+        .wait_terminal_since(warmup as i64, e2e.limit, counted)
         .await
         .context("warm-up")?;
 
@@ -101,7 +104,7 @@ pub async fn measure(system: &System, e2e: &E2e) -> anyhow::Result<Figures> {
         index += 1;
     }
     let total = (warmup + e2e.runs) as i64;
-    let waited = wait_terminal(system, e2e, since, total).await;
+    let waited = system.wait_terminal_since(total, e2e.limit, counted).await;
     let wall = started.elapsed();
 
     let client = system.pool.get().await?;
@@ -131,44 +134,6 @@ pub async fn measure(system: &System, e2e: &E2e) -> anyhow::Result<Figures> {
         latency_p50_ms: row.get::<_, Option<f64>>(3).unwrap_or(f64::NAN) * 1000.0,
         latency_p99_ms: row.get::<_, Option<f64>>(4).unwrap_or(f64::NAN) * 1000.0,
     })
-}
-
-/// Waits until `runs` runs of the measure are terminal: all runs in the table, or on a
-/// history those made since `since`. It counts every 20 ms, less often the more runs it waits
-/// for (4 µs a run, at most every 500 ms): each count reads every run it waits for.
-async fn wait_terminal(
-    system: &System,
-    e2e: &E2e,
-    since: chrono::DateTime<Utc>,
-    runs: i64,
-) -> anyhow::Result<()> {
-    if !e2e.on_history {
-        return system.wait_terminal(runs, e2e.limit).await;
-    }
-    let deadline = tokio::time::Instant::now() + e2e.limit;
-    let every = (Duration::from_micros(4) * u32::try_from(runs.max(0)).unwrap_or(u32::MAX))
-        .clamp(Duration::from_millis(20), Duration::from_millis(500));
-    loop {
-        system.check_services()?;
-        let done: i64 = system
-            .pool
-            .get()
-            .await?
-            .query_one(
-                "SELECT count(*) FROM runs
-                  WHERE id >= faro_uuid_at($1) AND status NOT IN ('pending', 'dispatched')",
-                &[&since],
-            )
-            .await?
-            .get(0);
-        if done >= runs {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("only {done} of {runs} runs terminal after {:?}", e2e.limit);
-        }
-        tokio::time::sleep(every).await;
-    }
 }
 
 /// A submission of `count` zero-duration `sim` jobs of `queue`, spread over `targets`.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::config::Env;
 use faro_shared::messages::{Request as _, StatusRequest, WorkersRequest};
@@ -368,7 +369,7 @@ impl System {
     }
 
     /// Fails when a service stopped (it died): waiting for its work would be in vain.
-    pub fn check_services(&self) -> anyhow::Result<()> {
+    fn check_services(&self) -> anyhow::Result<()> {
         if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
             anyhow::bail!("service {name} stopped while waiting for runs");
         }
@@ -377,13 +378,31 @@ impl System {
 
     /// Counts runs by terminal or open state.
     pub async fn count_terminal(&self) -> anyhow::Result<i64> {
+        self.count_terminal_since(None).await
+    }
+
+    /// Counts the terminal runs, all or those made since `since` (read from their days of
+    /// history only, so a long history costs the count nothing).
+    async fn count_terminal_since(&self, since: Option<DateTime<Utc>>) -> anyhow::Result<i64> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM runs WHERE status NOT IN ('pending', 'dispatched')",
-                &[],
-            )
-            .await?;
+        let row =
+            match since {
+                None => client
+                    .query_one(
+                        "SELECT count(*) FROM runs WHERE status NOT IN ('pending', 'dispatched')",
+                        &[],
+                    )
+                    .await?,
+                Some(since) => {
+                    client
+                        .query_one(
+                            "SELECT count(*) FROM runs
+                          WHERE id >= faro_uuid_at($1) AND status NOT IN ('pending', 'dispatched')",
+                            &[&since],
+                        )
+                        .await?
+                }
+            };
         Ok(row.get(0))
     }
 
@@ -392,12 +411,23 @@ impl System {
     /// and counting tens of thousands of runs 50 times a second would take a core from the
     /// system it measures.
     pub async fn wait_terminal(&self, runs: i64, limit: Duration) -> anyhow::Result<()> {
+        self.wait_terminal_since(runs, limit, None).await
+    }
+
+    /// [`Self::wait_terminal`], counting only the runs made since `since` when given (on a
+    /// database that holds a history).
+    pub async fn wait_terminal_since(
+        &self,
+        runs: i64,
+        limit: Duration,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;
         let every = (Duration::from_micros(4) * u32::try_from(runs.max(0)).unwrap_or(u32::MAX))
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             self.check_services()?;
-            let done = self.count_terminal().await?;
+            let done = self.count_terminal_since(since).await?;
             if done >= runs {
                 return Ok(());
             }

@@ -71,6 +71,8 @@ pub struct Maintained {
     pub expired: u64,
     /// Days that could not be made or dropped (logged; tried again at the next check).
     pub failed: usize,
+    /// Days held after the check.
+    pub days: usize,
 }
 
 /// One check: makes the days ahead, drops the days past `retention`, and deletes the held
@@ -109,6 +111,7 @@ pub async fn maintain(
     }
     let before = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     done.expired = store::expire_held_runs(pool, before).await?;
+    done.days = existing.len() + done.made.len() - done.dropped.len();
     Ok(done)
 }
 
@@ -146,9 +149,8 @@ async fn check(d: &Dispatcher) -> anyhow::Result<()> {
     if !done.made.is_empty() || done.expired > 0 {
         tracing::info!(made = ?done.made, expired = done.expired, "run history checked");
     }
-    let days = store::history_days(&d.pool).await?;
     let (held, bytes) = store::history_size(&d.pool).await?;
-    metrics::gauge!(m::HISTORY_PARTITIONS).set(days.len() as f64);
+    metrics::gauge!(m::HISTORY_PARTITIONS).set(done.days as f64);
     metrics::gauge!(m::HISTORY_HELD_RUNS).set(held as f64);
     metrics::gauge!(m::HISTORY_BYTES).set(bytes as f64);
     Ok(())
