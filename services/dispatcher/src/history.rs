@@ -23,6 +23,10 @@ pub const DAYS_AHEAD: u32 = 3;
 /// How often the leader checks the history's days.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How often the leader folds the run tallies (each statement writing runs adds a few rows;
+/// `faro status` sums them).
+pub const TALLY_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What one check does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryPlan {
@@ -116,7 +120,7 @@ pub async fn maintain(
 }
 
 /// The leader's history task: a check at once, then every [`CHECK_INTERVAL`], each with the
-/// retention then in force.
+/// retention then in force; and the tallies folded every [`TALLY_INTERVAL`].
 pub(crate) async fn history_loop(
     d: Arc<Dispatcher>,
     shutdown: CancellationToken,
@@ -125,9 +129,21 @@ pub(crate) async fn history_loop(
     metrics::counter!(m::HISTORY_ERRORS).increment(0);
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fold = tokio::time::interval(TALLY_INTERVAL);
+    fold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = fold.tick() => {
+                if let Err(error) = store::compact_run_tallies(&d.pool).await {
+                    metrics::counter!(m::HISTORY_ERRORS).increment(1);
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot fold the run tallies; tried again shortly"
+                    );
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if let Err(error) = check(&d).await {

@@ -128,35 +128,53 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
     }))
 }
 
-/// Run counts by status, and open runs by queue.
+/// Run counts by status, and open runs by queue: sums of the tallies every write of runs adds
+/// to (migration V14), a few rows a day and queue, never a count of the runs themselves.
 pub async fn status(pool: &Pool) -> anyhow::Result<StatusReply> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let mut runs = BTreeMap::new();
-    for row in client
-        .query("SELECT status, count(*) FROM runs GROUP BY status", &[])
-        .await?
-    {
-        runs.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
-    }
     let mut queues = BTreeMap::new();
     for row in client
         .query(
-            "SELECT queue, count(*) FROM runs WHERE status IN ('pending', 'dispatched') GROUP BY queue",
+            "SELECT status, queue, sum(runs)::int8 FROM run_tallies
+              GROUP BY status, queue HAVING sum(runs) <> 0",
             &[],
         )
-        .await?
+        .await
+        .context("cannot read the run tallies")?
     {
-        queues.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
+        let (status, queue, count) = (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i64>(2),
+        );
+        if status == "pending" || status == "dispatched" {
+            *queues.entry(queue).or_insert(0) += count;
+        }
+        *runs.entry(status).or_insert(0) += count;
     }
     let waiting: i64 = client
         .query_one("SELECT count(*) FROM run_outbox", &[])
-        .await?
+        .await
+        .context("cannot count the outbox")?
         .get(0);
     Ok(StatusReply {
         runs,
         queues,
         waiting,
     })
+}
+
+/// Folds the run tallies written since the last call into one row per day, queue and status.
+/// Returns how many rows it folded.
+pub async fn compact_run_tallies(pool: &Pool) -> anyhow::Result<u64> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let folded: i64 = client
+        .query_one("SELECT faro_compact_run_tallies()", &[])
+        .await
+        .context("cannot compact the run tallies")?
+        .get(0);
+    Ok(u64::try_from(folded).unwrap_or(0))
 }
 
 /// The status of one run, for tests and `faro explain`.

@@ -19,7 +19,7 @@ pub use definitions::{
     chained_jobs, definition, open_recurring_runs, queue_limits, record_slots, recurring_jobs,
     target_limits, MISSED,
 };
-pub use facts::{job_facts, run_facts, run_status, status};
+pub use facts::{compact_run_tallies, job_facts, run_facts, run_status, status};
 pub use history::{
     drop_history_day, expire_held_runs, history_days, history_size, make_history_day,
 };

@@ -71,6 +71,56 @@ async fn attempts_of(pool: &deadpool_postgres::Pool, id: Uuid) -> i64 {
         .get(0)
 }
 
+/// `faro status`'s counts, read from the tallies, are the runs' counts; and still are once the
+/// tallies are folded, one row per day, queue and status.
+async fn assert_tallied(pool: &deadpool_postgres::Pool) {
+    let client = pool.get().await.unwrap();
+    let counted = || async {
+        let mut runs = std::collections::BTreeMap::new();
+        let mut queues = std::collections::BTreeMap::new();
+        for row in client
+            .query(
+                "SELECT status, queue, count(*) FROM runs GROUP BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let (status, queue, count) = (
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, i64>(2),
+            );
+            if status == "pending" || status == "dispatched" {
+                *queues.entry(queue).or_insert(0) += count;
+            }
+            *runs.entry(status).or_insert(0) += count;
+        }
+        (runs, queues)
+    };
+    let status = store::status(pool).await.unwrap();
+    assert_eq!((status.runs, status.queues), counted().await, "tallies");
+    store::compact_run_tallies(pool).await.unwrap();
+    let status = store::status(pool).await.unwrap();
+    assert_eq!(
+        (status.runs, status.queues),
+        counted().await,
+        "folded tallies"
+    );
+    let (rows, groups): (i64, i64) = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT (day, queue, status)) FROM run_tallies",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        rows, groups,
+        "one row per day, queue and status once folded"
+    );
+}
+
 /// A success of the first attempt of a run inserted by `insert_run`.
 fn succeeded(id: Uuid) -> RunResult {
     serde_json::from_value(serde_json::json!({
@@ -94,6 +144,7 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
     let going = insert_run(&pool, old, "dispatched").await;
     let waiting = insert_run(&pool, old, "pending").await;
     let recent = insert_run(&pool, now, "succeeded").await;
+    let today = insert_run(&pool, now, "dispatched").await;
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -115,8 +166,10 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
         Some(old_day.as_str())
     );
 
+    assert_tallied(&pool).await;
     let done = maintain(&pool, now, 30 * DAY).await.unwrap();
     assert_eq!(done.dropped, [old.date_naive()]);
+    assert_tallied(&pool).await;
     assert_eq!((done.held, done.failed), (2, 0));
     // The ended run went with its day; the open ones and their attempts are held.
     assert_eq!(partition_of(&pool, ended).await, None);
@@ -144,9 +197,13 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
     }
     assert!(!days.contains(&old.date_naive()));
 
-    // The held run still takes its result, like any other.
+    // The held run still takes its result, like any other; so does a run of today (written
+    // to today's partition by name).
     let recording = record(&pool, &[succeeded(going)], &RetryPolicy::default()).await;
     assert_eq!(recording.ended.len(), 1, "{recording:?}");
+    let recording = record(&pool, &[succeeded(today)], &RetryPolicy::default()).await;
+    assert_eq!(recording.ended.len(), 1, "{recording:?}");
+    assert_tallied(&pool).await;
     // Ended and past retention: deleted at the next check, with its attempts; the run still
     // waiting stays.
     let done = maintain(&pool, now, 30 * DAY).await.unwrap();
@@ -160,6 +217,7 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
     let (held, bytes) = store::history_size(&pool).await.unwrap();
     assert_eq!(held, 1);
     assert!(bytes > 0);
+    assert_tallied(&pool).await;
 }
 
 #[tokio::test]
@@ -182,6 +240,7 @@ async fn a_day_made_late_takes_its_runs_back_from_the_held_partition() {
     assert!(!store::make_history_day(&pool, day).await.unwrap());
     let expected = format!("runs_d{}", day.format("%Y%m%d"));
     assert_eq!(partition_of(&pool, run).await, Some(expected));
+    assert_tallied(&pool).await;
     let attempts_in: String = client
         .query_one(
             "SELECT tableoid::regclass::text FROM run_attempts WHERE run_id = $1",
@@ -244,4 +303,5 @@ async fn a_slot_is_recorded_once_however_many_times_it_fires() {
         rows,
         [("dispatched".to_owned(), 2), ("skipped".to_owned(), 1)]
     );
+    assert_tallied(&pool).await;
 }
