@@ -21,10 +21,16 @@ CREATE TABLE run_tallies (
     runs   bigint NOT NULL
 );
 
--- The day a run was made, from its id.
+-- The UTC day a run was made, from its id ('-infinity' for an id that is not a UUIDv7). Written
+-- out rather than through faro_uuid_time so that it is inlined: called once per row written,
+-- the nested call cost 40 us a row, this 1.6 us.
 CREATE FUNCTION faro_run_day(id uuid) RETURNS date
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT COALESCE((faro_uuid_time(id) AT TIME ZONE 'UTC')::date, '-infinity'::date)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN substr(id::text, 15, 1) = '7'
+                THEN date '1970-01-01'
+                     + (('x' || substr(id::text, 1, 8) || substr(id::text, 10, 4))::bit(48)::bigint
+                        / 86400000)::integer
+                ELSE '-infinity'::date END
 $$;
 
 CREATE FUNCTION faro_tally_runs() RETURNS trigger
@@ -93,7 +99,11 @@ CREATE FUNCTION faro_compact_run_tallies() RETURNS bigint
 $$;
 
 -- As in V13, and the new day's runs are tallied from the start (the rows moved in from the
--- held partition leave its tallies and join the day's).
+-- held partition leave its tallies and join the day's). Pages are half filled: a run is
+-- inserted with others and ended later, and its terminal update is HOT only when the new
+-- version fits on its page. At 80 % a batch's pages had room for a quarter of its updates
+-- (e2e: 56 % of terminal updates HOT, each other one writing every index); at 50 % nearly
+-- all fit, and the dead versions they leave are pruned, so the table is no larger.
 CREATE OR REPLACE FUNCTION faro_make_history_day(day date) RETURNS boolean
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -107,7 +117,7 @@ BEGIN
         RETURN false;
     END IF;
     EXECUTE format('CREATE TABLE %I (LIKE runs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
-                    WITH (fillfactor = 80)', runs_day);
+                    WITH (fillfactor = 50)', runs_day);
     EXECUTE format('CREATE TABLE %I (LIKE run_attempts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                    attempts_day);
     PERFORM faro_tally_triggers(runs_day::regclass);
@@ -170,6 +180,8 @@ BEGIN
     FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'runs'::regclass
     LOOP
         PERFORM faro_tally_triggers(part);
+        -- New pages of the days already made are half filled too (see faro_make_history_day).
+        EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', part);
     END LOOP;
 END
 $$;
