@@ -107,6 +107,20 @@ impl Env {
         }
     }
 
+    /// A size such as `8G`, `512M`, `64K` (powers of 1024) or a bare number of bytes.
+    pub fn bytes(&self, var: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => parse_bytes(value).ok_or_else(|| {
+                self.error(
+                    var,
+                    value,
+                    "a size such as 8G, 512M or 64K, or a number of bytes",
+                )
+            }),
+        }
+    }
+
     pub fn bool(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
         match self.optional(var) {
             None => Ok(default),
@@ -152,6 +166,27 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// Parses `8G`, `512M`, `64K`, `1T` (powers of 1024; `GB`, `GiB` and lower case too) or a
+/// bare number of bytes.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
 }
 
 /// A value that must not reach logs: `Debug` prints `[redacted]`.
@@ -333,6 +368,20 @@ impl CommonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_in_several_units() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("64K"), Some(64 << 10));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("8G"), Some(8 << 30));
+        assert_eq!(parse_bytes("8gb"), Some(8 << 30));
+        assert_eq!(parse_bytes("8 GiB"), Some(8 << 30));
+        assert_eq!(parse_bytes("2T"), Some(2 << 40));
+        for bad in ["", "G", "1.5G", "-1", "8X", "99999999999T"] {
+            assert_eq!(parse_bytes(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations_in_several_units() {

@@ -25,6 +25,9 @@ pub struct TopologySettings {
     /// Copies of every stream and bucket (`FARO_JETSTREAM_REPLICAS`): 1 on a single server, 3
     /// on a three-node cluster, so losing one node loses no stored run, result or lease.
     pub replicas: usize,
+    /// What faro's streams and buckets may store in all, on each node
+    /// (`FARO_JETSTREAM_MAX_BYTES`), shared out by [`StoreLimits::of`].
+    pub max_bytes: u64,
 }
 
 impl TopologySettings {
@@ -43,10 +46,75 @@ impl TopologySettings {
                     .to_owned(),
             });
         }
+        let max_bytes = env.bytes("FARO_JETSTREAM_MAX_BYTES", DEFAULT_JETSTREAM_MAX_BYTES)?;
+        if max_bytes < MIN_JETSTREAM_MAX_BYTES {
+            return Err(crate::config::ConfigError {
+                var: "FARO_JETSTREAM_MAX_BYTES".to_owned(),
+                value: max_bytes.to_string(),
+                expected: format!(
+                    "at least {} MiB (8G by default), within the NATS server's max_file_store",
+                    MIN_JETSTREAM_MAX_BYTES >> 20
+                ),
+            });
+        }
         Ok(Self {
             replicas,
+            max_bytes,
             ..Self::default()
         })
+    }
+}
+
+/// What faro's streams and buckets may store in all by default: 8 GiB, within the 10G
+/// `max_file_store` of `nats/nats-server.conf`.
+pub const DEFAULT_JETSTREAM_MAX_BYTES: u64 = 8 << 30;
+
+/// The least `FARO_JETSTREAM_MAX_BYTES` taken.
+pub const MIN_JETSTREAM_MAX_BYTES: u64 = 64 << 20;
+
+/// The bytes each stream and bucket may hold. Each is a limit JetStream reserves in its store
+/// when the stream is made (a stream it cannot reserve is refused), so their sum never exceeds
+/// the store: a stream that fills refuses what comes next (work queues) or drops its oldest
+/// (events, demand, dead letters), and never takes the room of another. The buckets have
+/// theirs: the leader lease renews whatever the streams hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Submissions not yet recorded: full when the dispatcher is stopped or far behind;
+    /// submitters are then refused, told so, and try again.
+    pub submit: i64,
+    /// Runs published and not yet acknowledged (at most the admitted runs: the targets'
+    /// limits bound them).
+    pub jobs: i64,
+    /// Results and value chunks not yet recorded.
+    pub results: i64,
+    pub demand: i64,
+    pub dead_letters: i64,
+    pub events: i64,
+    pub workers: i64,
+    pub assignments: i64,
+    pub leases: i64,
+    pub cooling: i64,
+}
+
+impl StoreLimits {
+    /// Pure: `max_bytes` shared out, in thousandths: submissions 150, jobs 250, results 300,
+    /// events 100, dead letters 50, demand 20, and the buckets 20 each (leases 40); 30 are
+    /// left unreserved.
+    pub fn of(max_bytes: u64) -> Self {
+        let share =
+            |thousandths: u64| i64::try_from(max_bytes / 1000 * thousandths).unwrap_or(i64::MAX);
+        Self {
+            submit: share(150),
+            jobs: share(250),
+            results: share(300),
+            demand: share(20),
+            dead_letters: share(50),
+            events: share(100),
+            workers: share(20),
+            assignments: share(20),
+            leases: share(40),
+            cooling: share(20),
+        }
     }
 }
 
@@ -57,6 +125,7 @@ impl Default for TopologySettings {
             duplicate_window: Duration::from_secs(120),
             events_max_age: Duration::from_secs(7 * 24 * 3600),
             replicas: 1,
+            max_bytes: DEFAULT_JETSTREAM_MAX_BYTES,
         }
     }
 }
@@ -206,25 +275,38 @@ async fn declare_topology(
     ns: &Namespace,
     settings: &TopologySettings,
 ) -> anyhow::Result<Topology> {
-    let work_queue = |name: String, subjects: Vec<String>, window: Duration| stream::Config {
-        name,
-        subjects,
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: window,
-        num_replicas: settings.replicas,
-        ..Default::default()
-    };
+    let limits = StoreLimits::of(settings.max_bytes);
+    check_limits(
+        &limits,
+        settings.max_bytes,
+        js.client().server_info().max_payload,
+    )?;
+    // Work queues refuse what would not fit (the publisher is told, and tries again): their
+    // messages are accepted work, never dropped to make room.
+    let work_queue =
+        |name: String, subjects: Vec<String>, window: Duration, max_bytes: i64| stream::Config {
+            name,
+            subjects,
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: window,
+            max_bytes,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        };
     let streams = [
         work_queue(
             ns.submit_stream(),
             vec![ns.submit_subject()],
             settings.duplicate_window,
+            limits.submit,
         ),
         work_queue(
             ns.jobs_stream(),
             vec![ns.jobs_wildcard()],
             settings.duplicate_window,
+            limits.jobs,
         ),
         work_queue(
             ns.results_stream(),
@@ -232,11 +314,14 @@ async fn declare_topology(
             // result, and one consumer reads both in that order.
             vec![ns.results_wildcard(), ns.values_wildcard()],
             RESULTS_DUPLICATE_WINDOW,
+            limits.results,
         ),
         stream::Config {
             name: ns.demand_stream(),
             subjects: vec![ns.demand_wildcard()],
             max_messages_per_subject: 1,
+            max_bytes: limits.demand,
+            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             allow_direct: true,
             num_replicas: settings.replicas,
@@ -249,6 +334,7 @@ async fn declare_topology(
             subjects: vec![ns.dead_wildcard()],
             max_age: DEAD_LETTERS_MAX_AGE,
             max_messages: DEAD_LETTERS_MAX,
+            max_bytes: limits.dead_letters,
             discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
@@ -258,44 +344,114 @@ async fn declare_topology(
             name: ns.events_stream(),
             subjects: vec![ns.events_wildcard()],
             max_age: settings.events_max_age,
+            max_bytes: limits.events,
+            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
             ..Default::default()
         },
     ];
     for config in streams {
-        let name = config.name.clone();
+        let (name, max_bytes) = (config.name.clone(), config.max_bytes);
         js.create_or_update_stream(config)
             .await
-            .with_context(|| format!("cannot declare stream {name}"))?;
+            .with_context(|| reserve_error("stream", &name, max_bytes, settings.max_bytes))?;
     }
-    let bucket = |bucket: String, max_age: Duration| kv::Config {
+    let bucket = |bucket: String, max_age: Duration, max_bytes: i64| kv::Config {
         bucket,
         history: 1,
         max_age,
+        max_bytes,
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
         ..Default::default()
     };
     let declare = |config: kv::Config| async move {
-        let name = config.bucket.clone();
+        let (name, max_bytes) = (config.bucket.clone(), config.max_bytes);
         js.create_or_update_key_value(config)
             .await
-            .with_context(|| format!("cannot declare KV bucket {name}"))
+            .with_context(|| reserve_error("KV bucket", &name, max_bytes, settings.max_bytes))
     };
     Ok(Topology {
-        workers: declare(bucket(ns.workers_bucket(), settings.heartbeat_ttl)).await?,
-        assignments: declare(bucket(ns.assignments_bucket(), Duration::ZERO)).await?,
+        workers: declare(bucket(
+            ns.workers_bucket(),
+            settings.heartbeat_ttl,
+            limits.workers,
+        ))
+        .await?,
+        // A removed assignment is purged with a TTL (FARO_BALANCER_ASSIGNMENT_MARKER_TTL):
+        // its marker goes too, so workers that come and go leave no key behind.
+        assignments: declare(kv::Config {
+            limit_markers: Some(Duration::from_secs(1)),
+            ..bucket(ns.assignments_bucket(), Duration::ZERO, limits.assignments)
+        })
+        .await?,
         // Every lease has its own TTL (the leader lease, target slots); an expired or purged
         // key leaves a marker that lives one second. No bucket age: a run's slot lease lives
         // as long as its deadline, however long that is.
         leases: declare(kv::Config {
             limit_markers: Some(Duration::from_secs(1)),
-            ..bucket(ns.leases_bucket(), Duration::ZERO)
+            ..bucket(ns.leases_bucket(), Duration::ZERO, limits.leases)
         })
         .await?,
-        cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO)).await?,
+        cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO, limits.cooling)).await?,
     })
+}
+
+/// Whether JetStream refused to store a publish because its stream is at its limit (error
+/// 10077, "maximum bytes exceeded" or "maximum messages exceeded"): the message was not
+/// stored, and will fit once the stream's consumer has taken what it holds.
+pub fn refused_as_full(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|error| error.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
+}
+
+/// Messages of the server's largest payload a stream must hold at least.
+const MIN_MESSAGES: i64 = 4;
+
+/// Pure: every stream that carries messages as large as the server takes (submission
+/// chunks, runs, results and value chunks, and their dead letters) holds at least
+/// [`MIN_MESSAGES`] of them, and every other stream and bucket 1 MiB; else an error naming
+/// the setting to raise.
+pub fn check_limits(
+    limits: &StoreLimits,
+    max_bytes: u64,
+    max_payload: usize,
+) -> anyhow::Result<()> {
+    let large = i64::try_from(max_payload)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(MIN_MESSAGES);
+    let small = 1 << 20;
+    for (name, limit, least) in [
+        ("submissions stream", limits.submit, large),
+        ("jobs stream", limits.jobs, large),
+        ("results stream", limits.results, large),
+        ("dead-letter stream", limits.dead_letters, large),
+        ("demand stream", limits.demand, small),
+        ("events stream", limits.events, small),
+        ("workers bucket", limits.workers, small),
+        ("assignments bucket", limits.assignments, small),
+        ("leases bucket", limits.leases, small),
+        ("cooling bucket", limits.cooling, small),
+    ] {
+        anyhow::ensure!(
+            limit >= least,
+            "FARO_JETSTREAM_MAX_BYTES={max_bytes} leaves the {name} {limit} bytes, less than \
+             {least} (the NATS server's max_payload is {max_payload} bytes); raise it"
+        );
+    }
+    Ok(())
+}
+
+/// Why a stream or bucket was not declared: JetStream reserves its limit in the store when it
+/// is made, and refuses a limit it cannot reserve.
+fn reserve_error(what: &str, name: &str, limit: i64, max_bytes: u64) -> String {
+    format!(
+        "cannot declare {what} {name} (a limit of {limit} bytes, its share of \
+         FARO_JETSTREAM_MAX_BYTES={max_bytes}: the NATS server's JetStream store, max_file_store, \
+         must be able to reserve them all)"
+    )
 }
 
 /// How long the results stream drops a result published again (`Nats-Msg-Id`
@@ -520,6 +676,68 @@ mod tests {
         assert_eq!(give_back_delay(1000), Duration::from_secs(5));
         let spent: Duration = (1..RUN_MAX_DELIVER).map(give_back_delay).sum();
         assert!(spent > Duration::from_secs(4 * 60), "{spent:?}");
+    }
+
+    #[test]
+    fn the_store_is_shared_out_within_its_size_with_room_for_the_buckets() {
+        for max_bytes in [
+            MIN_JETSTREAM_MAX_BYTES,
+            DEFAULT_JETSTREAM_MAX_BYTES,
+            1 << 40,
+        ] {
+            let limits = StoreLimits::of(max_bytes);
+            let all = [
+                limits.submit,
+                limits.jobs,
+                limits.results,
+                limits.demand,
+                limits.dead_letters,
+                limits.events,
+                limits.workers,
+                limits.assignments,
+                limits.leases,
+                limits.cooling,
+            ];
+            let total: i64 = all.iter().sum();
+            assert!(all.iter().all(|limit| *limit > 0), "{limits:?}");
+            assert!(
+                u64::try_from(total).unwrap() <= max_bytes / 100 * 98,
+                "{limits:?} over {max_bytes}"
+            );
+            // The leader lease and the slot leases have the largest bucket.
+            assert!(limits.leases >= limits.workers.max(limits.cooling));
+        }
+        let default = StoreLimits::of(DEFAULT_JETSTREAM_MAX_BYTES);
+        assert!(check_limits(&default, DEFAULT_JETSTREAM_MAX_BYTES, 4 << 20).is_ok());
+        // Too small for the server's messages: named, with what to raise.
+        let small = StoreLimits::of(MIN_JETSTREAM_MAX_BYTES);
+        let error = check_limits(&small, MIN_JETSTREAM_MAX_BYTES, 4 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("FARO_JETSTREAM_MAX_BYTES=67108864") && error.contains("stream"),
+            "{error}"
+        );
+        assert!(check_limits(&small, MIN_JETSTREAM_MAX_BYTES, 64 << 10).is_ok());
+    }
+
+    #[test]
+    fn the_store_size_is_read_with_its_unit_and_refused_below_the_least() {
+        let read = |value: &str| {
+            TopologySettings::from_env(&Env::from_pairs([("FARO_JETSTREAM_MAX_BYTES", value)]))
+        };
+        assert_eq!(
+            TopologySettings::from_env(&Env::default())
+                .unwrap()
+                .max_bytes,
+            DEFAULT_JETSTREAM_MAX_BYTES
+        );
+        assert_eq!(read("20G").unwrap().max_bytes, 20 << 30);
+        assert_eq!(read("512M").unwrap().max_bytes, 512 << 20);
+        for bad in ["10M", "lots", "-1"] {
+            let error = read(bad).unwrap_err();
+            assert_eq!(error.var, "FARO_JETSTREAM_MAX_BYTES", "{bad}");
+        }
     }
 
     #[test]

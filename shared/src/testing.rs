@@ -72,6 +72,7 @@ impl TestBus {
         let js = crate::nats::jetstream(client.clone());
         let settings = crate::nats::TopologySettings {
             replicas: 1 + peers.len(),
+            max_bytes: TEST_JETSTREAM_MAX_BYTES,
             ..Default::default()
         };
         let topology = crate::nats::ensure_topology(&js, &ns, &settings).await?;
@@ -124,7 +125,11 @@ impl TestBus {
         let mut env = crate::config::Env::default();
         env.set("FARO_NAMESPACE", self.ns.as_str())
             .set("FARO_NATS_URL", self.url())
-            .set("FARO_HTTP_ADDR", "127.0.0.1:0");
+            .set("FARO_HTTP_ADDR", "127.0.0.1:0")
+            .set(
+                "FARO_JETSTREAM_MAX_BYTES",
+                TEST_JETSTREAM_MAX_BYTES.to_string(),
+            );
         if !self.peers.is_empty() {
             env.set(
                 "FARO_JETSTREAM_REPLICAS",
@@ -137,6 +142,10 @@ impl TestBus {
         env
     }
 }
+
+/// What the streams and buckets of a test's NATS server may store in all: JetStream reserves
+/// it in the server's store, which is a temporary directory on a disk that may be small.
+pub const TEST_JETSTREAM_MAX_BYTES: u64 = 256 << 20;
 
 /// A private `nats-server` with JetStream, killed on drop.
 #[derive(Debug)]

@@ -88,6 +88,18 @@ pub async fn submit(
                 Ok(ack) => break ack,
                 Err(error) => error,
             };
+            if nats::refused_as_full(&error) {
+                return Err(error).with_context(|| {
+                    format!(
+                        "the submissions stream is full ({} of {} message(s) of this file \
+                         stored): the dispatcher is not taking submissions (stopped, or far \
+                         behind); nothing is lost, submit the file again later (what was \
+                         stored is not submitted twice)",
+                        ids.iter().position(|sent| sent == id).unwrap_or(0),
+                        ids.len()
+                    )
+                });
+            }
             use async_nats::jetstream::context::PublishErrorKind as Kind;
             let transient = matches!(
                 error.kind(),

@@ -198,14 +198,44 @@ impl Balancer {
             metrics::histogram!(m::CYCLE_SECONDS).record(started.elapsed().as_secs_f64());
             cycles += 1;
             if cycles % 720 == 1 {
-                if let Err(error) =
-                    store::prune_decisions(&self.pool, self.config.decisions_kept).await
-                {
-                    tracing::warn!(error = format!("{error:#}"), "cannot prune old decisions");
+                if let Err(error) = self.prune().await {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot prune old decisions and worker events"
+                    );
                 }
             }
             next = tokio::time::Instant::now() + interval;
         }
+    }
+
+    /// Drops the decisions and worker events past their retention, and measures what the
+    /// balancer keeps: those tables, and the assignments bucket (markers included).
+    async fn prune(&self) -> anyhow::Result<()> {
+        let (decisions, events) = store::prune_history(
+            &self.pool,
+            self.config.decisions_kept,
+            self.config.worker_events_kept,
+        )
+        .await?;
+        if decisions + events > 0 {
+            tracing::info!(
+                decisions,
+                events,
+                "decisions and worker events pruned past retention"
+            );
+        }
+        for (table, bytes) in store::history_bytes(&self.pool).await? {
+            metrics::gauge!(m::TABLE_BYTES, "table" => table).set(bytes as f64);
+        }
+        let assignments = self
+            .topology
+            .assignments
+            .status()
+            .await
+            .context("cannot read the assignments bucket")?;
+        metrics::gauge!(m::ASSIGNMENTS_STORED).set(assignments.values() as f64);
+        Ok(())
     }
 
     /// How many demand snapshots the stream holds now: the latest of each queue, replayed
@@ -343,7 +373,7 @@ impl Balancer {
         for worker in &outcome.remove {
             self.topology
                 .assignments
-                .delete(worker.as_str())
+                .purge_with_ttl(worker.as_str(), self.config.assignment_marker_ttl)
                 .await
                 .with_context(|| format!("cannot remove the assignment of {worker}"))?;
             tracing::info!(%worker, "assignment removed: worker gone");

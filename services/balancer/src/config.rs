@@ -22,6 +22,13 @@ pub struct Config {
     /// How long decisions are kept in `balancer_decisions` (`FARO_BALANCER_DECISIONS_KEPT`,
     /// default 30 days).
     pub decisions_kept: Duration,
+    /// How long `worker_events` rows are kept (`FARO_BALANCER_WORKER_EVENTS_KEPT`, default 30
+    /// days).
+    pub worker_events_kept: Duration,
+    /// How long the marker a gone worker's removed assignment leaves in the assignments bucket
+    /// lives (`FARO_BALANCER_ASSIGNMENT_MARKER_TTL`, default 1 h): a worker watching sees the
+    /// removal at once; then the marker goes, so workers that come and go leave nothing behind.
+    pub assignment_marker_ttl: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -43,6 +50,23 @@ impl Config {
                 "FARO_BALANCER_DECISIONS_KEPT",
                 Duration::from_secs(30 * 24 * 3600),
             )?,
+            worker_events_kept: env.duration(
+                "FARO_BALANCER_WORKER_EVENTS_KEPT",
+                Duration::from_secs(30 * 24 * 3600),
+            )?,
+            assignment_marker_ttl: match env.duration(
+                "FARO_BALANCER_ASSIGNMENT_MARKER_TTL",
+                Duration::from_secs(3600),
+            )? {
+                ttl if ttl >= Duration::from_secs(1) => ttl,
+                _ => {
+                    return Err(ConfigError {
+                        var: "FARO_BALANCER_ASSIGNMENT_MARKER_TTL".to_owned(),
+                        value: env.string("FARO_BALANCER_ASSIGNMENT_MARKER_TTL", ""),
+                        expected: "a duration of at least 1s, such as 1h".to_owned(),
+                    })
+                }
+            },
             shutdown_grace: env.duration("FARO_SHUTDOWN_GRACE", Duration::from_secs(30))?,
         })
     }

@@ -16,9 +16,21 @@ pub const QUEUE_WORKERS: &str = "faro_balancer_queue_workers";
 pub const QUEUE_HELD: &str = "faro_balancer_queue_held";
 pub const WORKERS_BY_STATE: &str = "faro_balancer_registry_workers";
 pub const OLDEST_HEARTBEAT_SECONDS: &str = "faro_balancer_oldest_heartbeat_age_seconds";
+pub const TABLE_BYTES: &str = "faro_balancer_table_bytes";
+pub const ASSIGNMENTS_STORED: &str = "faro_balancer_assignments_stored";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
+    Metric::gauge(
+        TABLE_BYTES,
+        Unit::Bytes,
+        "Size on disk of the balancer's history (label `table`: `balancer_decisions`, kept `FARO_BALANCER_DECISIONS_KEPT`; `worker_events`, kept `FARO_BALANCER_WORKER_EVENTS_KEPT`), indexes included.",
+    ),
+    Metric::gauge(
+        ASSIGNMENTS_STORED,
+        Unit::Count,
+        "Entries in the assignments bucket: one per worker, and the markers of removed assignments until `FARO_BALANCER_ASSIGNMENT_MARKER_TTL`.",
+    ),
     Metric::counter(
         CYCLES,
         Unit::Count,

@@ -384,17 +384,47 @@ pub async fn record_cycle(
     Ok(())
 }
 
-/// Drops decisions older than `keep`.
-pub async fn prune_decisions(pool: &Pool, keep: Duration) -> anyhow::Result<u64> {
+/// Drops decisions older than `decisions` and worker events older than `events`; returns how
+/// many rows of each went.
+pub async fn prune_history(
+    pool: &Pool,
+    decisions: Duration,
+    events: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
-    let seconds = keep.as_secs_f64();
-    client
+    let decisions = client
         .execute(
             "DELETE FROM balancer_decisions WHERE at < now() - make_interval(secs => $1)",
-            &[&seconds],
+            &[&decisions.as_secs_f64()],
         )
         .await
-        .context("cannot prune old decisions")
+        .context("cannot prune old decisions")?;
+    let events = client
+        .execute(
+            "DELETE FROM worker_events WHERE at < now() - make_interval(secs => $1)",
+            &[&events.as_secs_f64()],
+        )
+        .await
+        .context("cannot prune old worker events")?;
+    Ok((decisions, events))
+}
+
+/// The bytes the balancer's growing tables take on disk, indexes included: `balancer_decisions`
+/// and `worker_events`.
+pub async fn history_bytes(pool: &Pool) -> anyhow::Result<[(&'static str, i64); 2]> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let row = client
+        .query_one(
+            "SELECT pg_total_relation_size('balancer_decisions'),
+                    pg_total_relation_size('worker_events')",
+            &[],
+        )
+        .await
+        .context("cannot read the size of the balancer's tables")?;
+    Ok([
+        ("balancer_decisions", row.get(0)),
+        ("worker_events", row.get(1)),
+    ])
 }
 
 /// Decisions listed by `faro explain queue|pool`.

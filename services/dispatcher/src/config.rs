@@ -41,6 +41,9 @@ pub struct Config {
     /// How long ended runs are kept (`FARO_RUNS_RETENTION`, 30 d; the hot setting
     /// `runs.retention` overrides it).
     pub runs_retention: Duration,
+    /// How long submissions and the one-shot jobs they defined are kept
+    /// (`FARO_SUBMISSIONS_RETENTION`, 30 d).
+    pub submissions_retention: Duration,
 }
 
 impl Config {
@@ -96,17 +99,21 @@ impl Config {
                     })
                 }
             },
-            runs_retention: match env.duration("FARO_RUNS_RETENTION", DEFAULT_RUNS_RETENTION)? {
-                d if RUNS_RETENTION_RANGE.contains(&d) => d,
-                _ => {
-                    return Err(ConfigError {
-                        var: "FARO_RUNS_RETENTION".to_owned(),
-                        value: env.string("FARO_RUNS_RETENTION", ""),
-                        expected: "a duration from 1d to 3650d, such as 30d".to_owned(),
-                    })
-                }
-            },
+            runs_retention: retention(env, "FARO_RUNS_RETENTION")?,
+            submissions_retention: retention(env, "FARO_SUBMISSIONS_RETENTION")?,
         })
+    }
+}
+
+/// A retention period from `var`: 30 days unless set, from 1d to 3650d.
+fn retention(env: &Env, var: &str) -> Result<Duration, ConfigError> {
+    match env.duration(var, DEFAULT_RUNS_RETENTION)? {
+        d if RUNS_RETENTION_RANGE.contains(&d) => Ok(d),
+        _ => Err(ConfigError {
+            var: var.to_owned(),
+            value: env.string(var, ""),
+            expected: "a duration from 1d to 3650d, such as 30d".to_owned(),
+        }),
     }
 }
 
@@ -140,21 +147,31 @@ mod tests {
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.leader_lease_ttl, Duration::from_secs(2));
         assert_eq!(config.runs_retention, DEFAULT_RUNS_RETENTION);
+        assert_eq!(config.submissions_retention, DEFAULT_RUNS_RETENTION);
         assert_eq!(config.instance, "d1");
     }
 
     #[test]
-    fn runs_retention_is_from_a_day_to_ten_years() {
-        let env = Env::from_pairs([("FARO_RUNS_RETENTION", "90d")]);
+    fn retentions_are_from_a_day_to_ten_years() {
+        let env = Env::from_pairs([
+            ("FARO_RUNS_RETENTION", "90d"),
+            ("FARO_SUBMISSIONS_RETENTION", "7d"),
+        ]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.runs_retention, Duration::from_secs(90 * 86_400));
-        for bad in ["12h", "4000d", "forever"] {
-            let env = Env::from_pairs([("FARO_RUNS_RETENTION", bad)]);
-            let error = Config::from_env(&env).unwrap_err().to_string();
-            assert!(
-                error.contains("FARO_RUNS_RETENTION") && error.contains("30d"),
-                "{bad}: {error}"
-            );
+        assert_eq!(
+            config.submissions_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        for var in ["FARO_RUNS_RETENTION", "FARO_SUBMISSIONS_RETENTION"] {
+            for bad in ["12h", "4000d", "forever"] {
+                let env = Env::from_pairs([(var, bad)]);
+                let error = Config::from_env(&env).unwrap_err().to_string();
+                assert!(
+                    error.contains(var) && error.contains("30d"),
+                    "{bad}: {error}"
+                );
+            }
         }
     }
 }

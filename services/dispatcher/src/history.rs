@@ -169,6 +169,22 @@ async fn check(d: &Dispatcher) -> anyhow::Result<()> {
     metrics::gauge!(m::HISTORY_PARTITIONS).set(done.days as f64);
     metrics::gauge!(m::HISTORY_HELD_RUNS).set(held as f64);
     metrics::gauge!(m::HISTORY_BYTES).set(bytes as f64);
+
+    let before = Utc::now()
+        - chrono::Duration::from_std(d.config.submissions_retention)
+            .unwrap_or(chrono::Duration::MAX);
+    let expired = store::expire_submissions(&d.pool, before).await?;
+    if expired != store::Expired::default() {
+        tracing::info!(
+            submissions = expired.submissions,
+            jobs = expired.jobs,
+            "submissions and one-shot jobs deleted past retention"
+        );
+    }
+    for table in ["submissions", "jobs"] {
+        let bytes = store::table_bytes(&d.pool, table).await?;
+        metrics::gauge!(m::TABLE_BYTES, "table" => table).set(bytes as f64);
+    }
     Ok(())
 }
 

@@ -32,6 +32,7 @@ pub const HISTORY_BYTES: &str = "faro_dispatcher_history_bytes";
 pub const HISTORY_HELD_RUNS: &str = "faro_dispatcher_history_held_runs";
 pub const HISTORY_PARTITIONS_DROPPED: &str = "faro_dispatcher_history_partitions_dropped_total";
 pub const HISTORY_ERRORS: &str = "faro_dispatcher_history_errors_total";
+pub const TABLE_BYTES: &str = "faro_dispatcher_table_bytes";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
@@ -44,6 +45,11 @@ pub const METRICS: &[Metric] = &[
         HISTORY_BYTES,
         Unit::Bytes,
         "Size on disk of the run history (`runs` and `run_attempts`, indexes included).",
+    ),
+    Metric::gauge(
+        TABLE_BYTES,
+        Unit::Bytes,
+        "Size on disk of the tables kept for `FARO_SUBMISSIONS_RETENTION` (label `table`: `submissions`, `jobs`), indexes included.",
     ),
     Metric::gauge(
         HISTORY_HELD_RUNS,

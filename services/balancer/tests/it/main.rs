@@ -108,8 +108,22 @@ fn start(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    start_with(bus, db, &[("FARO_BALANCER_CYCLE", cycle)])
+}
+
+/// A balancer with these settings.
+fn start_with(
+    bus: &TestBus,
+    db: &TestDb,
+    settings: &[(&str, &str)],
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let mut env = bus.env(Some(db));
-    env.set("FARO_BALANCER_CYCLE", cycle);
+    for (var, value) in settings {
+        env.set(*var, *value);
+    }
     let shutdown = CancellationToken::new();
     let balancer = tokio::spawn(faro_balancer::run(
         faro_balancer::Config::from_env(&env).unwrap(),
@@ -421,6 +435,80 @@ async fn preemption_maintenance_and_cooling_follow_the_hot_configuration_and_sur
             entry.key
         );
     }
+    shutdown.cancel();
+    balancer.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_workers_assignment_leaves_no_marker_and_old_history_is_pruned() {
+    let bus = TestBus::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO queues (name, kinds) VALUES ('sims', '{sim}');
+             INSERT INTO worker_events (worker_id, event, at)
+             VALUES ('w0', 'joined', now() - interval '3 hours'), ('w0', 'left', now());
+             INSERT INTO balancer_decisions (at, queue, reason)
+             VALUES (now() - interval '3 hours', 'sims', 'old'), (now(), 'sims', 'new');",
+        )
+        .await
+        .unwrap();
+    let topology = &bus.topology;
+    let mut w1 = topology.assignments.watch("w1").await.unwrap();
+    demand(&bus, "sims", 3, false).await;
+    let (shutdown, balancer) = start_with(
+        &bus,
+        &db,
+        &[
+            ("FARO_BALANCER_CYCLE", "60s"),
+            ("FARO_BALANCER_ASSIGNMENT_MARKER_TTL", "1s"),
+            ("FARO_BALANCER_WORKER_EVENTS_KEPT", "1h"),
+            ("FARO_BALANCER_DECISIONS_KEPT", "1h"),
+        ],
+    );
+
+    beat(&bus, "w1", vec![Kind::Sim], 5000).await;
+    assert_eq!(
+        next_assignment(&mut w1).await,
+        Some(vec!["sims".to_owned()])
+    );
+    // The first cycle pruned what was older than an hour.
+    wait_rows(
+        &pool,
+        "SELECT worker_id || ' ' || event FROM worker_events WHERE worker_id = 'w0'",
+        &["w0 left"],
+    )
+    .await;
+    wait_rows(
+        &pool,
+        "SELECT reason FROM balancer_decisions WHERE reason IN ('old', 'new')",
+        &["new"],
+    )
+    .await;
+
+    // The worker leaves: its watcher sees the removal, then the marker goes too.
+    topology.workers.delete("w1").await.unwrap();
+    assert_eq!(next_assignment(&mut w1).await, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        interval.tick().await;
+        // The purge's marker expires; JetStream leaves a delete marker of its own in its
+        // place for a second (the bucket's limit_markers), and then nothing.
+        let stored = topology.assignments.status().await.unwrap().values();
+        let entry = topology.assignments.entry("w1").await.unwrap();
+        if stored == 0 && entry.is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} entries still in the assignments bucket, w1: {entry:?}"
+        );
+    }
+
     shutdown.cancel();
     balancer.await.unwrap().unwrap();
 }

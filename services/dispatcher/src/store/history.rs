@@ -137,6 +137,78 @@ pub async fn expire_held_runs(pool: &Pool, before: DateTime<Utc>) -> anyhow::Res
     Ok(ids.len() as u64)
 }
 
+/// Rows deleted by one statement of [`expire_submissions`].
+const EXPIRE_BATCH: i64 = 10_000;
+
+/// Batches [`expire_submissions`] deletes of each table at most in one call (the rest waits
+/// for the next check).
+const EXPIRE_BATCHES: usize = 20;
+
+/// What [`expire_submissions`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub submissions: u64,
+    pub jobs: u64,
+}
+
+/// Deletes the submissions received before `before`, and the one-shot jobs (neither recurring
+/// nor chained) last defined before it that have no run still open and no job chained after
+/// them; oldest first, in batches. Their runs stay for their own retention.
+pub async fn expire_submissions(pool: &Pool, before: DateTime<Utc>) -> anyhow::Result<Expired> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let mut expired = Expired::default();
+    for (count, sql) in [
+        (
+            &mut expired.submissions,
+            "WITH gone AS (
+                 DELETE FROM submissions WHERE id IN (
+                     SELECT id FROM submissions WHERE received_at < $1
+                      ORDER BY received_at LIMIT $2)
+              RETURNING 1)
+             SELECT count(*) FROM gone",
+        ),
+        (
+            &mut expired.jobs,
+            "WITH gone AS (
+                 DELETE FROM jobs WHERE id IN (
+                     SELECT j.id FROM jobs j
+                      WHERE j.interval_ms IS NULL AND j.after_job IS NULL AND j.updated_at < $1
+                        AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.after_job = j.id)
+                        AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job_id = j.id
+                                           AND r.status IN ('pending', 'dispatched'))
+                      ORDER BY j.updated_at LIMIT $2)
+              RETURNING 1)
+             SELECT count(*) FROM gone",
+        ),
+    ] {
+        for _ in 0..EXPIRE_BATCHES {
+            let deleted: i64 = client
+                .query_one(sql, &[&before, &EXPIRE_BATCH])
+                .await
+                .context("cannot delete submissions or one-shot jobs past retention")?
+                .get(0);
+            *count += u64::try_from(deleted).unwrap_or(0);
+            if deleted < EXPIRE_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(expired)
+}
+
+/// The bytes `table` takes on disk, indexes included.
+pub async fn table_bytes(pool: &Pool, table: &str) -> anyhow::Result<i64> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(pg_total_relation_size(to_regclass($1)), 0)::int8",
+            &[&table],
+        )
+        .await
+        .with_context(|| format!("cannot read the size of {table}"))?
+        .get(0))
+}
+
 /// What the history holds: runs held past their day, and its size on disk in bytes.
 pub async fn history_size(pool: &Pool) -> anyhow::Result<(i64, i64)> {
     let client = pool.get().await.context("no PostgreSQL connection")?;

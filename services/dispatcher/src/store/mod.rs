@@ -21,7 +21,8 @@ pub use definitions::{
 };
 pub use facts::{compact_run_tallies, job_facts, run_facts, run_status, status};
 pub use history::{
-    drop_history_day, expire_held_runs, history_days, history_size, make_history_day,
+    drop_history_day, expire_held_runs, expire_submissions, history_days, history_size,
+    make_history_day, table_bytes, Expired,
 };
 pub use outbox::{
     drop_from_outbox, in_flight_runs, mark_published, next_retry, run_message, take_due_retries,

@@ -305,3 +305,103 @@ async fn a_slot_is_recorded_once_however_many_times_it_fires() {
     );
     assert_tallied(&pool).await;
 }
+
+#[tokio::test]
+async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let old = faro_shared::jobfile::parse(
+        br#"[{"id": "done", "queue": "q", "kind": "sim"},
+             {"id": "open", "queue": "q", "kind": "sim"},
+             {"id": "parent", "queue": "q", "kind": "sim"},
+             {"id": "child", "queue": "q", "kind": "sim", "after": "parent"},
+             {"id": "every", "queue": "q", "kind": "sim", "interval": "1m"}]"#,
+    )
+    .unwrap();
+    let planned = faro_dispatcher::plan::plan_submission(&old);
+    store::record_submission(&pool, "old", None, &planned)
+        .await
+        .unwrap();
+    let recent =
+        faro_shared::jobfile::parse(br#"[{"id": "recent", "queue": "q", "kind": "sim"}]"#).unwrap();
+    store::record_submission(
+        &pool,
+        "recent",
+        None,
+        &faro_dispatcher::plan::plan_submission(&recent),
+    )
+    .await
+    .unwrap();
+    let run_of = |job: &str| {
+        planned
+            .iter()
+            .find(|run| run.message.job_id.as_str() == job)
+            .map(|run| run.message.run_id)
+            .unwrap()
+    };
+    let ended = |id: Uuid| -> RunResult {
+        serde_json::from_value(serde_json::json!({
+            "run_id": id, "attempt": 1, "job_id": "j", "queue": "q", "worker_id": "w1",
+            "outcome": "succeeded", "simulated": true,
+            "started_at": Utc::now(), "finished_at": Utc::now(),
+        }))
+        .unwrap()
+    };
+    record(
+        &pool,
+        &[ended(run_of("done")), ended(run_of("parent"))],
+        &RetryPolicy::default(),
+    )
+    .await;
+    let client = pool.get().await.unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(40);
+    client
+        .execute(
+            "UPDATE submissions SET received_at = $1 WHERE id = 'old'",
+            &[&long_ago],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE jobs SET updated_at = $1 WHERE id <> 'recent'",
+            &[&long_ago],
+        )
+        .await
+        .unwrap();
+    let jobs = || async {
+        let rows = client
+            .query("SELECT id FROM jobs ORDER BY id", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get(0)).collect::<Vec<String>>()
+    };
+
+    let cutoff = Utc::now() - chrono::Duration::days(30);
+    let expired = store::expire_submissions(&pool, cutoff).await.unwrap();
+    assert_eq!((expired.submissions, expired.jobs), (1, 1));
+    // Kept: a job whose run is still open, a job another is chained after, the chained and
+    // the recurring definitions, and what is recent.
+    assert_eq!(jobs().await, ["child", "every", "open", "parent", "recent"]);
+    let submissions: Vec<String> = client
+        .query("SELECT id FROM submissions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(submissions, ["recent"]);
+    // The runs stay for their own retention.
+    assert_eq!(
+        partition_of(&pool, run_of("done")).await.map(|_| ()),
+        Some(())
+    );
+
+    // Once its run ends, the open one goes at the next check.
+    record(&pool, &[ended(run_of("open"))], &RetryPolicy::default()).await;
+    let expired = store::expire_submissions(&pool, cutoff).await.unwrap();
+    assert_eq!((expired.submissions, expired.jobs), (0, 1));
+    assert_eq!(jobs().await, ["child", "every", "parent", "recent"]);
+    assert!(store::table_bytes(&pool, "submissions").await.unwrap() > 0);
+    assert_eq!(store::table_bytes(&pool, "no_such_table").await.unwrap(), 0);
+}
