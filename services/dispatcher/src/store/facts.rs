@@ -67,7 +67,9 @@ pub async fn run_facts(pool: &Pool, run_id: Uuid) -> anyhow::Result<Option<RunFa
 }
 
 /// A job's definition and history, for `faro explain job`. The last run, success and failure
-/// are read from the runs (indexed by job), not kept on the job: no write per run.
+/// are read from the runs, not kept on the job (no write per run): each is the newest of its
+/// kind by id (the time made) on the (job_id, id) index, read backwards from the newest day,
+/// so a job with a month of runs reads a few rows, not all of them.
 pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts>> {
     let client = pool.get().await.context("no PostgreSQL connection")?;
     let Some(row) = client
@@ -75,10 +77,13 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
             "SELECT j.id, j.kind, j.queue, j.target, j.interval_ms, j.after_job, j.run_if,
                     j.enabled, j.max_attempts, j.overlap,
                     (SELECT enabled FROM targets WHERE id = j.target) AS target_enabled,
-                    (SELECT max(created_at) FROM runs WHERE job_id = j.id AND status <> 'skipped'),
-                    (SELECT max(finished_at) FROM runs WHERE job_id = j.id AND status = 'succeeded'),
-                    (SELECT max(finished_at) FROM runs WHERE job_id = j.id
-                        AND status IN ('failed', 'interrupted', 'timed_out'))
+                    (SELECT created_at FROM runs WHERE job_id = j.id AND status <> 'skipped'
+                      ORDER BY id DESC LIMIT 1),
+                    (SELECT finished_at FROM runs WHERE job_id = j.id AND status = 'succeeded'
+                      ORDER BY id DESC LIMIT 1),
+                    (SELECT finished_at FROM runs WHERE job_id = j.id
+                        AND status IN ('failed', 'interrupted', 'timed_out')
+                      ORDER BY id DESC LIMIT 1)
                FROM jobs j WHERE j.id = $1",
             &[&job],
         )
@@ -90,7 +95,7 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
     let recent = client
         .query(
             "SELECT id, status, created_at, error FROM runs WHERE job_id = $1
-              ORDER BY created_at DESC LIMIT 5",
+              ORDER BY id DESC LIMIT 5",
             &[&job],
         )
         .await
