@@ -81,9 +81,12 @@ END
 $$;
 
 -- Folds the tallies of each (day, queue, status) written as several rows into one. Rows
--- written meanwhile are not in this statement's snapshot and stay as they are.
+-- written meanwhile are not in this statement's snapshot and stay as they are. It takes the
+-- history lock: a day dropped at the same time must not delete that day's rows between the
+-- fold's delete and its insert (the drop would miss the folded row, counting the day forever).
 CREATE FUNCTION faro_compact_run_tallies() RETURNS bigint
     LANGUAGE sql AS $$
+    SELECT faro_history_lock();
     WITH many AS (
         SELECT day, queue, status FROM run_tallies GROUP BY 1, 2, 3 HAVING count(*) > 1
     ), gone AS (
@@ -176,6 +179,8 @@ DO $$
 DECLARE
     part regclass;
 BEGIN
+    -- A leader of the version before making a day meanwhile would attach it untallied.
+    PERFORM faro_history_lock();
     PERFORM faro_tally_triggers('runs'::regclass);
     FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'runs'::regclass
     LOOP

@@ -228,9 +228,16 @@ async fn submit_waits_while_nats_cannot_store_the_submission() {
         first.contains("NATS cannot store the submission yet"),
         "{first}"
     );
-    faro_shared::nats::ensure_topology(&bus.js, &bus.ns, &Default::default())
-        .await
-        .unwrap();
+    faro_shared::nats::ensure_topology(
+        &bus.js,
+        &bus.ns,
+        &faro_shared::nats::TopologySettings {
+            max_bytes: faro_shared::testing::TEST_JETSTREAM_MAX_BYTES,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 
     let output = ended(child, "the stream was back").await;
     assert!(output.status.success(), "{first}");

@@ -177,13 +177,12 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_uppercase();
-    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
         _ => return None,
     };
     number.checked_mul(1 << shift)
@@ -378,7 +377,17 @@ mod tests {
         assert_eq!(parse_bytes("8gb"), Some(8 << 30));
         assert_eq!(parse_bytes("8 GiB"), Some(8 << 30));
         assert_eq!(parse_bytes("2T"), Some(2 << 40));
-        for bad in ["", "G", "1.5G", "-1", "8X", "99999999999T"] {
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "-1",
+            "8X",
+            "8BBB",
+            "8iB",
+            "8GIBIB",
+            "99999999999T",
+        ] {
             assert_eq!(parse_bytes(bad), None, "{bad:?}");
         }
     }

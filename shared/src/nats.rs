@@ -248,6 +248,12 @@ pub async fn ensure_topology(
 ) -> anyhow::Result<Topology> {
     let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
     let mut delay = Duration::from_millis(100);
+    // Not worth waiting for: no retry makes a small budget larger.
+    check_limits(
+        &StoreLimits::of(settings.max_bytes),
+        settings.max_bytes,
+        js.client().server_info().max_payload,
+    )?;
     loop {
         match declare_topology(js, ns, settings).await {
             Ok(topology) => return Ok(topology),
@@ -276,11 +282,6 @@ async fn declare_topology(
     settings: &TopologySettings,
 ) -> anyhow::Result<Topology> {
     let limits = StoreLimits::of(settings.max_bytes);
-    check_limits(
-        &limits,
-        settings.max_bytes,
-        js.client().server_info().max_payload,
-    )?;
     // Work queues refuse what would not fit (the publisher is told, and tries again): their
     // messages are accepted work, never dropped to make room.
     let work_queue =
@@ -402,9 +403,16 @@ async fn declare_topology(
 /// 10077, "maximum bytes exceeded" or "maximum messages exceeded"): the message was not
 /// stored, and will fit once the stream's consumer has taken what it holds.
 pub fn refused_as_full(error: &jetstream::context::PublishError) -> bool {
+    // 10077 is any failure to store; only these two descriptions are a stream at its limit
+    // (a disk failing is not).
     std::error::Error::source(error)
         .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|error| error.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
+        .is_some_and(|error| {
+            let text = error.to_string();
+            error.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
+                && (text.contains("maximum bytes exceeded")
+                    || text.contains("maximum messages exceeded"))
+        })
 }
 
 /// Messages of the server's largest payload a stream must hold at least.

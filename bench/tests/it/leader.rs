@@ -263,7 +263,10 @@ async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
     faro_shared::nats::ensure_topology(
         &system.js,
         &system.ns,
-        &faro_shared::nats::TopologySettings::default(),
+        &faro_shared::nats::TopologySettings {
+            max_bytes: faro_shared::testing::TEST_JETSTREAM_MAX_BYTES,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

@@ -177,6 +177,9 @@ pub async fn expire_submissions(pool: &Pool, before: DateTime<Utc>) -> anyhow::R
                         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job_id = j.id
                                            AND r.status IN ('pending', 'dispatched'))
                       ORDER BY j.updated_at LIMIT $2)
+                   -- Checked again on the row as it is now: a job submitted again meanwhile
+                   -- (defined anew, a new run) stays.
+                   AND interval_ms IS NULL AND after_job IS NULL AND updated_at < $1
               RETURNING 1)
              SELECT count(*) FROM gone",
         ),
