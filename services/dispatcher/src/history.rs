@@ -159,7 +159,8 @@ pub(crate) async fn history_loop(
 async fn check(d: &Dispatcher) -> anyhow::Result<()> {
     let settings = faro_shared::settings::load(&d.pool).await?;
     let retention = retention(&settings, d.config.runs_retention);
-    let done = maintain(&d.pool, Utc::now(), retention).await?;
+    let now = Utc::now();
+    let done = maintain(&d.pool, now, retention).await?;
     metrics::counter!(m::HISTORY_PARTITIONS_DROPPED).increment(done.dropped.len() as u64);
     metrics::counter!(m::HISTORY_ERRORS).increment(done.failed as u64);
     if !done.made.is_empty() || done.expired > 0 {
@@ -170,7 +171,7 @@ async fn check(d: &Dispatcher) -> anyhow::Result<()> {
     metrics::gauge!(m::HISTORY_HELD_RUNS).set(held as f64);
     metrics::gauge!(m::HISTORY_BYTES).set(bytes as f64);
 
-    let before = Utc::now()
+    let before = now
         - chrono::Duration::from_std(d.config.submissions_retention)
             .unwrap_or(chrono::Duration::MAX);
     let expired = store::expire_submissions(&d.pool, before).await?;

@@ -339,17 +339,9 @@ async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
             .map(|run| run.message.run_id)
             .unwrap()
     };
-    let ended = |id: Uuid| -> RunResult {
-        serde_json::from_value(serde_json::json!({
-            "run_id": id, "attempt": 1, "job_id": "j", "queue": "q", "worker_id": "w1",
-            "outcome": "succeeded", "simulated": true,
-            "started_at": Utc::now(), "finished_at": Utc::now(),
-        }))
-        .unwrap()
-    };
     record(
         &pool,
-        &[ended(run_of("done")), ended(run_of("parent"))],
+        &[succeeded(run_of("done")), succeeded(run_of("parent"))],
         &RetryPolicy::default(),
     )
     .await;
@@ -398,7 +390,7 @@ async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
     );
 
     // Once its run ends, the open one goes at the next check.
-    record(&pool, &[ended(run_of("open"))], &RetryPolicy::default()).await;
+    record(&pool, &[succeeded(run_of("open"))], &RetryPolicy::default()).await;
     let expired = store::expire_submissions(&pool, cutoff).await.unwrap();
     assert_eq!((expired.submissions, expired.jobs), (0, 1));
     assert_eq!(jobs().await, ["child", "every", "parent", "recent"]);
