@@ -178,7 +178,7 @@ fn spawn(
         .set("FARO_WORKER_CAPACITY", capacity.to_string())
         .set("FARO_HTTP_ADDR", "127.0.0.1:0")
         .set("FARO_WORKER_JOURNAL", journal.display().to_string());
-    WorkerProcess::spawn(&bench.exe, &env)
+    WorkerProcess::worker(&bench.exe, &env)
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<journal::Execution>> {

@@ -163,6 +163,10 @@ enum Command {
     /// measure a worker's own CPU).
     #[command(hide = true)]
     Worker,
+    /// A dispatcher service in this process, configured by FARO_* variables (used by
+    /// `history` to kill a leader for real).
+    #[command(hide = true)]
+    Dispatcher,
 }
 
 #[tokio::main]
@@ -173,6 +177,12 @@ async fn main() -> anyhow::Result<()> {
         faro_shared::telemetry::init("faro-bench", faro_shared::config::LogFormat::Text);
     }
     match Cli::parse().command {
+        Command::Dispatcher => {
+            let env = faro_shared::Env::from_process();
+            let config =
+                faro_dispatcher::Config::from_env(&env).context("invalid configuration")?;
+            faro_dispatcher::run(config, faro_shared::shutdown::on_signal()).await
+        }
         Command::Worker => {
             let env = faro_shared::Env::from_process();
             let config = faro_worker::Config::from_env(&env).context("invalid configuration")?;
@@ -243,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
                 runs,
                 days: days.max(2),
                 e2e_runs: e2e_runs.max(1),
+                exe: std::env::current_exe().context("cannot find this program")?,
             };
             faro_bench::history::run(&bench, |line| println!("{line}")).await
         }

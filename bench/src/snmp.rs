@@ -86,7 +86,7 @@ pub async fn run(bench: &SnmpBench) -> anyhow::Result<Vec<String>> {
     let mut env = system.env.clone();
     env.set("FARO_WORKER_ID", "snmp-bench")
         .set("FARO_HTTP_ADDR", "127.0.0.1:0");
-    let worker = WorkerProcess::spawn(&std::env::current_exe()?, &env)?;
+    let worker = WorkerProcess::worker(&std::env::current_exe()?, &env)?;
     let targets = targetfile::parse(
         serde_json::json!([{"id": "olt-bench", "address": agent.address(), "max_concurrency": 1}])
             .to_string()

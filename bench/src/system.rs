@@ -1,5 +1,6 @@
 //! The whole system in-process: the four services through their `run(config, shutdown)`, on
-//! a private NATS server, a fresh PostgreSQL database and a random namespace.
+//! a private NATS server, a fresh PostgreSQL database and a random namespace. Dispatchers may
+//! run as processes instead (`Options::dispatcher_exe`), so that a kill is a real SIGKILL.
 
 use std::time::Duration;
 
@@ -73,6 +74,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// NATS servers: 1, or a JetStream cluster of this many with a copy of everything on each.
     pub nats_nodes: usize,
+    /// Run the dispatchers as processes of this program (`<exe> dispatcher`: `faro-bench`)
+    /// instead of tasks of this one.
+    pub dispatcher_exe: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -85,6 +89,7 @@ impl Default for Options {
             heartbeat: Duration::from_millis(500),
             env: Vec::new(),
             nats_nodes: 1,
+            dispatcher_exe: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct System {
     pub env: Env,
     shutdown: CancellationToken,
     services: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+    /// Services running as processes, by the same names.
+    processes: Vec<(String, ServiceProcess)>,
 }
 
 impl System {
@@ -137,10 +144,18 @@ impl System {
         }
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
+        let mut processes = Vec::new();
         for i in 0..options.dispatchers.max(1) {
             let mut env = base.clone();
             env.set("FARO_DISPATCHER_ID", format!("d{i}"));
             let dispatcher = faro_dispatcher::Config::from_env(&env)?;
+            if let Some(exe) = &options.dispatcher_exe {
+                processes.push((
+                    format!("dispatcher d{i}"),
+                    ServiceProcess::spawn(exe, "dispatcher", &env)?,
+                ));
+                continue;
+            }
             services.push((
                 format!("dispatcher d{i}"),
                 tokio::spawn(reporting(faro_dispatcher::run(
@@ -175,6 +190,7 @@ impl System {
             env: base.clone(),
             shutdown,
             services,
+            processes,
         };
         for i in 0..options.workers {
             let mut env = base.clone();
@@ -192,13 +208,20 @@ impl System {
 
     /// Waits until a service answers on `subject` (it has started): the leading dispatcher,
     /// then the balancer, so a test can ask either at once.
-    async fn wait_answers(&self, subject: String) -> anyhow::Result<()> {
+    async fn wait_answers(&mut self, subject: String) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if answers(&self.client, subject.clone()).await {
                 return Ok(());
             }
             if let Some((name, _)) = self.services.iter().find(|(_, task)| task.is_finished()) {
+                anyhow::bail!("service {name} stopped during start-up");
+            }
+            if let Some(name) = self
+                .processes
+                .iter_mut()
+                .find_map(|(name, p)| p.ended().then(|| name.clone()))
+            {
                 anyhow::bail!("service {name} stopped during start-up");
             }
             if tokio::time::Instant::now() > deadline {
@@ -280,9 +303,14 @@ impl System {
         })
     }
 
-    /// Kills a service as a crash would: its task is aborted, nothing is cleaned up.
-    /// `name` is as listed at start, such as `dispatcher d0` or `worker w1`.
+    /// Kills a service as a crash would: its task is aborted (its process gets SIGKILL),
+    /// nothing is cleaned up. `name` is as listed at start, such as `dispatcher d0` or
+    /// `worker w1`.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(index) = self.processes.iter().position(|(n, _)| n == name) {
+            let (_, mut process) = self.processes.remove(index);
+            return process.kill();
+        }
         let index = self
             .services
             .iter()
@@ -488,6 +516,12 @@ impl System {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let mut first_error = None;
+        for (name, process) in self.processes {
+            let stopped = tokio::task::spawn_blocking(move || process.stop()).await?;
+            if let Err(error) = stopped {
+                first_error.get_or_insert(error.context(format!("{name} failed")));
+            }
+        }
         for (name, task) in self.services {
             match task.await {
                 Ok(Ok(())) => {}
@@ -554,40 +588,76 @@ impl Drop for SlotWatch {
     }
 }
 
-/// A worker in its own process (`faro-bench worker` of the given binary), with the system's
-/// settings and `FARO_WORKER_ID`; killed on drop.
+/// A service in its own process (`<exe> <service>`: `faro-bench dispatcher`), with the
+/// system's settings; killed on drop.
 #[derive(Debug)]
-pub struct WorkerProcess(std::process::Child);
+pub struct ServiceProcess(std::process::Child);
 
-impl WorkerProcess {
-    pub fn spawn(exe: &std::path::Path, env: &Env) -> anyhow::Result<Self> {
+impl ServiceProcess {
+    pub fn spawn(exe: &std::path::Path, service: &str, env: &Env) -> anyhow::Result<Self> {
         let child = std::process::Command::new(exe)
-            .arg("worker")
+            .arg(service)
             .env_clear()
             .envs(env.faro_vars())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start a worker process from {}", exe.display()))?;
+            .with_context(|| format!("cannot start a {service} process from {}", exe.display()))?;
         Ok(Self(child))
     }
 
-    pub fn pid(&self) -> u32 {
-        self.0.id()
+    /// Whether it has ended.
+    fn ended(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
     }
 
-    /// SIGKILL: no shutdown, no runs given back, no heartbeat key deleted.
+    /// SIGKILL: no shutdown, no lease given back.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.0.kill()?;
         self.0.wait()?;
         Ok(())
     }
+
+    /// SIGTERM, then waits for it to end (SIGKILL after 30 s); whether it ended well.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.0.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                anyhow::ensure!(status.success(), "it ended with {status}");
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                self.0.kill()?;
+                anyhow::bail!("it did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A worker in its own process (`faro-bench worker` of the given binary), with the system's
+/// settings and `FARO_WORKER_ID`; killed on drop.
+pub type WorkerProcess = ServiceProcess;
+
+impl ServiceProcess {
+    /// Starts `<exe> worker`.
+    pub fn worker(exe: &std::path::Path, env: &Env) -> anyhow::Result<Self> {
+        Self::spawn(exe, "worker", env)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use faro_shared::config::Env;
 use faro_shared::messages::Request;
-use faro_shared::{nats, CommonConfig};
+use faro_shared::{api, nats, CommonConfig};
 
 /// Sends `request` to its service (`faro.api.<service>.<verb>`) and returns the reply.
 ///
@@ -23,12 +23,14 @@ pub async fn ask<R: Request>(env: &Env, request: &R) -> anyhow::Result<R::Reply>
     let deadline = tokio::time::Instant::now() + wait;
     let mut backoff = NoResponders::new(deadline);
     let reply = loop {
-        let answer = tokio::time::timeout(
+        // A reply larger than the server's max_payload comes in pages, each within 10 s.
+        let answer = api::request(
+            &client,
+            subject.clone(),
+            payload.clone().into(),
             Duration::from_secs(10),
-            client.request(subject.clone(), payload.clone().into()),
         )
-        .await
-        .with_context(|| format!("no {service} answered within 10 s"))?;
+        .await;
         match answer {
             Ok(reply) => break reply,
             Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
@@ -48,12 +50,15 @@ pub async fn ask<R: Request>(env: &Env, request: &R) -> anyhow::Result<R::Reply>
                     ),
                 }
             }
+            Err(error) if error.kind() == async_nats::RequestErrorKind::TimedOut => {
+                anyhow::bail!("no {service} answered within 10 s");
+            }
             Err(error) => {
                 return Err(error).with_context(|| format!("cannot ask the {service}"));
             }
         }
     };
-    R::decode_reply(&reply.payload)
+    R::decode_reply(&reply)
 }
 
 /// The pauses between requests nobody answered: 100 ms doubling to 1 s, until a deadline.

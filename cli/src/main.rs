@@ -76,6 +76,11 @@ enum Command {
         /// The run's id (a UUID).
         run_id: uuid::Uuid,
     },
+    /// Runs newest first, a page at a time: `faro run list --queue Q --status failed`.
+    Run {
+        #[command(subcommand)]
+        action: commands::run::RunAction,
+    },
     /// Why a run is waiting or did what it did; what a job has been doing.
     Explain {
         #[command(subcommand)]
@@ -164,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config { action } => commands::config::run(&env, action).await,
         Command::Cancel { run_id } => commands::cancel::run(&env, run_id).await,
         Command::Explain { what } => commands::explain::run(&env, what).await,
+        Command::Run { action } => commands::run::run(&env, action).await,
         Command::Workers { json } => commands::workers::run(&env, json).await,
         Command::Queues { json } => commands::queues::run(&env, json).await,
         Command::Mapping { action } => commands::mapping::run(&env, action).await,

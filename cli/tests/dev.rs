@@ -282,11 +282,13 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     assert!(!out.status.success());
     assert!(stderr.contains("job 1, field `priority`"), "{stderr}");
 
-    // A good one runs to the end.
+    // A good one runs to the end (a third of it fails, once: listed below).
     let jobs: Vec<_> = (0..30)
         .map(|i| {
+            let outcome = if i % 3 == 0 { "failed" } else { "succeeded" };
             serde_json::json!({"queue": "smoke", "kind": "sim", "target": format!("olt-{}", i % 4),
-                               "params": {"duration_ms": [0, 50]}})
+                               "max_attempts": 1,
+                               "params": {"duration_ms": [0, 50], "outcomes": {outcome: 1}}})
         })
         .collect();
     let good = dir.path().join("good.json");
@@ -329,6 +331,49 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         .unwrap()
         .get(0);
     assert_eq!(smoke, 30);
+
+    // Its runs, a page at a time, newest first; and its failures alone.
+    let out = cli.run(&["run", "list", "--queue", "smoke", "--limit", "20"]);
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{first}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 22, "{first}");
+    let before = lines[21]
+        .strip_prefix("(older runs: the same command with --before ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no next page in {first}"));
+    assert!(lines[20].starts_with(before), "{first}");
+    let out = cli.run(&[
+        "run", "list", "--queue", "smoke", "--limit", "20", "--before", before,
+    ]);
+    let second = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        second.lines().count(),
+        11,
+        "the last 10 and no next page: {second}"
+    );
+    let mut ids: Vec<&str> = lines[1..21]
+        .iter()
+        .chain(second.lines().skip(1).collect::<Vec<_>>().iter())
+        .map(|line| line.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+    let out = cli.run(&[
+        "run", "list", "--queue", "smoke", "--status", "failed", "--json",
+    ]);
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = page["runs"].as_array().unwrap();
+    assert_eq!(failed.len(), 10, "{page}");
+    assert!(failed
+        .iter()
+        .all(|r| r["status"] == "failed" && r["queue"] == "smoke"));
+    assert!(page["next"].is_null(), "{page}");
 
     // Hot configuration: refused with the accepted form, or applied without a restart.
     let out = cli.run(&["config", "set", "maintenance_mode", "maybe"]);

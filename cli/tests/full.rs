@@ -9,48 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use faro_shared::lease::Lease;
-use faro_shared::nats::{refused_as_full, StoreLimits};
+use faro_shared::nats::StoreLimits;
 use faro_shared::testing::{TestBus, TEST_JETSTREAM_MAX_BYTES};
-
-/// Publishes messages on `subject` until JetStream refuses even one of 16 bytes: messages of
-/// `size` bytes, then of half that, and so on. Returns the bytes it stored. Panics if a
-/// refusal is not for a full stream, or if more than `limit` bytes went in.
-async fn fill(bus: &TestBus, subject: &str, size: usize, limit: i64) -> i64 {
-    let mut stored = 0;
-    let mut sent = 0;
-    let mut size = size;
-    while size >= 16 {
-        let body = vec![b'x'; size];
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("fill-{subject}-{sent}").as_str(),
-            );
-            sent += 1;
-            let acked = async {
-                bus.js
-                    .publish_with_headers(subject.to_owned(), headers, body.clone().into())
-                    .await?
-                    .await
-            }
-            .await;
-            match acked {
-                Ok(_) => stored += i64::try_from(size).unwrap(),
-                Err(error) => {
-                    assert!(refused_as_full(&error), "{subject}: {error:?}");
-                    break;
-                }
-            }
-            assert!(
-                stored <= limit,
-                "{subject} took more than its limit of {limit} bytes"
-            );
-        }
-        size /= 2;
-    }
-    stored
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_refuses_submissions_by_name_and_the_leases_still_renew() {
@@ -58,21 +18,18 @@ async fn a_full_store_refuses_submissions_by_name_and_the_leases_still_renew() {
     let limits = StoreLimits::of(TEST_JETSTREAM_MAX_BYTES);
     let size = 900 * 1024;
     let ns = &bus.ns;
-    let submissions = fill(&bus, &ns.submit_subject(), size, limits.submit).await;
-    let runs = fill(
-        &bus,
-        &format!("{}.jobs.q.olt-1", ns.as_str()),
-        size,
-        limits.jobs,
-    )
-    .await;
-    let results = fill(
-        &bus,
-        &format!("{}.results.q", ns.as_str()),
-        size,
-        limits.results,
-    )
-    .await;
+    let submissions = bus
+        .fill(&ns.submit_subject(), size, limits.submit)
+        .await
+        .unwrap();
+    let runs = bus
+        .fill(&format!("{}.jobs.q.olt-1", ns.as_str()), size, limits.jobs)
+        .await
+        .unwrap();
+    let results = bus
+        .fill(&format!("{}.results.q", ns.as_str()), size, limits.results)
+        .await
+        .unwrap();
     // Each stream took what its limit holds (less the messages' own overhead).
     for (stored, limit) in [
         (submissions, limits.submit),

@@ -121,6 +121,44 @@ impl TestBus {
 
     /// Variables for a service on this bus: namespace, NATS URL, metrics on a free port, and
     /// the database when one is given.
+    /// Publishes messages on `subject` until JetStream refuses even one of 16 bytes: messages
+    /// of `size` bytes, then of half that, and so on. Returns the bytes it stored. Fails if a
+    /// refusal is not for a full stream, or if more than `limit` bytes went in.
+    pub async fn fill(&self, subject: &str, size: usize, limit: i64) -> anyhow::Result<i64> {
+        let mut stored = 0;
+        let mut sent = 0;
+        let mut size = size;
+        while size >= 16 {
+            let body = bytes::Bytes::from(vec![b'x'; size]);
+            loop {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    format!("fill-{subject}-{sent}").as_str(),
+                );
+                sent += 1;
+                let acked = async {
+                    self.js
+                        .publish_with_headers(subject.to_owned(), headers, body.clone())
+                        .await?
+                        .await
+                }
+                .await;
+                match acked {
+                    Ok(_) => stored += i64::try_from(size)?,
+                    Err(error) if crate::nats::refused_as_full(&error) => break,
+                    Err(error) => bail!("{subject} refused a message, not as full: {error:?}"),
+                }
+                anyhow::ensure!(
+                    stored <= limit,
+                    "{subject} took more than its limit of {limit} bytes"
+                );
+            }
+            size /= 2;
+        }
+        Ok(stored)
+    }
+
     pub fn env(&self, db: Option<&TestDb>) -> crate::config::Env {
         let mut env = crate::config::Env::default();
         env.set("FARO_NAMESPACE", self.ns.as_str())

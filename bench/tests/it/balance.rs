@@ -73,7 +73,7 @@ fn spawn_worker(system: &System, id: &str) -> WorkerProcess {
     env.set("FARO_WORKER_ID", id)
         .set("FARO_WORKER_CAPACITY", "2")
         .set("FARO_HTTP_ADDR", "127.0.0.1:0");
-    WorkerProcess::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_faro-bench")), &env).unwrap()
+    WorkerProcess::worker(std::path::Path::new(env!("CARGO_BIN_EXE_faro-bench")), &env).unwrap()
 }
 
 async fn workers_of(system: &System, queue: &str, n: i64) {

@@ -13,7 +13,7 @@ fn spawn_worker(system: &System, id: &str) -> WorkerProcess {
     env.set("FARO_WORKER_ID", id)
         .set("FARO_WORKER_CAPACITY", "3")
         .set("FARO_HTTP_ADDR", "127.0.0.1:0");
-    WorkerProcess::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_faro-bench")), &env).unwrap()
+    WorkerProcess::worker(std::path::Path::new(env!("CARGO_BIN_EXE_faro-bench")), &env).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

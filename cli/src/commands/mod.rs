@@ -9,6 +9,7 @@ pub mod job;
 pub mod mapping;
 pub mod migrate;
 pub mod queues;
+pub mod run;
 pub mod status;
 pub mod submit;
 pub mod target;

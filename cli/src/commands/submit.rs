@@ -155,14 +155,16 @@ async fn wait_for(
     let mut last = None;
     loop {
         tick.tick().await;
-        let reply = tokio::time::timeout(
+        let reply = faro_shared::api::request(
+            client,
+            subject.clone(),
+            query.clone().into(),
             Duration::from_secs(5),
-            client.request(subject.clone(), query.clone().into()),
         )
         .await;
         match reply {
-            Ok(Ok(reply)) => {
-                let progress = SubmissionQuery::decode_reply(&reply.payload)
+            Ok(reply) => {
+                let progress = SubmissionQuery::decode_reply(&reply)
                     .context("the dispatcher could not answer")?;
                 // A refused part never finishes: say why instead of waiting for it.
                 if !progress.rejected.is_empty() {
@@ -182,8 +184,10 @@ async fn wait_for(
                     return Ok(());
                 }
             }
-            Ok(Err(error)) => eprintln!("waiting for the dispatcher: {error}"),
-            Err(_) => eprintln!("waiting for the dispatcher: no answer within 5 s"),
+            Err(error) if error.kind() == async_nats::RequestErrorKind::TimedOut => {
+                eprintln!("waiting for the dispatcher: no answer within 5 s");
+            }
+            Err(error) => eprintln!("waiting for the dispatcher: {error}"),
         }
         if let Some(limit) = limit {
             if started.elapsed() >= limit {

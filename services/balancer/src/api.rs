@@ -28,7 +28,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subject = ns.api_subject(Service::Balancer.as_str(), "*");
-    faro_shared::nats::serve_api(
+    faro_shared::api::serve_api(
         &client,
         subject,
         Service::Balancer.as_str(),

@@ -410,6 +410,11 @@ impl Admission {
         self.running.contains_key(&run)
     }
 
+    /// Every run holding slots (admitted, not yet ended).
+    pub fn running_ids(&self) -> Vec<Uuid> {
+        self.running.keys().copied().collect()
+    }
+
     /// Runs of `target` in flight, and waiting.
     pub fn load(&self, target: &TargetId) -> (usize, usize) {
         self.targets

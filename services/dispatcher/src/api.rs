@@ -7,10 +7,9 @@ use faro_shared::domain::JobId;
 use faro_shared::domain::Outcome;
 use faro_shared::messages::{
     reply, unknown_verb, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest,
-    JobReply, JobRequest, Request, Service, StatusRequest, SubmissionQuery, TargetReply,
-    TargetRequest, TargetView, WorkerCancel, DISPATCHER_VERBS,
+    JobReply, JobRequest, Request, RunsReply, RunsRequest, Service, StatusRequest, SubmissionQuery,
+    TargetReply, TargetRequest, TargetView, WorkerCancel, DISPATCHER_VERBS,
 };
-use faro_shared::nats;
 use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
 use faro_shared::targetfile::Snmp;
 use futures::StreamExt;
@@ -33,7 +32,7 @@ pub(crate) async fn api_loop(
 ) -> anyhow::Result<()> {
     let service = Service::Dispatcher.as_str();
     let subject = d.ns.api_subject(service, "*");
-    nats::serve_api(&client, subject, service, shutdown, |verb, payload| {
+    faro_shared::api::serve_api(&client, subject, service, shutdown, |verb, payload| {
         let d = d.clone();
         async move { answer(&d, &verb, &payload).await }
     })
@@ -244,6 +243,13 @@ pub(crate) async fn jobs(d: &Dispatcher, request: JobRequest) -> anyhow::Result<
     }
 }
 
+/// A page of runs, newest first.
+pub(crate) async fn runs(d: &Dispatcher, request: RunsRequest) -> anyhow::Result<RunsReply> {
+    let in_flight = d.admission().running_ids();
+    let (runs, next) = store::runs_page(&d.pool, &request, &in_flight).await?;
+    Ok(RunsReply { runs, next })
+}
+
 /// Answers one API request by verb, through its request type.
 pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     match verb {
@@ -261,6 +267,7 @@ pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow
         ExplainRequest::VERB => reply(payload, |request| explain(d, request)).await,
         TargetRequest::VERB => reply(payload, |request| targets(d, request)).await,
         JobRequest::VERB => reply(payload, |request| jobs(d, request)).await,
+        RunsRequest::VERB => reply(payload, |request| runs(d, request)).await,
         other => Err(unknown_verb(Service::Dispatcher, other, &DISPATCHER_VERBS)),
     }
 }

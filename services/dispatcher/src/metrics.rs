@@ -44,7 +44,7 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(
         HISTORY_BYTES,
         Unit::Bytes,
-        "Size on disk of the run history (`runs` and `run_attempts`, indexes included).",
+        "Size on disk of the run history (`runs`, `run_attempts` and `run_failures`, indexes included).",
     ),
     Metric::gauge(
         TABLE_BYTES,

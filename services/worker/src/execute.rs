@@ -359,17 +359,54 @@ impl Executor {
         }
     }
 
-    /// Publishes a result, then acks its run; a result not stored gives the run back.
+    /// Publishes a result, then acks its run; a result not stored gives the run back. A
+    /// result the results stream refuses as full is kept and stored again every
+    /// [`FULL_RETRY`], the run held meanwhile, for up to [`FULL_PATIENCE`]: the dispatcher
+    /// drains the stream at thousands of results a second once it runs, and a run given back
+    /// is executed again (an OLT polled twice).
     async fn finish(&self, result: &RunResult, message: jetstream::Message) {
-        if let Err(error) = self.publish_result(result).await {
-            // Not stored: give the run back so another attempt records it.
+        let kept = tokio::time::Instant::now();
+        let mut warned = false;
+        let stored = loop {
+            let error = match self.publish_result(result).await {
+                Ok(()) => break Ok(()),
+                Err(error) => error,
+            };
+            let full = error
+                .downcast_ref::<jetstream::context::PublishError>()
+                .is_some_and(faro_shared::nats::refused_as_full);
+            if !full || kept.elapsed() >= FULL_PATIENCE || self.abort.is_cancelled() {
+                break Err((error, full));
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    run.id = %result.run_id,
+                    "the results stream is full; the result is kept and stored again every second"
+                );
+            }
+            // Held meanwhile: the server confirms the run is still this worker's.
+            if message.double_ack_with(AckKind::Progress).await.is_err() {
+                break Err((error, full));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FULL_RETRY) => {}
+                () = self.abort.cancelled() => {}
+            }
+        };
+        if let Err((error, full)) = stored {
+            // Not stored: give the run back so another attempt records it; after a full
+            // stream, once it has had time to drain.
             tracing::warn!(
                 error = format!("{error:#}"),
                 "result not stored; run given back"
             );
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let delay = if full {
+                FULL_PATIENCE
+            } else {
+                Duration::from_secs(1)
+            };
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             return;
         }
         if let Err(error) = message.ack().await {
@@ -394,6 +431,14 @@ impl Executor {
         Ok(())
     }
 }
+
+/// How long a result refused by a full results stream is kept and stored again before its
+/// run is given back (and, given back, how long before it may run again).
+pub const FULL_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Between two tries of a result refused by a full results stream: the run's hold is renewed
+/// before each, well within its ack wait.
+pub const FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// Whether a run may have ended already, its acknowledgement lost: it was delivered before
 /// (its worker froze or died after reporting it), or it was stored before this worker's

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{BalancerEvent, Kind};
-use crate::domain::{JobId, PoolName, QueueName, TargetId, WorkerId};
+use crate::domain::{JobId, PoolName, QueueName, RunStatus, TargetId, WorkerId};
 use crate::names::Namespace;
 use crate::settings::{ConfigReply, ConfigRequest};
 
@@ -161,6 +161,8 @@ request!(TargetRequest => TargetReply, Dispatcher, "targets",
     "{\"op\": \"put\", \"targets\": [..]}, {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..} or {\"op\": \"list\"}");
 request!(JobRequest => JobReply, Dispatcher, "jobs",
     "{\"op\": \"list\", \"limit\": N} or {\"op\": \"set_enabled\", \"id\": .., \"enabled\": ..}");
+request!(RunsRequest => RunsReply, Dispatcher, "runs",
+    "{\"queue\": .., \"target\": .., \"job\": .., \"status\": .., \"before\": \"<run id>\", \"limit\": N}, each optional");
 request!(WorkersRequest => WorkersReply, Balancer, "workers", "no body");
 request!(QueuesRequest => QueuesReply, Balancer, "queues", "no body");
 request!(BalanceExplainRequest => BalanceExplainReply, Balancer, "explain",
@@ -171,7 +173,7 @@ request!(WorkerCancel => WorkerCancelReply, Worker, "cancel",
     "{\"run_id\": \"<uuid>\", \"attempt\": N}");
 
 /// The verbs of each service, as an unknown verb's error lists them.
-pub const DISPATCHER_VERBS: [&str; 7] = [
+pub const DISPATCHER_VERBS: [&str; 8] = [
     StatusRequest::VERB,
     SubmissionQuery::VERB,
     ConfigRequest::VERB,
@@ -179,6 +181,7 @@ pub const DISPATCHER_VERBS: [&str; 7] = [
     ExplainRequest::VERB,
     TargetRequest::VERB,
     JobRequest::VERB,
+    RunsRequest::VERB,
 ];
 pub const BALANCER_VERBS: [&str; 4] = [
     WorkersRequest::VERB,
@@ -481,6 +484,67 @@ pub struct JobReply {
     pub jobs: Vec<JobView>,
     /// Jobs matching the filter, listed or not.
     pub total: u64,
+}
+
+/// The request of `faro.api.dispatcher.runs`: a page of runs, newest first, of a queue, a
+/// target, a job and a status, each or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsRequest {
+    #[serde(default)]
+    pub queue: Option<QueueName>,
+    #[serde(default)]
+    pub target: Option<TargetId>,
+    #[serde(default)]
+    pub job: Option<JobId>,
+    #[serde(default)]
+    pub status: Option<RunStatus>,
+    /// Only runs made before this one: the `next` of the page before.
+    #[serde(default)]
+    pub before: Option<Uuid>,
+    /// Most runs in the page: 1 to [`RunsRequest::MAX_LIMIT`]; 0 or absent for
+    /// [`RunsRequest::DEFAULT_LIMIT`].
+    #[serde(default)]
+    pub limit: u32,
+}
+
+impl RunsRequest {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 1_000;
+
+    /// The page size asked for, or why it cannot be given.
+    pub fn page_size(&self) -> anyhow::Result<u32> {
+        match self.limit {
+            0 => Ok(Self::DEFAULT_LIMIT),
+            n if n <= Self::MAX_LIMIT => Ok(n),
+            n => anyhow::bail!(
+                "a page of {n} runs is too many; expected a limit of 1 to {}",
+                Self::MAX_LIMIT
+            ),
+        }
+    }
+}
+
+/// A run as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: Uuid,
+    pub job_id: String,
+    pub queue: String,
+    pub target: Option<String>,
+    pub status: RunStatus,
+    pub attempt: u32,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The reply of `faro.api.dispatcher.runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsReply {
+    pub runs: Vec<RunView>,
+    /// The `before` of the next page; `None` when this page is the last.
+    pub next: Option<Uuid>,
 }
 
 /// The body of an API reply that failed.

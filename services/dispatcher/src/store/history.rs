@@ -111,9 +111,9 @@ pub async fn drop_history_day(pool: &Pool, day: NaiveDate) -> anyhow::Result<u64
     Ok(u64::try_from(held).unwrap_or(0))
 }
 
-/// Deletes the held runs that ended and were made before `before`, with their attempts (the
-/// held partition holds only the few runs open when their day was dropped). Returns how
-/// many runs it deleted.
+/// Deletes the held runs that ended and were made before `before`, with their attempts and
+/// failures (the held partition holds only the few runs open when their day was dropped).
+/// Returns how many runs it deleted.
 pub async fn expire_held_runs(pool: &Pool, before: DateTime<Utc>) -> anyhow::Result<u64> {
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
@@ -133,6 +133,9 @@ pub async fn expire_held_runs(pool: &Pool, before: DateTime<Utc>) -> anyhow::Res
     )
     .await
     .context("cannot delete the attempts of held runs past retention")?;
+    tx.execute("DELETE FROM run_failures_held WHERE id = ANY($1)", &[&ids])
+        .await
+        .context("cannot delete the failures of held runs past retention")?;
     tx.commit().await?;
     Ok(ids.len() as u64)
 }
@@ -220,7 +223,8 @@ pub async fn history_size(pool: &Pool) -> anyhow::Result<(i64, i64)> {
             "SELECT (SELECT count(*) FROM runs_held),
                     (SELECT COALESCE(sum(pg_total_relation_size(i.inhrelid)), 0)::int8
                        FROM pg_inherits i
-                      WHERE i.inhparent IN ('runs'::regclass, 'run_attempts'::regclass))",
+                      WHERE i.inhparent IN ('runs'::regclass, 'run_attempts'::regclass,
+                                            'run_failures'::regclass))",
             &[],
         )
         .await

@@ -12,7 +12,7 @@ async fn a_slow_request_never_holds_up_the_others() {
         let (client, subject) = (bus.client.clone(), bus.ns.api_subject("svc", "*"));
         let (started, release, shutdown) = (started.clone(), release.clone(), shutdown.clone());
         tokio::spawn(async move {
-            faro_shared::nats::serve_api(&client, subject, "svc", shutdown, move |verb, _| {
+            faro_shared::api::serve_api(&client, subject, "svc", shutdown, move |verb, _| {
                 let (started, release) = (started.clone(), release.clone());
                 async move {
                     if verb == "slow" {
@@ -44,6 +44,78 @@ async fn a_slow_request_never_holds_up_the_others() {
     assert_eq!(&fast.payload[..], b"fast");
     release.notify_one();
     assert_eq!(&slow.await.unwrap().unwrap().payload[..], b"slow");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+/// A reply larger than the server's max_payload reaches the requester whole, in pages; one
+/// that fits is a plain message; nobody serving is said at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_beyond_the_payload_limit_arrives_whole_in_pages() {
+    let bus = faro_shared::testing::TestBus::start().await.unwrap();
+    let max_payload = bus.client.server_info().max_payload;
+    let big: Vec<u8> = (0..max_payload * 3 + 17).map(|i| (i % 251) as u8).collect();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let (client, subject) = (bus.client.clone(), bus.ns.api_subject("svc", "*"));
+        let (big, shutdown) = (big.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            faro_shared::api::serve_api(&client, subject, "svc", shutdown, move |verb, _| {
+                let big = big.clone();
+                async move {
+                    Ok(if verb == "big" {
+                        big
+                    } else {
+                        b"small".to_vec()
+                    })
+                }
+            })
+            .await
+        })
+    };
+    let ask = |verb: &str| {
+        faro_shared::api::request(
+            &bus.client,
+            bus.ns.api_subject("svc", verb),
+            "".into(),
+            Duration::from_secs(5),
+        )
+    };
+    while !matches!(ask("small").await.as_deref(), Ok(b"small")) {}
+    let whole = ask("big").await.unwrap();
+    assert_eq!(whole.len(), big.len());
+    assert!(whole[..] == big[..], "the pages came back in another order");
+
+    // Fits: one message without headers, as a plain NATS request reads it.
+    let plain = bus
+        .client
+        .request(bus.ns.api_subject("svc", "small"), "".into())
+        .await
+        .unwrap();
+    assert_eq!(&plain.payload[..], b"small");
+    assert!(plain.headers.is_none());
+    // A plain request of the big one gets its first page, marked as such.
+    let first = bus
+        .client
+        .request(bus.ns.api_subject("svc", "big"), "".into())
+        .await
+        .unwrap();
+    let page = first
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(faro_shared::api::REPLY_PAGE));
+    assert_eq!(page.map(|p| p.as_str()), Some("1/4"));
+    assert!(first.payload.len() <= max_payload);
+
+    let nobody = faro_shared::api::request(
+        &bus.client,
+        bus.ns.api_subject("none", "status"),
+        "".into(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(nobody.kind(), async_nats::RequestErrorKind::NoResponders);
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }

@@ -72,7 +72,8 @@ async fn attempts_of(pool: &deadpool_postgres::Pool, id: Uuid) -> i64 {
 }
 
 /// `faro status`'s counts, read from the tallies, are the runs' counts; and still are once the
-/// tallies are folded, one row per day, queue and status.
+/// tallies are folded, one row per day, queue and status. The failures `faro run list` reads
+/// are the runs that ended other than succeeded.
 async fn assert_tallied(pool: &deadpool_postgres::Pool) {
     let client = pool.get().await.unwrap();
     let counted = || async {
@@ -107,6 +108,33 @@ async fn assert_tallied(pool: &deadpool_postgres::Pool) {
         counted().await,
         "folded tallies"
     );
+    // The failures a list reads are the runs that ended other than succeeded, each in the
+    // partition of the same day as its run (or held with it).
+    let failures = "SELECT f.id::text, f.queue, f.target, f.job_id, f.status,
+                           replace(f.tableoid::regclass::text, 'run_failures_', 'runs_')
+                      FROM run_failures f ORDER BY 1";
+    let failed_runs = "SELECT r.id::text, r.queue, r.target, r.job_id, r.status,
+                              r.tableoid::regclass::text
+                         FROM runs r
+                        WHERE r.status NOT IN ('pending', 'dispatched', 'succeeded') ORDER BY 1";
+    let rows = |sql| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (0..6)
+                        .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let (listed, failed) = (rows(failures).await, rows(failed_runs).await);
+    assert_eq!(listed, failed, "failures listed");
     let (rows, groups): (i64, i64) = client
         .query_one(
             "SELECT count(*), count(DISTINCT (day, queue, status)) FROM run_tallies",
@@ -119,6 +147,30 @@ async fn assert_tallied(pool: &deadpool_postgres::Pool) {
         rows, groups,
         "one row per day, queue and status once folded"
     );
+}
+
+/// A failure of the first attempt of a run inserted by `insert_run`, which has no retry.
+fn failed(id: Uuid) -> RunResult {
+    serde_json::from_value(serde_json::json!({
+        "run_id": id, "attempt": 1, "job_id": "j", "queue": "q", "worker_id": "w1",
+        "outcome": "failed", "error": "sim: failed", "simulated": true,
+        "started_at": Utc::now(), "finished_at": Utc::now(),
+    }))
+    .unwrap()
+}
+
+/// The partition of `run_failures` that lists a run, or `None`.
+async fn failure_in(pool: &deadpool_postgres::Pool, id: Uuid) -> Option<String> {
+    pool.get()
+        .await
+        .unwrap()
+        .query_opt(
+            "SELECT tableoid::regclass::text FROM run_failures WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
 }
 
 /// A success of the first attempt of a run inserted by `insert_run`.
@@ -141,6 +193,7 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
         .await
         .unwrap());
     let ended = insert_run(&pool, old, "succeeded").await;
+    let timed_out = insert_run(&pool, old, "timed_out").await;
     let going = insert_run(&pool, old, "dispatched").await;
     let waiting = insert_run(&pool, old, "pending").await;
     let recent = insert_run(&pool, now, "succeeded").await;
@@ -174,6 +227,7 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
     // The ended run went with its day; the open ones and their attempts are held.
     assert_eq!(partition_of(&pool, ended).await, None);
     assert_eq!(attempts_of(&pool, ended).await, 0);
+    assert_eq!(failure_in(&pool, timed_out).await, None);
     assert_eq!(
         partition_of(&pool, going).await.as_deref(),
         Some("runs_held")
@@ -199,8 +253,12 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
 
     // The held run still takes its result, like any other; so does a run of today (written
     // to today's partition by name).
-    let recording = record(&pool, &[succeeded(going)], &RetryPolicy::default()).await;
+    let recording = record(&pool, &[failed(going)], &RetryPolicy::default()).await;
     assert_eq!(recording.ended.len(), 1, "{recording:?}");
+    assert_eq!(
+        failure_in(&pool, going).await.as_deref(),
+        Some("run_failures_held")
+    );
     let recording = record(&pool, &[succeeded(today)], &RetryPolicy::default()).await;
     assert_eq!(recording.ended.len(), 1, "{recording:?}");
     assert_tallied(&pool).await;
@@ -210,6 +268,7 @@ async fn a_dropped_day_keeps_the_runs_still_open_until_they_end_and_pass_retenti
     assert_eq!((done.expired, done.dropped.len()), (1, 0));
     assert_eq!(partition_of(&pool, going).await, None);
     assert_eq!(attempts_of(&pool, going).await, 0);
+    assert_eq!(failure_in(&pool, going).await, None);
     assert_eq!(
         partition_of(&pool, waiting).await.as_deref(),
         Some("runs_held")
@@ -227,6 +286,13 @@ async fn a_day_made_late_takes_its_runs_back_from_the_held_partition() {
     let later = Utc::now() + chrono::Duration::days(10);
     let run = insert_run(&pool, later, "pending").await;
     assert_eq!(partition_of(&pool, run).await.as_deref(), Some("runs_held"));
+    // Ended while held (a skipped slot, inserted ended): listed among the held failures.
+    let skipped = insert_run(&pool, later, "skipped").await;
+    assert_eq!(
+        failure_in(&pool, skipped).await.as_deref(),
+        Some("run_failures_held")
+    );
+    assert_tallied(&pool).await;
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -240,6 +306,10 @@ async fn a_day_made_late_takes_its_runs_back_from_the_held_partition() {
     assert!(!store::make_history_day(&pool, day).await.unwrap());
     let expected = format!("runs_d{}", day.format("%Y%m%d"));
     assert_eq!(partition_of(&pool, run).await, Some(expected));
+    assert_eq!(
+        failure_in(&pool, skipped).await,
+        Some(format!("run_failures_d{}", day.format("%Y%m%d")))
+    );
     assert_tallied(&pool).await;
     let attempts_in: String = client
         .query_one(
@@ -396,4 +466,101 @@ async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
     assert_eq!(jobs().await, ["child", "every", "parent", "recent"]);
     assert!(store::table_bytes(&pool, "submissions").await.unwrap() > 0);
     assert_eq!(store::table_bytes(&pool, "no_such_table").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn pages_of_runs_go_newest_first_across_days_whatever_their_status() {
+    use faro_shared::domain::{QueueName, RunStatus};
+    use faro_shared::messages::RunsRequest;
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let now = Utc::now();
+    let mut failed = Vec::new();
+    let mut all = Vec::new();
+    // Failed runs among successes on three days, two of them held (their days not made).
+    for (back, status) in (0..12).map(|i| (i % 3, ["failed", "succeeded"][i as usize % 2])) {
+        let at = now
+            - chrono::Duration::days(back * 20)
+            - chrono::Duration::seconds(i64::try_from(all.len()).unwrap());
+        let id = insert_run(&pool, at, status).await;
+        all.push(id);
+        if status == "failed" {
+            failed.push(id);
+        }
+    }
+    let dispatched = insert_run(&pool, now, "dispatched").await;
+    let pending = insert_run(&pool, now, "pending").await;
+    all.extend([dispatched, pending]);
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO run_outbox (run_id, queue) VALUES ($1, 'q')",
+            &[&pending],
+        )
+        .await
+        .unwrap();
+    failed.sort_unstable_by(|a, b| b.cmp(a));
+    all.sort_unstable_by(|a, b| b.cmp(a));
+
+    // Every page full but the last, in order, each starting below the one before.
+    let pages = |request: RunsRequest| {
+        let pool = pool.clone();
+        async move {
+            let mut listed = Vec::new();
+            let mut before = None;
+            loop {
+                let (runs, next) = store::runs_page(
+                    &pool,
+                    &RunsRequest {
+                        before,
+                        limit: 4,
+                        ..request.clone()
+                    },
+                    &[dispatched],
+                )
+                .await
+                .unwrap();
+                assert!(runs.len() == 4 || next.is_none(), "{runs:?}");
+                listed.extend(runs.iter().map(|r| (r.id, r.status)));
+                match next {
+                    Some(next) => before = Some(next),
+                    None => return listed,
+                }
+            }
+        }
+    };
+    let of_queue = pages(RunsRequest {
+        queue: Some(QueueName::parse("q").unwrap()),
+        status: Some(RunStatus::Failed),
+        ..RunsRequest::default()
+    })
+    .await;
+    assert_eq!(
+        of_queue,
+        failed
+            .iter()
+            .map(|id| (*id, RunStatus::Failed))
+            .collect::<Vec<_>>()
+    );
+    let every = pages(RunsRequest::default()).await;
+    assert_eq!(every.iter().map(|(id, _)| *id).collect::<Vec<_>>(), all);
+    // Open runs: the one in the outbox and the one in flight.
+    for (status, id) in [
+        (RunStatus::Pending, pending),
+        (RunStatus::Dispatched, dispatched),
+    ] {
+        let open = pages(RunsRequest {
+            status: Some(status),
+            ..RunsRequest::default()
+        })
+        .await;
+        assert_eq!(open, [(id, status)]);
+    }
+    let none = pages(RunsRequest {
+        status: Some(RunStatus::TimedOut),
+        ..RunsRequest::default()
+    })
+    .await;
+    assert!(none.is_empty());
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fence;
+mod full;
 mod load;
 mod slots;
 
