@@ -168,6 +168,35 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
+/// Pure: a URL (or a comma-separated list of them) as it may be logged or shown: without
+/// the user and password before `@`, and without the query and fragment, where tokens go.
+/// `nats://worker:s3cret@nats:4222` is shown as `nats://nats:4222`,
+/// `https://h/api?token=x` as `https://h/api?…`.
+pub fn url_for_logs(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            let (path, cut) = match tail.find(['?', '#']) {
+                Some(at) => (&tail[..at], "?…"),
+                None => (tail, ""),
+            };
+            let scheme = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{scheme}{host}{path}{cut}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses `8G`, `512M`, `64K`, `1T` (powers of 1024; `GB`, `GiB` and lower case too) or a
 /// bare number of bytes.
 pub fn parse_bytes(text: &str) -> Option<u64> {
@@ -367,6 +396,27 @@ impl CommonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_credentials_or_query() {
+        for (url, shown) in [
+            ("nats://worker:s3cret@nats:4222", "nats://nats:4222"),
+            (
+                "nats://a:p@n1:4222, nats://b:q@n2:4222",
+                "nats://n1:4222,nats://n2:4222",
+            ),
+            (
+                "https://t:x@h.example/api/v1?token=abc#f",
+                "https://h.example/api/v1?…",
+            ),
+            ("https://h.example/api?key=p@ss", "https://h.example/api?…"),
+            ("postgres://faro:pw@db:5432/faro", "postgres://db:5432/faro"),
+            ("nats:4222", "nats:4222"),
+            ("http://h/plain", "http://h/plain"),
+        ] {
+            assert_eq!(url_for_logs(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn sizes_in_several_units() {

@@ -208,10 +208,12 @@ pub async fn connect(
         .map(str::trim)
         .filter(|url| !url.is_empty())
         .collect();
-    let client = options
-        .connect(servers)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {} (FARO_NATS_URL)", config.url))?;
+    let client = options.connect(servers).await.with_context(|| {
+        format!(
+            "cannot connect to NATS at {} (FARO_NATS_URL)",
+            crate::config::url_for_logs(&config.url)
+        )
+    })?;
     mark_connected();
     Ok(client)
 }

@@ -42,8 +42,8 @@ fn yes() -> bool {
     true
 }
 
-/// SNMP credentials of a target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// SNMP credentials of a target. `Debug` never shows a community or password.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "version", deny_unknown_fields)]
 pub enum Snmp {
     #[serde(rename = "2c")]
@@ -67,14 +67,14 @@ impl Default for Snmp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpAuth {
     pub protocol: AuthProtocol,
     pub password: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpPrivacy {
     pub protocol: PrivProtocol,
@@ -103,6 +103,42 @@ pub enum PrivProtocol {
 
 /// What is shown of secrets.
 const HIDDEN: &str = "***";
+
+impl std::fmt::Debug for Snmp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Snmp::V2c { .. } => f.debug_struct("V2c").field("community", &HIDDEN).finish(),
+            Snmp::V3 {
+                user,
+                auth,
+                privacy,
+            } => f
+                .debug_struct("V3")
+                .field("user", user)
+                .field("auth", auth)
+                .field("privacy", privacy)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnmpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnmpAuth")
+            .field("protocol", &self.protocol)
+            .field("password", &HIDDEN)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SnmpPrivacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnmpPrivacy")
+            .field("protocol", &self.protocol)
+            .field("password", &HIDDEN)
+            .finish()
+    }
+}
 
 impl Snmp {
     /// The version as operators write it.
@@ -427,6 +463,15 @@ mod tests {
         assert!(
             shown.contains("sha256") && shown.contains("faro"),
             "{shown}"
+        );
+        // Nor in Debug, wherever a target or its credentials are logged.
+        let debug = format!("{:?} {:?}", t[0], Snmp::default());
+        for secret in ["authpass1", "privpass1", "public"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("Sha256") && debug.contains("faro"),
+            "{debug}"
         );
         // Stored and read back unchanged.
         let back: TargetSpec =

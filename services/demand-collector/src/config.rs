@@ -84,7 +84,7 @@ impl Config {
             Some(url) => {
                 return Err(ConfigError {
                     var: "FARO_DEMAND_HTTP_URL".to_owned(),
-                    value: url.to_owned(),
+                    value: faro_shared::config::url_for_logs(url),
                     expected: "an http:// or https:// URL".to_owned(),
                 })
             }

@@ -213,6 +213,9 @@ impl Provider for HttpSource {
         _queues: &'a [QueueName],
     ) -> BoxFuture<'a, anyhow::Result<Vec<(String, u64)>>> {
         Box::pin(async move {
+            // Shown without credentials or query (where a token may be); reqwest's errors
+            // without the URL at all.
+            let shown = faro_shared::config::url_for_logs(&self.url);
             let mut request = self.client.get(&self.url);
             if let Some(auth) = &self.authorization {
                 request = request.header(reqwest::header::AUTHORIZATION, auth.expose());
@@ -220,18 +223,20 @@ impl Provider for HttpSource {
             let response = request
                 .send()
                 .await
-                .with_context(|| format!("cannot reach {}", self.url))?;
+                .map_err(reqwest::Error::without_url)
+                .with_context(|| format!("cannot reach {shown}"))?;
             let status = response.status();
             if !status.is_success() {
-                anyhow::bail!("{} answered {status}", self.url);
+                anyhow::bail!("{shown} answered {status}");
             }
             let body = response
                 .bytes()
                 .await
-                .with_context(|| format!("cannot read the answer of {}", self.url))?;
+                .map_err(reqwest::Error::without_url)
+                .with_context(|| format!("cannot read the answer of {shown}"))?;
             let doc: serde_json::Value = serde_json::from_slice(&body)
-                .with_context(|| format!("the answer of {} is not JSON", self.url))?;
-            read_json(&doc, &self.paths).with_context(|| format!("the answer of {}", self.url))
+                .with_context(|| format!("the answer of {shown} is not JSON"))?;
+            read_json(&doc, &self.paths).with_context(|| format!("the answer of {shown}"))
         })
     }
 }
@@ -319,6 +324,30 @@ mod tests {
         );
         let top = serde_json::json!([{"name": "a", "open": 0}]);
         assert_eq!(read_json(&top, &paths("")).unwrap(), [("a".to_owned(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_is_named_without_its_credentials_or_token() {
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let source = HttpSource {
+            client: reqwest::Client::new(),
+            url: format!("http://demand:pa55word@127.0.0.1:{port}/open?token=t0ken"),
+            authorization: None,
+            paths: paths(""),
+        };
+        let error = format!("{:#}", source.collect(&[]).await.unwrap_err());
+        assert!(
+            error.contains(&format!("cannot reach http://127.0.0.1:{port}/open?…")),
+            "{error}"
+        );
+        for secret in ["pa55word", "t0ken", "demand:"] {
+            assert!(!error.contains(secret), "{secret} in {error}");
+        }
     }
 
     #[test]

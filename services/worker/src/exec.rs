@@ -5,16 +5,23 @@
 //! ```json
 //! {"commands": {
 //!   "ping": {"program": "/usr/bin/ping", "args": ["-c", "{count}", "{host}"],
-//!            "params": {"count": "int", "host": "host"}, "timeout": "30s"}
+//!            "params": {"count": "int", "host": "host"}, "timeout": "30s",
+//!            "env": ["PATH", "LANG"]}
 //! }}
 //! ```
 //!
 //! A `{name}` argument is replaced by the job's parameter of that name, whole: one parameter is
 //! always exactly one argument. Parameters are typed: `int` (digits), `host` (a host name or
-//! IP address) and `word` (letters, digits and `. _ : / @ = + -`), none may start with `-`,
-//! so a parameter can neither be read as an option nor reach a shell. A job that names an
-//! unknown command, misses a parameter, adds one the template does not have, or gives a value
-//! of the wrong form is refused with an error saying which.
+//! IP address) and `word` (letters, digits and `. _ : / = + -`, no `..`), none may start with
+//! `-`, so a parameter can neither be read as an option, nor climb out of a directory, nor
+//! reach a shell. A job that names an unknown command, misses a parameter, adds one the
+//! template does not have, or gives a value of the wrong form is refused with an error saying
+//! which.
+//!
+//! A program starts with an empty environment plus the worker's own variables its entry names
+//! in `env` (never the worker's NATS password, nor anything else not named), in a process group
+//! of its own: at its timeout, or when its run is cancelled, the whole group is killed, and
+//! whatever it left running when it ended too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,9 +61,10 @@ impl ParamType {
                 }
                 ParamType::Word => {
                     value.len() <= 256
+                        && !value.contains("..")
                         && value
                             .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"._:/@=+-".contains(&b))
+                            .all(|b| b.is_ascii_alphanumeric() || b"._:/=+-".contains(&b))
                 }
             };
         if ok {
@@ -65,7 +73,7 @@ impl ParamType {
             Err(match self {
                 ParamType::Int => "digits only (at most 18)",
                 ParamType::Host => "a host name or IP address (letters, digits, . : -)",
-                ParamType::Word => "letters, digits and . _ : / @ = + - (at most 256)",
+                ParamType::Word => "letters, digits and . _ : / = + - (at most 256, no ..)",
             })
         }
     }
@@ -81,6 +89,9 @@ struct CommandInput {
     params: BTreeMap<String, ParamType>,
     #[serde(default)]
     timeout: Option<String>,
+    /// The worker's variables the program gets; it gets no other.
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +107,8 @@ pub struct Allowed {
     args: Vec<Arg>,
     params: BTreeMap<String, ParamType>,
     timeout: Duration,
+    /// Names of the worker's variables passed on.
+    env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +166,15 @@ impl AllowList {
                     None => args.push(Arg::Fixed(arg)),
                 }
             }
+            if let Some(bad) = command.env.iter().find(|name| {
+                name.is_empty()
+                    || name.starts_with(|c: char| c.is_ascii_digit())
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
+                return Err(format!(
+                    "command {name}: env {bad:?} is not a variable name; expected letters, digits and _"
+                ));
+            }
             let timeout = match &command.timeout {
                 None => DEFAULT_TIMEOUT,
                 Some(text) => parse_duration(text).ok_or_else(|| {
@@ -166,6 +188,7 @@ impl AllowList {
                     args,
                     params: command.params,
                     timeout,
+                    env: command.env,
                 },
             );
         }
@@ -223,6 +246,19 @@ impl AllowList {
     }
 }
 
+/// A program's process group, killed whole when this is dropped: at the end of its run, at
+/// its timeout, or when the run is cancelled or aborted (its future dropped).
+struct Group(Option<nix::unistd::Pid>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // Gone already (ESRCH) is what is hoped for.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs an allowed program to its end or its timeout (the shorter of the command's and the
 /// run's); its output is captured up to `OUTPUT_LIMIT` bytes each.
 pub async fn run(
@@ -231,12 +267,19 @@ pub async fn run(
     run_timeout: Option<Duration>,
 ) -> (Outcome, Option<RunOutput>, Option<String>) {
     let timeout = run_timeout.map_or(allowed.timeout, |t| t.min(allowed.timeout));
+    let env = allowed
+        .env
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name, value)));
     let mut child = match tokio::process::Command::new(&allowed.program)
         .args(&argv)
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A cancelled or aborted run kills its program.
+        // Its own group, led by it: what it starts is killed with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
     {
@@ -252,6 +295,12 @@ pub async fn run(
             )
         }
     };
+    let group = Group(
+        child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(nix::unistd::Pid::from_raw),
+    );
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let capture =
@@ -259,8 +308,10 @@ pub async fn run(
     let out = tokio::spawn(capture(stdout));
     let err = tokio::spawn(async move { read_limited(stderr).await });
     let waited = tokio::time::timeout(timeout, child.wait()).await;
-    let timed_out = waited.is_err();
-    if timed_out {
+    // Ended or timed out, nothing of it runs on: a child it left holding its output open would
+    // also keep the output below from ending.
+    drop(group);
+    if waited.is_err() {
         let _ = child.kill().await;
     }
     let (stdout, out_cut) = out.await.unwrap_or_default();
@@ -389,6 +440,14 @@ mod tests {
             let e = list.expand(&params("echo", &[("text", evil)])).unwrap_err();
             assert!(e.contains("is refused; expected letters"), "{evil:?}: {e}");
         }
+        // No user@host, no climbing out of a directory; a plain path still goes.
+        for evil in ["root@10.0.0.1", "../../etc/shadow", "logs/../../x", ".."] {
+            let e = list.expand(&params("echo", &[("text", evil)])).unwrap_err();
+            assert!(e.contains("no ..)"), "{evil:?}: {e}");
+        }
+        assert!(list
+            .expand(&params("echo", &[("text", "olt-1/ports.v2")]))
+            .is_ok());
         let e = list
             .expand(&params("ping", &[("count", "3x"), ("host", "h")]))
             .unwrap_err();
@@ -416,6 +475,70 @@ mod tests {
         let e = AllowList::parse(br#"{"commands": {"x": {"program": "/bin/x", "shell": true}}}"#)
             .unwrap_err();
         assert!(e.contains("shell"), "{e}");
+        let e = AllowList::parse(br#"{"commands": {"x": {"program": "/bin/x", "env": ["A=1"]}}}"#)
+            .unwrap_err();
+        assert!(e.contains("env \"A=1\" is not a variable name"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_program_gets_only_the_variables_its_entry_names() {
+        let list = AllowList::parse(
+            br#"{"commands": {
+                "env": {"program": "/usr/bin/env", "env": ["PATH", "FARO_NOT_SET_ANYWHERE"]},
+                "bare": {"program": "/usr/bin/env"}
+            }}"#,
+        )
+        .unwrap();
+        // The test's own environment (cargo's, nextest's) is the worker's here.
+        assert!(std::env::vars().count() > 1);
+        let path = std::env::var("PATH").unwrap();
+        for (command, expected) in [("env", format!("PATH={path}\n")), ("bare", String::new())] {
+            let (allowed, argv) = list.expand(&params(command, &[])).unwrap();
+            let (outcome, output, _) = run(allowed, argv, None).await;
+            assert_eq!(outcome, Outcome::Succeeded);
+            let Some(RunOutput::Exec { stdout, .. }) = output else {
+                panic!("no output");
+            };
+            assert_eq!(stdout, expected, "{command}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_what_the_program_started_too() {
+        let list = AllowList::parse(
+            br#"{"commands": {
+                "spawner": {"program": "/bin/sh", "args": ["-c", "sleep 30 & echo $!; wait"],
+                            "timeout": "300ms"}
+            }}"#,
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let (allowed, argv) = list.expand(&params("spawner", &[])).unwrap();
+        let (outcome, output, _) = run(allowed, argv, None).await;
+        assert_eq!(outcome, Outcome::TimedOut);
+        // Its child held the output open: the run would have waited for it.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let Some(RunOutput::Exec { stdout, .. }) = output else {
+            panic!("no output");
+        };
+        let child: u32 = stdout.trim().parse().unwrap();
+        // Killed: gone, or a zombie no one has reaped yet.
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .chars()
+            .next();
+        assert!(
+            matches!(state, None | Some('Z' | 'X')),
+            "{child} still runs: {stat}"
+        );
     }
 
     #[tokio::test]
