@@ -78,11 +78,10 @@ where
             let body = match answered.await {
                 Ok(body) => body,
                 Err(error) => {
-                    tracing::warn!(verb, error = format!("{error:#}"), "API request failed");
-                    serde_json::to_vec(&crate::messages::ApiError {
-                        error: format!("{error:#}"),
-                    })
-                    .unwrap_or_default()
+                    // Never a refused row: it may hold secrets the request brought.
+                    let error = crate::pg::error_text(&error);
+                    tracing::warn!(verb, error, "API request failed");
+                    serde_json::to_vec(&crate::messages::ApiError { error }).unwrap_or_default()
                 }
             };
             if let Err(error) = send_reply(&client, reply, body).await {

@@ -196,6 +196,35 @@ pub fn refusal(error: &anyhow::Error) -> Option<String> {
     })
 }
 
+/// An error as it may be logged or answered: its chain of causes, as `{:#}` shows it, with a
+/// PostgreSQL error reduced to its severity, message and constraint. Its DETAIL (and WHERE) is
+/// left out: a refused row is shown there whole, a target's SNMP credentials included.
+pub fn error_text(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(
+            |cause| match cause.downcast_ref::<tokio_postgres::error::DbError>() {
+                Some(db) => match db.constraint() {
+                    Some(constraint) => format!(
+                        "{}: {} (constraint {constraint}, SQLSTATE {})",
+                        db.severity(),
+                        db.message(),
+                        db.code().code()
+                    ),
+                    None => format!(
+                        "{}: {} (SQLSTATE {})",
+                        db.severity(),
+                        db.message(),
+                        db.code().code()
+                    ),
+                },
+                None => cause.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Pure: whether a SQLSTATE says the input is at fault: class 22 (data exception), 23
 /// (integrity constraint violation) or 54 (program limit exceeded).
 fn refuses_input(code: &str) -> bool {
@@ -284,6 +313,35 @@ mod bounded {
             started.elapsed() < CONNECT_TIMEOUT * 2,
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    /// A refused row is never shown, only why it was refused: its DETAIL holds the row, a
+    /// target's SNMP credentials included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_row_is_shown_by_its_reason_never_its_values() {
+        let db = TestDb::create().await.unwrap();
+        let pool = pool(&db.config()).unwrap();
+        let client = pool.get().await.unwrap();
+        let error = client
+            .execute(
+                "INSERT INTO targets (id, address, snmp, max_concurrency)
+                 VALUES ('olt-1', '10.0.0.1:161', '{\"community\": \"s3cret-community\"}', 0)",
+                &[],
+            )
+            .await
+            .unwrap_err();
+        let error = anyhow::Error::new(error).context("cannot store the targets");
+        assert!(
+            format!("{error:#}").contains("s3cret-community"),
+            "{error:#}"
+        );
+        let shown = error_text(&error);
+        assert!(!shown.contains("s3cret-community"), "{shown}");
+        assert!(
+            shown.starts_with("cannot store the targets: db error: ERROR: new row for relation")
+                && shown.contains("(constraint targets_max_concurrency_check, SQLSTATE 23514)"),
+            "{shown}"
         );
     }
 }

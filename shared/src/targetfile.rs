@@ -330,6 +330,35 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<TargetSpec>, TargetFileError> {
             inputs.len()
         )));
     }
+    validate_all(inputs)
+}
+
+/// Checks targets that arrive already parsed (the `targets` API request) as a file's are:
+/// the same errors, before anything reaches the database.
+pub fn check(targets: Vec<TargetSpec>) -> Result<Vec<TargetSpec>, TargetFileError> {
+    if targets.len() > MAX_TARGETS {
+        return Err(TargetFileError::whole(format!(
+            "{} targets; at most {MAX_TARGETS} are accepted at once",
+            targets.len()
+        )));
+    }
+    validate_all(
+        targets
+            .into_iter()
+            .map(|t| TargetInput {
+                id: t.id,
+                name: t.name,
+                address: t.address,
+                snmp: t.snmp,
+                max_concurrency: t.max_concurrency,
+                enabled: t.enabled,
+            })
+            .collect(),
+    )
+}
+
+/// Validates each target and that no id is used twice.
+fn validate_all(inputs: Vec<TargetInput>) -> Result<Vec<TargetSpec>, TargetFileError> {
     let mut seen = std::collections::HashMap::new();
     let mut targets = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {

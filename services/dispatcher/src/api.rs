@@ -145,6 +145,8 @@ pub(crate) async fn explain(
 pub(crate) async fn targets(d: &Dispatcher, request: TargetRequest) -> anyhow::Result<TargetReply> {
     let changed = match request {
         TargetRequest::Put { targets } => {
+            // As a file's would be, before anything reaches the database.
+            let targets = faro_shared::targetfile::check(targets)?;
             let changed = catalog::put_targets(&d.pool, &targets).await?;
             tracing::info!(targets = changed, "targets defined");
             changed

@@ -72,7 +72,7 @@ async fn settle(
         return reject(d, message, JobFileError::whole(problem)).await;
     }
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    let error = format!("{error:#}");
+    let error = faro_shared::pg::error_text(&error);
     if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
         let reason = format!("not recorded after {delivered} deliveries: {error}");
         return dead_letters::set_aside(d, "submit", message, &reason).await;

@@ -183,14 +183,14 @@ async fn settle(
                     metrics::counter!(m::RESULTS_UNREADABLE).increment(1);
                     return AckKind::Term;
                 }
-                Err(error) => format!("{error:#}"),
+                Err(error) => faro_shared::pg::error_text(&error),
             }
         }
         (Some(reason), Item::Chunk(_)) => {
             let reason = format!("PostgreSQL cannot hold these values: {reason}");
             return dead_letters::set_aside(d, source, message, &reason).await;
         }
-        (None, _) => format!("{error:#}"),
+        (None, _) => faro_shared::pg::error_text(error),
     };
     if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
         let reason = format!("not recorded after {delivered} deliveries: {error}");
