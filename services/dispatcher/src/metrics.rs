@@ -169,7 +169,7 @@ pub const METRICS: &[Metric] = &[
     Metric::counter(
         VALUES,
         Unit::Count,
-        "Polled values received, by result (recorded: the latest per target and OID; late: of an attempt no longer current, dropped).",
+        "Polled values received, by result (recorded: the latest per target and OID; late: of an attempt no longer current, dropped; mismatched: sent for another queue or target than their run's, dropped).",
     ),
 ];
 

@@ -152,6 +152,7 @@ async fn record(d: &Dispatcher, items: &[&Item]) -> anyhow::Result<()> {
     let values = values::record(&d.pool, &chunks).await?;
     metrics::counter!(m::VALUES, "result" => "recorded").increment(values.values as u64);
     metrics::counter!(m::VALUES, "result" => "late").increment(values.late as u64);
+    metrics::counter!(m::VALUES, "result" => "mismatched").increment(values.mismatched as u64);
     if !results.is_empty() {
         apply_results(d, &results).await?;
     }

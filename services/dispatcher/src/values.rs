@@ -60,9 +60,13 @@ pub struct Recorded {
     pub values: usize,
     /// Values of attempts that are no longer current, dropped.
     pub late: usize,
+    /// Values of a current attempt sent for another queue or target than its run's, dropped:
+    /// a worker may only write what its run polled.
+    pub mismatched: usize,
 }
 
-/// Records the chunks of current attempts; drops the others.
+/// Records the chunks of current attempts, for their runs' own queue and target; drops the
+/// others.
 pub async fn record(pool: &Pool, chunks: &[ValuesChunk]) -> anyhow::Result<Recorded> {
     if chunks.is_empty() {
         return Ok(Recorded::default());
@@ -73,9 +77,9 @@ pub async fn record(pool: &Pool, chunks: &[ValuesChunk]) -> anyhow::Result<Recor
         .map(|c| (c.run_id, i32::try_from(c.attempt).unwrap_or(i32::MAX)))
         .collect();
     let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.into_iter().unzip();
-    let current: HashSet<(Uuid, i32)> = client
+    let current: HashMap<(Uuid, i32), (String, Option<String>)> = client
         .query(
-            "SELECT r.id, r.attempt FROM runs r
+            "SELECT r.id, r.attempt, r.queue, r.target FROM runs r
              JOIN unnest($1::uuid[], $2::int[]) AS a(id, attempt)
                ON r.id = a.id AND r.attempt = a.attempt
              WHERE r.status NOT IN ('timed_out', 'cancelled', 'skipped')",
@@ -84,12 +88,31 @@ pub async fn record(pool: &Pool, chunks: &[ValuesChunk]) -> anyhow::Result<Recor
         .await
         .context("cannot check the attempts of polled values")?
         .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| ((row.get(0), row.get(1)), (row.get(2), row.get(3))))
         .collect();
-    let (kept, dropped): (Vec<&ValuesChunk>, Vec<&ValuesChunk>) = chunks
-        .iter()
-        .partition(|c| current.contains(&(c.run_id, i32::try_from(c.attempt).unwrap_or(i32::MAX))));
-    let late = dropped.iter().map(|c| c.values.len()).sum();
+    let (mut kept, mut late, mut mismatched) = (Vec::new(), 0, 0);
+    for chunk in chunks {
+        let attempt = (
+            chunk.run_id,
+            i32::try_from(chunk.attempt).unwrap_or(i32::MAX),
+        );
+        match current.get(&attempt) {
+            None => late += chunk.values.len(),
+            Some((queue, target))
+                if queue != chunk.queue.as_str()
+                    || target.as_deref() != Some(chunk.target.as_str()) =>
+            {
+                tracing::warn!(
+                    run.id = %chunk.run_id,
+                    queue = %chunk.queue,
+                    target = %chunk.target,
+                    "values sent for another queue or target than their run's; dropped"
+                );
+                mismatched += chunk.values.len();
+            }
+            Some(_) => kept.push(chunk),
+        }
+    }
     let rows = latest(kept);
     if !rows.is_empty() {
         let targets: Vec<&str> = rows.iter().map(|r| r.target).collect();
@@ -115,6 +138,7 @@ pub async fn record(pool: &Pool, chunks: &[ValuesChunk]) -> anyhow::Result<Recor
     Ok(Recorded {
         values: rows.len(),
         late,
+        mismatched,
     })
 }
 

@@ -395,3 +395,66 @@ async fn every_outbox_row_names_its_queue() {
         waiting(&[("p", 1), ("polls", 1), ("q", 1)])
     );
 }
+
+/// A run's values are written for its own queue and target only: a chunk naming another target
+/// (a worker writing what it did not poll) is dropped and counted, as is one of an attempt that
+/// is no longer current.
+#[tokio::test]
+async fn values_are_kept_only_for_the_current_attempt_of_their_runs_own_target() {
+    use faro_dispatcher::values;
+    use faro_shared::domain::{JobId, QueueName, TargetId};
+    use faro_shared::snmp::{SnmpValue, ValuesChunk, Varbind};
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let run = uuid::Uuid::now_v7();
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO runs (id, job_id, queue, target, kind, params, priority, status)
+             VALUES ($1, 'walk', 'optical', 'olt-1', 'snmp.walk', '{}', 5, 'dispatched')",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    let chunk = |attempt: u32, queue: &str, target: &str, oid: &str| ValuesChunk {
+        run_id: run,
+        attempt,
+        job_id: JobId::parse("walk").unwrap(),
+        queue: QueueName::parse(queue).unwrap(),
+        target: TargetId::parse(target).unwrap(),
+        seq: 0,
+        polled_at: Utc::now(),
+        values: vec![Varbind(oid.to_owned(), SnmpValue::Integer(-2150))],
+    };
+    let recorded = values::record(
+        &pool,
+        &[
+            chunk(1, "optical", "olt-1", "1.3.6.1.1"),
+            chunk(1, "optical", "olt-2", "1.3.6.1.2"),
+            chunk(1, "other", "olt-1", "1.3.6.1.3"),
+            chunk(2, "optical", "olt-1", "1.3.6.1.4"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        values::Recorded {
+            values: 1,
+            late: 1,
+            mismatched: 2,
+        }
+    );
+    let stored: Vec<(String, String)> = pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT target, oid FROM target_values ORDER BY 1, 2", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(stored, [("olt-1".to_owned(), "1.3.6.1.1".to_owned())]);
+}
