@@ -188,8 +188,12 @@ pub async fn open_recurring_runs(
         .query(
             "SELECT r.job_id, r.id
                FROM (SELECT run_id FROM run_outbox UNION SELECT unnest($1::uuid[])) AS o(id)
-               JOIN runs r ON r.id = o.id
-              WHERE r.slot_at IS NOT NULL AND r.status IN ('pending', 'dispatched')",
+              -- One lookup by id per open run, never a scan of the history.
+              CROSS JOIN LATERAL (
+                    SELECT r.job_id, r.id FROM runs r
+                     WHERE r.id = o.id AND r.slot_at IS NOT NULL
+                       AND r.status IN ('pending', 'dispatched')
+                     LIMIT 1) r",
             &[&in_flight],
         )
         .await

@@ -43,9 +43,10 @@ fn page_sql(request: &RunsRequest) -> String {
     let (from, key) = match source {
         // `runs` first: its lock before the failures', in the order a day's drop takes them.
         Source::Failures => ("runs r JOIN run_failures f ON f.id = r.id", "f"),
+        // One lookup by id per open run, never a scan of the history.
         Source::Open => (
             "(SELECT run_id FROM run_outbox UNION SELECT unnest($1::uuid[])) o(id)
-               JOIN runs r ON r.id = o.id",
+               CROSS JOIN LATERAL (SELECT * FROM runs r WHERE r.id = o.id LIMIT 1) r",
             "r",
         ),
         Source::Runs => ("runs r", "r"),
