@@ -168,31 +168,41 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// Pure: a URL (or a comma-separated list of them) as it may be logged or shown: without
-/// the user and password before `@`, and without the query and fragment, where tokens go.
-/// `nats://worker:s3cret@nats:4222` is shown as `nats://nats:4222`,
-/// `https://h/api?token=x` as `https://h/api?…`.
+/// Pure: a URL as it may be logged or shown: without the user and password, the query and
+/// the fragment, where tokens go. `nats://worker:s3cret@nats:4222` is shown as
+/// `nats://nats:4222`, `https://h/api?token=x` as `https://h/api?…`. One that does not parse
+/// shows only its scheme: what it holds cannot be told apart.
 pub fn url_for_logs(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let one = one.trim();
-            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            let (path, cut) = match tail.find(['?', '#']) {
-                Some(at) => (&tail[..at], "?…"),
-                None => (tail, ""),
-            };
-            let scheme = if scheme.is_empty() {
-                String::new()
-            } else {
-                format!("{scheme}://")
-            };
-            format!("{scheme}{host}{path}{cut}")
-        })
+    match url::Url::parse(url.trim()) {
+        Ok(mut parsed) => {
+            let cut = parsed.query().is_some() || parsed.fragment().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut shown = parsed.to_string();
+            // `nats://h:4222` comes back as `nats://h:4222` (no path added) or with a `/`.
+            if !url.trim_end().ends_with('/') && shown.ends_with('/') && parsed.path() == "/" {
+                shown.pop();
+            }
+            if cut {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) if scheme.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                format!("{scheme}://(unreadable)")
+            }
+            _ => "(unreadable)".to_owned(),
+        },
+    }
+}
+
+/// Pure: [`url_for_logs`] of each URL of a comma-separated list (`FARO_NATS_URL`).
+pub fn urls_for_logs(urls: &str) -> String {
+    urls.split(',')
+        .map(url_for_logs)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -402,20 +412,27 @@ mod tests {
         for (url, shown) in [
             ("nats://worker:s3cret@nats:4222", "nats://nats:4222"),
             (
-                "nats://a:p@n1:4222, nats://b:q@n2:4222",
-                "nats://n1:4222,nats://n2:4222",
-            ),
-            (
                 "https://t:x@h.example/api/v1?token=abc#f",
                 "https://h.example/api/v1?…",
             ),
             ("https://h.example/api?key=p@ss", "https://h.example/api?…"),
+            ("https://h/api?ids=a,b&token=SECRET", "https://h/api?…"),
+            ("https://u:pa,ss@h/x", "https://h/x"),
+            ("nats://u:p%2Fss@h:4222", "nats://h:4222"),
             ("postgres://faro:pw@db:5432/faro", "postgres://db:5432/faro"),
-            ("nats:4222", "nats:4222"),
-            ("http://h/plain", "http://h/plain"),
+            ("http://[::1]:8080/plain", "http://[::1]:8080/plain"),
+            ("nats://u:p/ss@h:4222", "nats://(unreadable)"),
         ] {
-            assert_eq!(url_for_logs(url), shown, "{url}");
+            let got = url_for_logs(url);
+            assert_eq!(got, shown, "{url}");
+            for secret in ["s3cret", "SECRET", "pa,ss", "p/ss", "p%2Fss", "pw@"] {
+                assert!(!got.contains(secret), "{url}: {got}");
+            }
         }
+        assert_eq!(
+            urls_for_logs("nats://a:p@n1:4222, nats://b:q@n2:4222"),
+            "nats://n1:4222,nats://n2:4222"
+        );
     }
 
     #[test]

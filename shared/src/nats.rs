@@ -211,7 +211,7 @@ pub async fn connect(
     let client = options.connect(servers).await.with_context(|| {
         format!(
             "cannot connect to NATS at {} (FARO_NATS_URL)",
-            crate::config::url_for_logs(&config.url)
+            crate::config::urls_for_logs(&config.url)
         )
     })?;
     mark_connected();

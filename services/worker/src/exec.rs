@@ -13,15 +13,17 @@
 //! A `{name}` argument is replaced by the job's parameter of that name, whole: one parameter is
 //! always exactly one argument. Parameters are typed: `int` (digits), `host` (a host name or
 //! IP address) and `word` (letters, digits and `. _ : / = + -`, no `..`), none may start with
-//! `-`, so a parameter can neither be read as an option, nor climb out of a directory, nor
-//! reach a shell. A job that names an unknown command, misses a parameter, adds one the
+//! `-`, so a parameter can neither be read as an option, nor climb up a path the template
+//! starts, nor reach a shell (a `word` may still be a whole absolute path: a template that
+//! takes a file names its directory itself). A job that names an unknown command, misses a parameter, adds one the
 //! template does not have, or gives a value of the wrong form is refused with an error saying
 //! which.
 //!
 //! A program starts with an empty environment plus the worker's own variables its entry names
 //! in `env` (never the worker's NATS password, nor anything else not named), in a process group
 //! of its own: at its timeout, or when its run is cancelled, the whole group is killed, and
-//! whatever it left running when it ended too.
+//! whatever it left running in it when it ended too (a child that made a session of its own,
+//! `setsid`, has left the group and is not).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
