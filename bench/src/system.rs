@@ -621,10 +621,7 @@ impl ServiceProcess {
 
     /// SIGTERM, then waits for it to end (SIGKILL after 30 s); whether it ended well.
     fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.0.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
+        let _ = faro_shared::testing::send_signal(self.0.id(), "-TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.0.try_wait()? {
