@@ -528,19 +528,27 @@ mod tests {
             panic!("no output");
         };
         let child: u32 = stdout.trim().parse().unwrap();
-        // Killed: gone, or a zombie no one has reaped yet.
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .trim_start()
-            .chars()
-            .next();
-        assert!(
-            matches!(state, None | Some('Z' | 'X')),
-            "{child} still runs: {stat}"
-        );
+        // Killed: gone, or a zombie no one has reaped yet, once the kernel has finished its
+        // exit (its output closes a moment before its state changes).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .trim_start()
+                .chars()
+                .next();
+            if matches!(state, None | Some('Z' | 'X')) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{child} still runs: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
