@@ -600,6 +600,8 @@ impl ServiceProcess {
             .env_clear()
             .envs(env.faro_vars())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // Its logs on standard error when the bench's are asked for.
+            .envs(std::env::var_os("RUST_LOG").map(|filter| ("RUST_LOG", filter)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -187,43 +187,76 @@ async fn restore(
     js: &jetstream::Context,
     ns: &faro_shared::Namespace,
 ) -> anyhow::Result<Restored> {
-    // Slots held by runs already in flight, from before a restart.
-    let mut admission = Admission::new(Limits {
-        default: config.target_max_concurrency,
-        per_target: store::target_limits(pool).await?,
-        queue_defined: store::queue_limits(pool).await?,
-        queue_set: HashMap::new(),
-        disabled: catalog::disabled_targets(pool).await?,
-    });
-    // Hot settings in force before the first run is offered.
-    for setting in faro_shared::settings::load(pool).await?.all() {
-        apply_to(&mut admission, setting);
-    }
+    let began = std::time::Instant::now();
+    // The reads that do not depend on one another go at once: a takeover waits for the
+    // slowest of them, not for their sum.
+    let definitions = async {
+        let (per_target, queue_defined, disabled, settings, chained) = tokio::try_join!(
+            store::target_limits(pool),
+            store::queue_limits(pool),
+            catalog::disabled_targets(pool),
+            faro_shared::settings::load(pool),
+            store::chained_jobs(pool),
+        )?;
+        anyhow::Ok((
+            (per_target, queue_defined, disabled, settings, chained),
+            began.elapsed(),
+        ))
+    };
     // Attempts in flight before a restart keep their slots and are watched for a deadline
     // from when they were published; so do those in the outbox that a queue holds already,
     // whose slots waiting runs would otherwise take while they execute. An attempt is in
     // flight while the jobs stream holds it (queued, or executing and not yet acknowledged:
     // a worker acknowledges once its result is stored, and the result then ends it). Without
     // that list the slots in use are unknown, so this leadership fails and is tried again.
-    let stored = bus::stored_attempts(js, ns)
-        .await
-        .context("cannot read which runs the queues hold, so which runs are in flight")?;
-    let mut in_flight = store::in_flight_runs(pool, &stored).await?;
-    if !stored.is_empty() {
-        let waiting = store::unpublished_runs(pool, None, i64::MAX).await?;
-        let published = bus::already_stored(waiting, &stored);
-        if !published.is_empty() {
-            tracing::info!(
-                runs = published.len(),
-                "runs the last leader published without clearing them: counted in flight"
-            );
-            let cleared: Vec<_> = published
-                .iter()
-                .map(|(r, _)| (r.run_id, r.attempt))
-                .collect();
-            store::mark_published(pool, &cleared).await?;
-            in_flight.extend(published);
+    let flight = async {
+        let stored = bus::stored_attempts(js, ns)
+            .await
+            .context("cannot read which runs the queues hold, so which runs are in flight")?;
+        let queued = began.elapsed();
+        let mut in_flight = store::in_flight_runs(pool, &stored).await?;
+        if !stored.is_empty() {
+            let waiting = store::unpublished_runs(pool, None, i64::MAX).await?;
+            let published = bus::already_stored(waiting, &stored);
+            if !published.is_empty() {
+                tracing::info!(
+                    runs = published.len(),
+                    "runs the last leader published without clearing them: counted in flight"
+                );
+                let cleared: Vec<_> = published
+                    .iter()
+                    .map(|(r, _)| (r.run_id, r.attempt))
+                    .collect();
+                store::mark_published(pool, &cleared).await?;
+                in_flight.extend(published);
+            }
         }
+        anyhow::Ok((stored.len(), in_flight, queued, began.elapsed()))
+    };
+    let (
+        ((per_target, queue_defined, disabled, settings, chained), defined_in),
+        (queued, in_flight, queued_in, flight_in),
+    ) = tokio::try_join!(definitions, flight)?;
+    tracing::info!(
+        definitions_ms = defined_in.as_millis(),
+        jobs_stream_ms = queued_in.as_millis(),
+        in_flight_ms = flight_in.as_millis(),
+        queued,
+        in_flight = in_flight.len(),
+        chained = chained.len(),
+        "leader state read"
+    );
+    // Slots held by runs already in flight, from before a restart.
+    let mut admission = Admission::new(Limits {
+        default: config.target_max_concurrency,
+        per_target,
+        queue_defined,
+        queue_set: HashMap::new(),
+        disabled,
+    });
+    // Hot settings in force before the first run is offered.
+    for setting in settings.all() {
+        apply_to(&mut admission, setting);
     }
     let mut deadlines = Deadlines::default();
     for (run, published) in in_flight {
@@ -242,7 +275,7 @@ async fn restore(
         changes: admission.take_changes(),
     };
     let mut chains = Chains::default();
-    for (parent, child) in store::chained_jobs(pool).await? {
+    for (parent, child) in chained {
         chains.define(parent, child);
     }
     Ok(Restored {
@@ -300,9 +333,11 @@ async fn lead(
                 )
             })?
     };
+    let began = std::time::Instant::now();
     let Some((submissions, results, leases)) = unless_cancelled(&leading, consumers).await? else {
         return Ok(());
     };
+    let opened = began.elapsed();
     let restored = tokio::time::timeout(LEAD_START_TIMEOUT, restore(&pool, &config, js, &ns))
         .await
         .map_err(|_| {
@@ -311,6 +346,11 @@ async fn lead(
                 LEAD_START_TIMEOUT.as_secs()
             )
         })??;
+    tracing::info!(
+        consumers_ms = opened.as_millis(),
+        ms = began.elapsed().as_millis(),
+        "leader state restored"
+    );
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();

@@ -23,6 +23,7 @@ pub(crate) async fn scheduler_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut scheduler = Scheduler::default();
+    let began = std::time::Instant::now();
     let now = chrono::Utc::now();
     for def in store::recurring_jobs(&d.pool).await? {
         scheduler.load(def, now);
@@ -31,7 +32,11 @@ pub(crate) async fn scheduler_loop(
     for (job, run) in store::open_recurring_runs(&d.pool, &in_flight).await? {
         scheduler.opened(job, run);
     }
-    tracing::info!(jobs = scheduler.len(), "recurring jobs loaded");
+    tracing::info!(
+        jobs = scheduler.len(),
+        ms = began.elapsed().as_millis(),
+        "recurring jobs loaded"
+    );
     metrics::gauge!(m::RECURRING_JOBS).set(scheduler.len() as f64);
     // Slots due within a few milliseconds of each other are fired together: one transaction
     // for many slots instead of one per slot when thousands of jobs share an interval.

@@ -111,7 +111,8 @@ async fn definitions(
             &format!(
                 "SELECT id, queue, kind, target, params, priority, max_attempts, retry_on,
                         interval_ms, after_job, run_if, timeout_ms, overlap,
-                        {LAST_SLOT} AS last_slot_at
+                        -- Only a recurring job has slots: a chained job's runs are not read.
+                        CASE WHEN interval_ms IS NOT NULL THEN {LAST_SLOT} END AS last_slot_at
                    FROM jobs WHERE enabled AND {filter}"
             ),
             params,
