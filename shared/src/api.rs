@@ -30,8 +30,9 @@ const MAX_PAGES: usize = 4096;
 
 /// Serves a request/reply API on `subject` (a `faro.api.<service>.*` wildcard) in queue group
 /// `group` until `shutdown`, answering up to [`API_CONCURRENCY`] requests at once: each
-/// request's last subject token is its verb; `answer`'s error is sent back as `{"error": ..}`
-/// and logged, and never ends the loop. A reply beyond `max_payload` goes in pages.
+/// request's last subject token is its verb, handed to `answer` with the request (its payload
+/// and headers); `answer`'s error is sent back as `{"error": ..}` and logged, and never ends
+/// the loop. A reply beyond `max_payload` goes in pages.
 pub async fn serve_api<F, Fut>(
     client: &async_nats::Client,
     subject: String,
@@ -40,7 +41,7 @@ pub async fn serve_api<F, Fut>(
     answer: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(String, bytes::Bytes) -> Fut,
+    F: Fn(String, async_nats::Message) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Vec<u8>>> + Send + 'static,
 {
     let mut requests = client
@@ -71,7 +72,7 @@ where
             _ = shutdown.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit?,
         };
-        let answered = answer(verb.clone(), request.payload.clone());
+        let answered = answer(verb.clone(), request);
         let client = client.clone();
         answering.spawn(async move {
             let _permit = permit;

@@ -24,3 +24,4 @@ mod pipeline;
 mod recurring;
 mod retries;
 mod snmp;
+mod submit;

@@ -33,9 +33,9 @@ pub async fn serve(
         subject,
         Service::Balancer.as_str(),
         shutdown,
-        |verb, payload| {
+        |verb, request| {
             let (pool, state) = (pool.clone(), state.clone());
-            async move { answer(&pool, &state, &verb, &payload).await }
+            async move { answer(&pool, &state, &verb, &request.payload).await }
         },
     )
     .await

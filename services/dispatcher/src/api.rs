@@ -8,7 +8,7 @@ use faro_shared::domain::Outcome;
 use faro_shared::messages::{
     reply, unknown_verb, CancelReply, CancelRequest, CancelState, ExplainReply, ExplainRequest,
     JobReply, JobRequest, Request, RunsReply, RunsRequest, Service, StatusRequest, SubmissionQuery,
-    TargetReply, TargetRequest, TargetView, WorkerCancel, DISPATCHER_VERBS,
+    SubmitRequest, TargetReply, TargetRequest, TargetView, WorkerCancel, DISPATCHER_VERBS,
 };
 use faro_shared::settings::{ConfigReply, ConfigRequest, Setting};
 use faro_shared::targetfile::Snmp;
@@ -32,9 +32,17 @@ pub(crate) async fn api_loop(
 ) -> anyhow::Result<()> {
     let service = Service::Dispatcher.as_str();
     let subject = d.ns.api_subject(service, "*");
-    faro_shared::api::serve_api(&client, subject, service, shutdown, |verb, payload| {
+    faro_shared::api::serve_api(&client, subject, service, shutdown, |verb, request| {
         let d = d.clone();
-        async move { answer(&d, &verb, &payload).await }
+        async move {
+            // The name a submission is given by its sender, if any.
+            let named = request
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|id| id.as_str().to_owned());
+            answer(&d, &verb, &request.payload, named).await
+        }
     })
     .await
 }
@@ -252,10 +260,20 @@ pub(crate) async fn runs(d: &Dispatcher, request: RunsRequest) -> anyhow::Result
     Ok(RunsReply { runs, next })
 }
 
-/// Answers one API request by verb, through its request type.
-pub(crate) async fn answer(d: &Dispatcher, verb: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// Answers one API request by verb, through its request type; `named`: the request's
+/// `Nats-Msg-Id`.
+pub(crate) async fn answer(
+    d: &Dispatcher,
+    verb: &str,
+    payload: &[u8],
+    named: Option<String>,
+) -> anyhow::Result<Vec<u8>> {
     match verb {
         StatusRequest::VERB => reply(payload, |_: StatusRequest| store::status(&d.pool)).await,
+        // A submission is read as a job file, whose errors name the job and field.
+        SubmitRequest::VERB => Ok(serde_json::to_vec(
+            &crate::intake::submit_request(d, named, payload).await?,
+        )?),
         SubmissionQuery::VERB => {
             reply(payload, |query: SubmissionQuery| async move {
                 store::submission_progress(&d.pool, &query.submission_ids).await

@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use faro_shared::domain::JobId;
 use faro_shared::jobfile;
 use faro_shared::jobfile::JobFileError;
+use faro_shared::messages::{SubmitReply, SubmittedRun};
 use faro_shared::nats;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -122,9 +123,34 @@ pub(crate) async fn handle_submission(
     message: &jetstream::Message,
 ) -> anyhow::Result<AckKind> {
     let id = submission_id(message);
-    let submission = match jobfile::parse(&message.payload) {
+    match take_in(d, &id, &message.payload).await? {
+        Intake::New { .. } | Intake::Duplicate => Ok(AckKind::Ack),
+        Intake::Refused(error) => Ok(reject(d, message, error).await),
+    }
+}
+
+/// What became of a submission.
+#[derive(Debug)]
+pub(crate) enum Intake {
+    /// Recorded now: the runs it made (offered for dispatch) and the jobs it defined.
+    New {
+        runs: Vec<SubmittedRun>,
+        defined: Vec<JobId>,
+    },
+    /// Its id was recorded before: nothing recorded again.
+    Duplicate,
+    /// Refused whole, with why; nothing of it recorded.
+    Refused(JobFileError),
+}
+
+/// Reads, checks and records one submission named `id`, whichever way it came (a `faro.submit`
+/// message or a `submit` request): the same checks, the same records. A refusal is returned,
+/// not recorded: each way says it to its sender. An error is a failure to record (PostgreSQL
+/// down, or refusing the content).
+pub(crate) async fn take_in(d: &Dispatcher, id: &str, payload: &[u8]) -> anyhow::Result<Intake> {
+    let submission = match jobfile::parse(payload) {
         Ok(submission) => submission,
-        Err(error) => return Ok(reject(d, message, error).await),
+        Err(error) => return Ok(Intake::Refused(error)),
     };
     let runs = plan_submission(&submission);
     // Chains must stay acyclic, counting the chains already defined.
@@ -134,18 +160,18 @@ pub(crate) async fn handle_submission(
         .collect();
     if let Err(cycle) = d.chains.read().await.check(&edges) {
         let index = runs.iter().position(|r| r.message.job_id == cycle.job);
-        return Ok(reject(
-            d,
-            message,
-            JobFileError::in_job_field(index, "after", cycle.to_string()),
-        )
-        .await);
+        return Ok(Intake::Refused(JobFileError::in_job_field(
+            index,
+            "after",
+            cycle.to_string(),
+        )));
     }
-    match store::record_submission(&d.pool, &id, submission.submitted_at, &runs).await? {
+    match store::record_submission(&d.pool, id, submission.submitted_at, &runs).await? {
         Recorded::New => {
             let mut once = Vec::new();
             let mut recurring = Vec::new();
             let mut not_recurring = Vec::new();
+            let mut defined = Vec::new();
             let mut chains = d.chains.write().await;
             for run in runs {
                 // A job redefined from recurring to chained (or back) leaves its old role.
@@ -154,6 +180,9 @@ pub(crate) async fn handle_submission(
                 }
                 if run.after.is_none() {
                     chains.remove(&run.message.job_id);
+                }
+                if run.is_definition() {
+                    defined.push(run.message.job_id.clone());
                 }
                 let def = JobDef {
                     interval: run.interval.map(|i| i.get()).unwrap_or_default(),
@@ -182,16 +211,27 @@ pub(crate) async fn handle_submission(
             if !recurring.is_empty() {
                 let _ = d.schedule.send(ScheduleEvent::Define(recurring));
             }
-            let count = once.len();
+            let made: Vec<SubmittedRun> = once
+                .iter()
+                .map(|run| SubmittedRun {
+                    job_id: run.job_id.clone(),
+                    run_id: run.run_id,
+                })
+                .collect();
             dispatch(d, once);
             metrics::counter!(m::SUBMISSIONS, "outcome" => "accepted").increment(1);
-            tracing::debug!(submission = %id, runs = count, "submission accepted");
+            tracing::debug!(submission = %id, runs = made.len(), "submission accepted");
+            Ok(Intake::New {
+                runs: made,
+                defined,
+            })
         }
         Recorded::Duplicate => {
             // Seen before; publish whatever a crash left unpublished.
-            publish_outbox(d, Some(&id)).await?;
+            publish_outbox(d, Some(id)).await?;
             metrics::counter!(m::SUBMISSIONS, "outcome" => "duplicate").increment(1);
             tracing::info!(submission = %id, "duplicate submission ignored");
+            Ok(Intake::Duplicate)
         }
         Recorded::MissingParents(missing) => {
             let index = runs.iter().position(|r| {
@@ -203,15 +243,72 @@ pub(crate) async fn handle_submission(
                 "after names jobs that do not exist: {}; expected the id of a job in this submission or already defined",
                 missing.join(", ")
             );
-            return Ok(reject(
-                d,
-                message,
-                JobFileError::in_job_field(index, "after", problem),
-            )
-            .await);
+            Ok(Intake::Refused(JobFileError::in_job_field(
+                index, "after", problem,
+            )))
         }
     }
-    Ok(AckKind::Ack)
+}
+
+/// Longest submission id a `submit` request may name (its `Nats-Msg-Id`).
+const MAX_SUBMISSION_ID: usize = 200;
+
+/// Answers a `submit` request: the job file in `payload` recorded as the submission `named`
+/// (the request's `Nats-Msg-Id`; a new id when it has none), or refused with why. A refusal
+/// is told to the sender (and logged, counted and published as an event) but not recorded, so
+/// the same id may be sent again once fixed. A submission already recorded under that id is
+/// answered with what it recorded.
+pub(crate) async fn submit_request(
+    d: &Dispatcher,
+    named: Option<String>,
+    payload: &[u8],
+) -> anyhow::Result<SubmitReply> {
+    let id = match named {
+        Some(id) if id.is_empty() || id.len() > MAX_SUBMISSION_ID => anyhow::bail!(
+            "a Nats-Msg-Id of {} bytes cannot name a submission; expected 1 to {MAX_SUBMISSION_ID} bytes, or none",
+            id.len()
+        ),
+        Some(id) => id,
+        None => format!("api-{}", uuid::Uuid::now_v7()),
+    };
+    let reply = |accepted, duplicate, runs, defined, error| SubmitReply {
+        submission_id: id.clone(),
+        accepted,
+        duplicate,
+        runs,
+        defined,
+        error,
+    };
+    let taken =
+        match take_in(d, &id, payload).await {
+            Ok(taken) => taken,
+            Err(error) => match faro_shared::pg::refusal(&error) {
+                Some(reason) => Intake::Refused(JobFileError::whole(format!(
+                    "PostgreSQL cannot hold it: {reason}"
+                ))),
+                None => return Err(error.context(
+                    "the submission was not recorded; send it again (under the same Nats-Msg-Id \
+                     it is never recorded twice)",
+                )),
+            },
+        };
+    Ok(match taken {
+        Intake::New { runs, defined } => reply(true, false, runs, defined, None),
+        Intake::Duplicate => match store::submission_record(&d.pool, &id).await? {
+            (Some(reason), _) => reply(
+                false,
+                true,
+                Vec::new(),
+                Vec::new(),
+                Some(JobFileError::whole(reason)),
+            ),
+            (None, runs) => reply(true, true, runs, Vec::new(), None),
+        },
+        Intake::Refused(error) => {
+            refused(d, &id, &error).await;
+            reply(false, false, Vec::new(), Vec::new(), Some(error))
+        }
+    })
 }
 
 /// Refuses a whole submission: recorded with why (the submission API and `faro submit --wait`
@@ -234,6 +331,12 @@ pub(crate) async fn reject(
         }
         return AckKind::Nak(Some(nats::retry_delay(delivered)));
     }
+    refused(d, &id, &error).await;
+    AckKind::Term
+}
+
+/// Says a refusal: logged, counted, and published on `faro.events.dispatcher`.
+async fn refused(d: &Dispatcher, id: &str, error: &JobFileError) {
     tracing::warn!(submission = %id, job = ?error.job, field = ?error.field, problem = %error.problem, "submission rejected");
     metrics::counter!(m::SUBMISSIONS, "outcome" => "rejected").increment(1);
     let rejected =
@@ -241,7 +344,6 @@ pub(crate) async fn reject(
     faro_shared::service::Events::new(d.js.clone(), d.ns.clone())
         .publish("dispatcher", &rejected)
         .await;
-    AckKind::Term
 }
 
 #[cfg(test)]

@@ -150,6 +150,8 @@ bare_request!(
 );
 
 request!(StatusRequest => StatusReply, Dispatcher, "status", "no body");
+request!(SubmitRequest => SubmitReply, Dispatcher, "submit",
+    "a job file, as published on faro.submit: {\"jobs\": [..]}");
 request!(SubmissionQuery => SubmissionProgress, Dispatcher, "submission",
     "{\"submission_ids\": [..]}");
 request!(ConfigRequest => ConfigReply, Dispatcher, "config",
@@ -173,8 +175,9 @@ request!(WorkerCancel => WorkerCancelReply, Worker, "cancel",
     "{\"run_id\": \"<uuid>\", \"attempt\": N}");
 
 /// The verbs of each service, as an unknown verb's error lists them.
-pub const DISPATCHER_VERBS: [&str; 8] = [
+pub const DISPATCHER_VERBS: [&str; 9] = [
     StatusRequest::VERB,
+    SubmitRequest::VERB,
     SubmissionQuery::VERB,
     ConfigRequest::VERB,
     CancelRequest::VERB,
@@ -298,6 +301,44 @@ pub struct StatusReply {
     /// Runs not yet published: waiting for a slot of their target, or for a retry's backoff.
     #[serde(default)]
     pub waiting: i64,
+}
+
+/// The request of `faro.api.dispatcher.submit`: a job file, the same JSON as a `faro.submit`
+/// message's, read by [`crate::jobfile::parse`] (an error names the job's index and field).
+/// A `Nats-Msg-Id` header names the submission: sent again with the same id (a request
+/// that timed out), it is answered as the first was and records nothing twice. Without one,
+/// each request is a submission of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SubmitRequest(pub serde_json::Value);
+
+/// A run a submission made: one per job that runs once (neither recurring nor chained), in
+/// the file's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedRun {
+    pub job_id: JobId,
+    pub run_id: Uuid,
+}
+
+/// The reply of `faro.api.dispatcher.submit`: the submission accepted with its runs, or
+/// refused whole with why (nothing of it recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitReply {
+    pub submission_id: String,
+    pub accepted: bool,
+    /// The id was submitted before: this is what the first submission recorded.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// The runs it made.
+    #[serde(default)]
+    pub runs: Vec<SubmittedRun>,
+    /// The recurring and chained jobs it defined (their runs come at their slots and after
+    /// their parents).
+    #[serde(default)]
+    pub defined: Vec<JobId>,
+    /// Why it was refused: the job's index and field, when the problem is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::jobfile::JobFileError>,
 }
 
 /// The request of `faro.api.dispatcher.submission`: how far these submissions are.
@@ -622,7 +663,7 @@ mod tests {
         assert_eq!(answer.state, CancelState::Ended);
         let unknown = unknown_verb(Service::Dispatcher, "stauts", &DISPATCHER_VERBS).to_string();
         assert!(
-            unknown.contains("\"stauts\"") && unknown.contains("status, submission"),
+            unknown.contains("\"stauts\"") && unknown.contains("status, submit, submission"),
             "{unknown}"
         );
     }

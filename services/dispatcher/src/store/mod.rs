@@ -31,7 +31,9 @@ pub use outbox::{
 };
 pub use pages::runs_page;
 pub use results::{record_results, Recording};
-pub use submissions::{record_rejection, record_submission, submission_progress, Recorded};
+pub use submissions::{
+    record_rejection, record_submission, submission_progress, submission_record, Recorded,
+};
 
 /// A count or attempt number as PostgreSQL's `int4`.
 fn to_i32(value: u32) -> i32 {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::messages::{SubmissionProgress, Task};
+use faro_shared::domain::JobId;
+use faro_shared::messages::{SubmissionProgress, SubmittedRun, Task};
 
 use super::definitions::retry_on_to;
 use super::to_i32;
@@ -218,6 +219,42 @@ pub async fn record_rejection(
         .await
         .context("cannot record the submission's refusal")?;
     Ok(())
+}
+
+/// What a recorded submission holds: why it was refused, if it was; else its runs, in the
+/// file's order.
+pub async fn submission_record(
+    pool: &Pool,
+    submission_id: &str,
+) -> anyhow::Result<(Option<String>, Vec<SubmittedRun>)> {
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rejected: Option<String> = client
+        .query_opt(
+            "SELECT rejected FROM submissions WHERE id = $1",
+            &[&submission_id],
+        )
+        .await
+        .context("cannot read the submission")?
+        .and_then(|row| row.get(0));
+    if rejected.is_some() {
+        return Ok((rejected, Vec::new()));
+    }
+    let runs = client
+        .query(
+            "SELECT job_id, id FROM runs WHERE submission_id = $1 ORDER BY seq",
+            &[&submission_id],
+        )
+        .await
+        .context("cannot read the submission's runs")?
+        .iter()
+        .map(|row| {
+            Ok(SubmittedRun {
+                job_id: JobId::parse(row.get::<_, String>(0))?,
+                run_id: row.get(1),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((None, runs))
 }
 
 /// Run counts by status over some submissions, and how many of them are recorded.
