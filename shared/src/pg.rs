@@ -32,8 +32,12 @@ pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
     // from the statistics of that moment: one made while `runs` was nearly empty kept
     // seq-scanning it as it grew to millions of rows (a result batch went from 7 to 77 ms in
     // two minutes). The batches faro sends are large; planning each costs well under 1 ms.
+    //
+    // And never JIT-compiled: a statement the planner costs high (a lookup per job over 30
+    // days of partitions) was compiled with LLVM for 3.8 s at a leader's takeover, to run for
+    // milliseconds. faro's statements are short; compiling never pays.
     let ours = format!(
-        "-c plan_cache_mode=force_custom_plan -c statement_timeout={}",
+        "-c plan_cache_mode=force_custom_plan -c jit=off -c statement_timeout={}",
         config.statement_timeout.as_millis()
     );
     let options = match pg.get_options() {
@@ -256,6 +260,23 @@ mod bounded {
     use super::*;
     use crate::testing::{PrivatePg, TestDb};
     use std::time::{Duration, Instant};
+
+    /// A pooled connection plans each statement for its parameters and never JIT-compiles
+    /// one, whatever the server's defaults (PostgreSQL's is `jit = on`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pooled_connections_plan_each_statement_and_never_compile_one() {
+        let db = TestDb::create().await.unwrap();
+        let pool = pool(&db.config()).unwrap();
+        let client = pool.get().await.unwrap();
+        for (setting, expected) in [("jit", "off"), ("plan_cache_mode", "force_custom_plan")] {
+            let value: String = client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(value, expected, "{setting}");
+        }
+    }
 
     /// No PostgreSQL call waits without bound: a statement stuck behind a lock, a task waiting
     /// for a connection the pool does not have, a new connection to a frozen server all fail
