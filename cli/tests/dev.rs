@@ -71,6 +71,47 @@ fn http_get(port: u16, path: &str) -> String {
     body
 }
 
+/// An HTTP demand source on loopback that answers no demand, fails every second and third
+/// request (a connection closed unanswered, then a 500) and notes whether the credentials
+/// came with them.
+struct DemandSource {
+    port: u16,
+    authorized: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DemandSource {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let authorized = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = authorized.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buf[..read]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).to_lowercase();
+                if request.contains("authorization: bearer auth-header-lp4") {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                let answer = match n % 3 {
+                    0 => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]",
+                    1 => continue,
+                    _ => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self { port, authorized }
+    }
+}
+
 /// Stops `scripts/dev` (SIGTERM) when the test ends, even on failure.
 struct Dev(Child);
 
@@ -84,6 +125,8 @@ impl Drop for Dev {
 struct Cli {
     bin: PathBuf,
     env: Vec<(String, String)>,
+    /// Everything the commands printed (the API's replies as shown), checked for secrets.
+    said: std::sync::Mutex<String>,
 }
 
 impl Cli {
@@ -114,11 +157,15 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
+        let out = Command::new(&self.bin)
             .args(args)
             .envs(self.env.iter().cloned())
             .output()
-            .unwrap()
+            .unwrap();
+        let mut said = self.said.lock().unwrap();
+        said.push_str(&String::from_utf8_lossy(&out.stdout));
+        said.push_str(&String::from_utf8_lossy(&out.stderr));
+        out
     }
 }
 
@@ -239,11 +286,58 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let (nats_port, http_base, snmp_base) = quiet_ports();
     // Pools cool for 2 s, not 30: the smoke queue gets a worker soon after the fleet's.
     seed_settings(&db, "2s").await;
+    // Secrets the services are given, none of which may reach a log or a reply: the
+    // PostgreSQL password (trust auth ignores it), an HTTP demand source's credentials and
+    // token (a source that fails now and then, and is logged when it does), a SQL source's password,
+    // and below, SNMP v3 passwords of a target polled and a community.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let demand = DemandSource::start();
+    let secrets = [
+        "pg-secret-Xq7",
+        "http-pass-Wt3",
+        "http-token-Zr8",
+        "auth-header-Lp4",
+        "sql-pass-Hy6",
+        "auth-secret-Kd2",
+        "priv-secret-Jm5",
+        "hidden1",
+        "comm-secret-Vb9",
+    ];
 
     let (dev, lines) = start_dev(
         root,
         &["--no-build", "--workers", "3", "--olts", "4"],
         &[
+            (
+                "FARO_DEV_PG",
+                "postgres://postgres:pg-secret-Xq7@127.0.0.1:5432".to_owned(),
+            ),
+            (
+                "FARO_DEMAND_HTTP_URL",
+                format!(
+                    "http://demand:http-pass-Wt3@127.0.0.1:{}/d?token=http-token-Zr8",
+                    demand.port
+                ),
+            ),
+            (
+                "FARO_DEMAND_HTTP_AUTHORIZATION",
+                "Bearer auth-header-Lp4".to_owned(),
+            ),
+            (
+                "FARO_DEMAND_SQL_URL",
+                format!(
+                    "postgres://postgres:sql-pass-Hy6@127.0.0.1:5432/{}",
+                    db.name()
+                ),
+            ),
+            (
+                "FARO_DEMAND_SQL_QUERY",
+                "SELECT 'none'::text, 0::bigint WHERE false".to_owned(),
+            ),
             ("FARO_DEV_SNMP_BASE", snmp_base.to_string()),
             // Not faster: the `due` demand counts 10 s / interval runs per OLT's discovery, and
             // at 2 s four OLTs would claim all three workers for `discovery` before `get` or
@@ -267,6 +361,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
             ("FARO_NATS_USER".into(), "cli".into()),
             ("FARO_NATS_PASSWORD".into(), password),
         ],
+        said: std::sync::Mutex::default(),
     };
 
     // A bad file is refused before anything is sent, naming job and field.
@@ -393,7 +488,12 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     // log.level reaches every service without a restart: the dispatcher at once, the
     // balancer and the workers (through their assignments) and the demand-collector within
     // a cycle.
-    let out = cli.run(&["config", "set", "log.level", "info,faro_worker=debug"]);
+    let out = cli.run(&[
+        "config",
+        "set",
+        "log.level",
+        "info,faro_worker=debug,faro_dispatcher=debug,faro_shared=debug",
+    ]);
     assert!(out.status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for service in [
@@ -426,6 +526,35 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
                          {"id": "olt-2", "address": "192.0.2.2:1161", "max_concurrency": 2}]}"#,
     )
     .unwrap();
+    // An OLT on SNMP v3 that does not answer (a closed UDP port).
+    let v3 = dir.path().join("v3.json");
+    std::fs::write(
+        &v3,
+        serde_json::to_vec(&serde_json::json!({"targets": [{"id": "olt-v3",
+            "address": format!("127.0.0.1:{closed}"),
+            "snmp": {"version": "3", "user": "faro-v3",
+                     "auth": {"protocol": "sha256", "password": "auth-secret-Kd2"},
+                     "privacy": {"protocol": "aes", "password": "priv-secret-Jm5"}}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = cli.run(&["target", "import", v3.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Refused before it is sent, its community never shown.
+    let out = cli.run(&[
+        "target",
+        "add",
+        "olt-bad",
+        "--address",
+        "h:0",
+        "--community",
+        "comm-secret-Vb9",
+    ]);
+    assert!(!out.status.success());
     let out = cli.run(&["target", "import", targets.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 targets saved"),
@@ -519,6 +648,37 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let out = cli.run(&["job", "disable", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
 
+    // The v3 OLT polled once (after poll-1, whose demand would keep every worker from its
+    // queue): the worker holds its credentials, logs at debug, and fails.
+    let poll = dir.path().join("poll-v3.json");
+    std::fs::write(
+        &poll,
+        serde_json::to_vec(&serde_json::json!([{"id": "poll-v3", "queue": "get",
+            "kind": "snmp.get", "target": "olt-v3", "max_attempts": 1,
+            "params": {"oids": ["1.3.6.1.2.1.1.3.0"], "timeout_ms": 200, "retries": 0}}]))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = cli.run(&[
+        "submit",
+        "--wait",
+        "--timeout",
+        "60",
+        poll.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done: 1 runs"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli.run(&["run", "list", "--job", "poll-v3", "--json"]);
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(page["runs"][0]["status"], "succeeded", "{page}");
+    let run = page["runs"][0]["id"].as_str().unwrap().to_owned();
+    cli.run(&["explain", "run", &run]);
+    cli.run(&["target", "list", "--json"]);
+
     // The balancer's view: workers, queues, why a queue has its workers, demand mappings.
     let text = |out: &Output| {
         format!(
@@ -600,6 +760,54 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let log = std::fs::read_to_string(state.path().join("logs/worker-1.log")).unwrap();
     assert!(log.contains("worker left"), "{log}");
     std::mem::forget(dev);
+
+    // No secret in any service's log (the NATS servers' too) nor in anything shown. The
+    // NATS passwords scripts/dev made are secrets as well.
+    let passwords = std::fs::read_to_string(state.path().join("passwords")).unwrap();
+    let mut secrets: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
+    secrets.extend(
+        passwords
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(_, value)| value.to_owned())),
+    );
+    assert!(secrets.len() > 9, "no NATS password read: {passwords}");
+    let mut texts = vec![(
+        "the CLI's output".to_owned(),
+        cli.said.lock().unwrap().clone(),
+    )];
+    for entry in std::fs::read_dir(state.path().join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        texts.push((
+            path.display().to_string(),
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
+        ));
+    }
+    for (name, text) in &texts {
+        for secret in &secrets {
+            if let Some(at) = text.find(secret.as_str()) {
+                let line = text[..at].rfind('\n').map_or(0, |n| n + 1);
+                let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+                panic!("secret {secret:?} in {name}: {}", &text[line..end]);
+            }
+        }
+    }
+    // The secrets went where they lead, and failed there: the demand source's failures are
+    // logged, its URL shown without them.
+    let demand_log = &texts
+        .iter()
+        .find(|(name, _)| name.ends_with("demand-collector.log"))
+        .unwrap()
+        .1;
+    for shown in [
+        format!("cannot reach http://127.0.0.1:{}/d?…", demand.port),
+        format!("http://127.0.0.1:{}/d?… answered 500", demand.port),
+    ] {
+        assert!(demand_log.contains(&shown), "{shown} not in {demand_log}");
+    }
+    assert!(
+        demand.authorized.load(std::sync::atomic::Ordering::SeqCst),
+        "the demand source never got its Authorization header"
+    );
 }
 
 // It found, under the load of the whole suite: services declaring the same streams at once
@@ -646,6 +854,7 @@ async fn scripts_dev_runs_on_a_three_node_nats_cluster_and_survives_losing_one()
             ("FARO_NATS_USER".into(), "cli".into()),
             ("FARO_NATS_PASSWORD".into(), password),
         ],
+        said: std::sync::Mutex::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let submit = |name: &str| {
