@@ -259,6 +259,18 @@ pub struct NatsConfig {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The first token of this client's reply subjects (`FARO_NATS_INBOX_PREFIX`): by
+    /// default `_INBOX_<user>`, so that a user may read its own replies alone.
+    pub inbox_prefix: String,
+}
+
+/// Pure: the inbox prefix of a NATS user: `_INBOX_<user>` (`_INBOX` without a user), as
+/// `nats/nats-server.conf` lets each user subscribe to its own alone.
+pub fn inbox_prefix_of(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("_INBOX_{user}"),
+        None => "_INBOX".to_owned(),
+    }
 }
 
 impl NatsConfig {
@@ -273,6 +285,7 @@ impl NatsConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            inbox_prefix: inbox_prefix_of(None),
         }
     }
 
@@ -287,7 +300,25 @@ impl NatsConfig {
             tls_ca: env.path("FARO_NATS_TLS_CA"),
             tls_cert: env.path("FARO_NATS_TLS_CERT"),
             tls_key: env.path("FARO_NATS_TLS_KEY"),
+            inbox_prefix: match env.optional("FARO_NATS_INBOX_PREFIX") {
+                Some(prefix) => prefix.to_owned(),
+                None => inbox_prefix_of(env.optional("FARO_NATS_USER")),
+            },
         };
+        // One subject token: no dot, wildcard or space.
+        let prefix = &config.inbox_prefix;
+        if prefix.is_empty()
+            || prefix
+                .chars()
+                .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+        {
+            return Err(ConfigError {
+                var: "FARO_NATS_INBOX_PREFIX".to_owned(),
+                value: prefix.clone(),
+                expected: "one subject token (no '.', '*', '>' or space), such as _INBOX_worker"
+                    .to_owned(),
+            });
+        }
         if config.user.is_some() != config.password.is_some() {
             return Err(ConfigError {
                 var: "FARO_NATS_USER".to_owned(),
@@ -491,6 +522,31 @@ mod tests {
         let env = Env::from_pairs([("FARO_NATS_USER", "dispatcher")]);
         let err = NatsConfig::from_env(&env).unwrap_err().to_string();
         assert!(err.contains("FARO_NATS_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn replies_come_on_the_users_own_inboxes_unless_told_otherwise() {
+        let user = |pairs: &[(&str, &str)]| {
+            NatsConfig::from_env(&Env::from_pairs(pairs.iter().copied())).map(|c| c.inbox_prefix)
+        };
+        assert_eq!(user(&[]).unwrap(), "_INBOX");
+        assert_eq!(
+            user(&[("FARO_NATS_USER", "worker"), ("FARO_NATS_PASSWORD", "p")]).unwrap(),
+            "_INBOX_worker"
+        );
+        assert_eq!(
+            user(&[("FARO_NATS_INBOX_PREFIX", "_INBOX_site7")]).unwrap(),
+            "_INBOX_site7"
+        );
+        for bad in ["_INBOX.x", "a>", "a b", "*"] {
+            let error = user(&[("FARO_NATS_INBOX_PREFIX", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("FARO_NATS_INBOX_PREFIX") && error.contains("one subject token"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

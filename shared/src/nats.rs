@@ -165,18 +165,19 @@ pub async fn connect(
     name: &str,
     retry: Retry,
 ) -> anyhow::Result<async_nats::Client> {
-    let mut options =
-        async_nats::ConnectOptions::new()
-            .name(name)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        mark_connected();
-                        tracing::info!(%event, "nats connection");
-                    }
-                    _ => tracing::warn!(%event, "nats connection"),
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        // Replies to this client come on its own inboxes, which no other user may read.
+        .custom_inbox_prefix(&config.inbox_prefix)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => {
+                    mark_connected();
+                    tracing::info!(%event, "nats connection");
                 }
-            });
+                _ => tracing::warn!(%event, "nats connection"),
+            }
+        });
     if retry == Retry::Forever {
         options = options.retry_on_initial_connect();
     }

@@ -194,6 +194,8 @@ pub struct NatsServer {
     binary: PathBuf,
     /// Cluster arguments (server name, cluster port, routes), kept for restarts.
     cluster: Option<ClusterNode>,
+    /// A configuration file and the environment it reads (passwords), kept for restarts.
+    conf: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 /// A node's place in a test cluster.
@@ -208,14 +210,27 @@ impl NatsServer {
     /// Starts a server on a free loopback port. The binary is `FARO_NATS_SERVER` or
     /// `nats-server` on PATH, and must be at least 2.11.
     pub fn start() -> anyhow::Result<Self> {
-        let binary = find_nats_server()?;
-        let store = tempfile::tempdir().context("cannot make a JetStream store dir")?;
+        Self::start_single(None)
+    }
+
+    /// [`NatsServer::start`] with configuration file `conf` (`nats/nats-server.conf`), whose
+    /// variables (`$FARO_NATS_WORKER_PASSWORD`) are read from `env`.
+    pub fn start_with_config(conf: &std::path::Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start_single(Some((conf.to_owned(), env)))
+    }
+
+    fn start_single(conf: Option<(PathBuf, Vec<(String, String)>)>) -> anyhow::Result<Self> {
         let mut server = Self {
             child: None,
             port: 0,
-            store,
-            binary,
+            store: tempfile::tempdir().context("cannot make a JetStream store dir")?,
+            binary: find_nats_server()?,
             cluster: None,
+            conf,
         };
         server.spawn_on_free_port()?;
         Ok(server)
@@ -246,6 +261,7 @@ impl NatsServer {
                     port: *cluster_port,
                     routes,
                 }),
+                conf: None,
             };
             server.spawn_on_free_port()?;
             servers.push(server);
@@ -313,6 +329,9 @@ impl NatsServer {
         command
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(self.store.path());
+        if let Some((conf, env)) = &self.conf {
+            command.arg("-c").arg(conf).envs(env.iter().cloned());
+        }
         if let Some(node) = &self.cluster {
             command
                 .args(["--server_name", &node.name, "--cluster_name", "faro-test"])
