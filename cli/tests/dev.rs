@@ -648,6 +648,60 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     let out = cli.run(&["job", "disable", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
 
+    // An integrator's program (nats-py, not faro's client) submits by request/reply as
+    // user cli, and reads the answer: the runs made, or the refusal naming job and field.
+    let integrator = |file: &Path, id: &str| {
+        let out = Command::new("python3")
+            .arg(root.join("examples/nats-submit.py"))
+            .arg(file)
+            .arg(id)
+            .envs(cli.env.iter().cloned())
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.code() != Some(2),
+            "{answer}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.success(),
+            serde_json::from_str::<serde_json::Value>(&answer).unwrap(),
+        )
+    };
+    let jobs = dir.path().join("integrator.json");
+    std::fs::write(
+        &jobs,
+        r#"{"jobs": [{"id": "from-python", "queue": "get", "kind": "sim", "target": "olt-1"}]}"#,
+    )
+    .unwrap();
+    let (accepted, answer) = integrator(&jobs, "integrator-1");
+    assert!(accepted && answer["accepted"] == true, "{answer}");
+    assert_eq!(answer["runs"][0]["job_id"], "from-python", "{answer}");
+    let run = answer["runs"][0]["run_id"].as_str().unwrap().to_owned();
+    let out = cli.run(&["explain", "run", &run]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("from-python"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (again, repeated) = integrator(&jobs, "integrator-1");
+    assert!(again && repeated["duplicate"] == true, "{repeated}");
+    assert_eq!(repeated["runs"], answer["runs"]);
+    std::fs::write(
+        &jobs,
+        r#"[{"queue": "get", "kind": "sim"}, {"queue": "get", "kind": "sim", "priority": 0}]"#,
+    )
+    .unwrap();
+    let (accepted, answer) = integrator(&jobs, "integrator-2");
+    assert!(!accepted && answer["accepted"] == false, "{answer}");
+    assert_eq!(
+        (&answer["error"]["job"], &answer["error"]["field"]),
+        (&serde_json::json!(1), &serde_json::json!("priority")),
+        "{answer}"
+    );
+
     // The v3 OLT polled once (after poll-1, whose demand would keep every worker from its
     // queue): the worker holds its credentials, logs at debug, and fails.
     let poll = dir.path().join("poll-v3.json");
