@@ -649,36 +649,54 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
 
     // An integrator's program (nats-py, not faro's client) submits by request/reply as
-    // user cli, and reads the answer: the runs made, or the refusal naming job and field.
-    let integrator = |file: &Path, id: &str| {
+    // user cli and reads the answer (the runs made, or the refusal naming job and field),
+    // then follows the outcome feed until its runs have ended. Its output: the answer, then
+    // an outcome per line.
+    let integrator = |args: &[&str]| {
         let out = Command::new("python3")
             .arg(root.join("examples/nats-submit.py"))
-            .arg(file)
-            .arg(id)
+            .args(args)
             .envs(cli.env.iter().cloned())
             .output()
             .unwrap();
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.code() != Some(2),
-            "{answer}{}",
+            "{printed}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        (
-            out.status.success(),
-            serde_json::from_str::<serde_json::Value>(&answer).unwrap(),
-        )
+        let mut lines = printed
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap());
+        let answer = lines.next().unwrap();
+        (out.status.success(), answer, lines.collect::<Vec<_>>())
     };
     let jobs = dir.path().join("integrator.json");
     std::fs::write(
         &jobs,
-        r#"{"jobs": [{"id": "from-python", "queue": "get", "kind": "sim", "target": "olt-1"}]}"#,
+        r#"{"jobs": [{"id": "from-python", "queue": "get", "kind": "sim", "target": "olt-1",
+                      "params": {"duration_ms": 5, "outcomes": {"succeeded": 1}}}]}"#,
     )
     .unwrap();
-    let (accepted, answer) = integrator(&jobs, "integrator-1");
+    let file = jobs.to_str().unwrap();
+    let (accepted, answer, outcomes) = integrator(&["--follow", file, "integrator-1"]);
     assert!(accepted && answer["accepted"] == true, "{answer}");
     assert_eq!(answer["runs"][0]["job_id"], "from-python", "{answer}");
     let run = answer["runs"][0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        (
+            &outcomes[0]["run_id"],
+            &outcomes[0]["status"],
+            &outcomes[0]["target"]
+        ),
+        (
+            &serde_json::json!(run),
+            &serde_json::json!("succeeded"),
+            &serde_json::json!("olt-1")
+        ),
+        "{outcomes:?}"
+    );
     let out = cli.run(&["explain", "run", &run]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("from-python"),
@@ -686,7 +704,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let (again, repeated) = integrator(&jobs, "integrator-1");
+    let (again, repeated, _) = integrator(&[file, "integrator-1"]);
     assert!(again && repeated["duplicate"] == true, "{repeated}");
     assert_eq!(repeated["runs"], answer["runs"]);
     std::fs::write(
@@ -694,7 +712,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         r#"[{"queue": "get", "kind": "sim"}, {"queue": "get", "kind": "sim", "priority": 0}]"#,
     )
     .unwrap();
-    let (accepted, answer) = integrator(&jobs, "integrator-2");
+    let (accepted, answer, _) = integrator(&[file, "integrator-2"]);
     assert!(!accepted && answer["accepted"] == false, "{answer}");
     assert_eq!(
         (&answer["error"]["job"], &answer["error"]["field"]),

@@ -76,6 +76,12 @@ impl Namespace {
         format!("{}.demand.{queue}", self.0)
     }
 
+    /// The end of a run of `queue` against `target`, on the outcome feed.
+    pub fn outcome_subject(&self, queue: &QueueName, target: Option<&TargetId>) -> String {
+        let target = target.map_or(NO_TARGET, TargetId::as_str);
+        format!("{}.outcomes.{queue}.{target}", self.0)
+    }
+
     /// Audit events of one source (`balancer`, `workers`, `dispatcher`).
     pub fn event_subject(&self, source: &str) -> String {
         format!("{}.events.{source}", self.0)
@@ -124,6 +130,14 @@ impl Namespace {
 
     pub fn dead_stream(&self) -> String {
         self.stream("DEAD")
+    }
+
+    pub fn outcomes_stream(&self) -> String {
+        self.stream("OUTCOMES")
+    }
+
+    pub fn outcomes_wildcard(&self) -> String {
+        self.wildcard("outcomes")
     }
 
     pub fn dead_wildcard(&self) -> String {

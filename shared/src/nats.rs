@@ -22,6 +22,8 @@ pub struct TopologySettings {
     pub duplicate_window: Duration,
     /// How long audit events are kept.
     pub events_max_age: Duration,
+    /// How long the outcome feed keeps a run's outcome (`FARO_OUTCOMES_MAX_AGE`).
+    pub outcomes_max_age: Duration,
     /// Copies of every stream and bucket (`FARO_JETSTREAM_REPLICAS`): 1 on a single server, 3
     /// on a three-node cluster, so losing one node loses no stored run, result or lease.
     pub replicas: usize,
@@ -57,13 +59,27 @@ impl TopologySettings {
                 ),
             });
         }
+        let outcomes_max_age = env.duration("FARO_OUTCOMES_MAX_AGE", DEFAULT_OUTCOMES_MAX_AGE)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&outcomes_max_age)
+        {
+            return Err(crate::config::ConfigError {
+                var: "FARO_OUTCOMES_MAX_AGE".to_owned(),
+                value: format!("{outcomes_max_age:?}"),
+                expected: "a duration from 1m to 30d (1d by default)".to_owned(),
+            });
+        }
         Ok(Self {
             replicas,
             max_bytes,
+            outcomes_max_age,
             ..Self::default()
         })
     }
 }
+
+/// How long the outcome feed keeps an outcome by default: a day (its share of the store may
+/// drop the oldest sooner).
+pub const DEFAULT_OUTCOMES_MAX_AGE: Duration = Duration::from_secs(86_400);
 
 /// What faro's streams and buckets may store in all by default: 8 GiB, within the 10G
 /// `max_file_store` of `nats/nats-server.conf`.
@@ -90,6 +106,8 @@ pub struct StoreLimits {
     pub demand: i64,
     pub dead_letters: i64,
     pub events: i64,
+    /// The outcome feed: its oldest outcomes go first when it is full.
+    pub outcomes: i64,
     pub workers: i64,
     pub assignments: i64,
     pub leases: i64,
@@ -98,8 +116,8 @@ pub struct StoreLimits {
 
 impl StoreLimits {
     /// Pure: `max_bytes` shared out, in thousandths: submissions 150, jobs 250, results 300,
-    /// events 100, dead letters 50, demand 20, and the buckets 20 each (leases 40); 30 are
-    /// left unreserved.
+    /// events 50, outcomes 50, dead letters 50, demand 20, and the buckets 20 each (leases
+    /// 40); 30 are left unreserved.
     pub fn of(max_bytes: u64) -> Self {
         let share =
             |thousandths: u64| i64::try_from(max_bytes / 1000 * thousandths).unwrap_or(i64::MAX);
@@ -109,7 +127,8 @@ impl StoreLimits {
             results: share(300),
             demand: share(20),
             dead_letters: share(50),
-            events: share(100),
+            events: share(50),
+            outcomes: share(50),
             workers: share(20),
             assignments: share(20),
             leases: share(40),
@@ -124,6 +143,7 @@ impl Default for TopologySettings {
             heartbeat_ttl: Duration::from_secs(60),
             duplicate_window: Duration::from_secs(120),
             events_max_age: Duration::from_secs(7 * 24 * 3600),
+            outcomes_max_age: DEFAULT_OUTCOMES_MAX_AGE,
             replicas: 1,
             max_bytes: DEFAULT_JETSTREAM_MAX_BYTES,
         }
@@ -344,6 +364,19 @@ async fn declare_topology(
             num_replicas: settings.replicas,
             ..Default::default()
         },
+        // Each run's end, for integrators to follow (`faro.outcomes.<queue>.<target>`): a
+        // feed, so the oldest go when it is full or too old, never blocking a run.
+        stream::Config {
+            name: ns.outcomes_stream(),
+            subjects: vec![ns.outcomes_wildcard()],
+            max_age: settings.outcomes_max_age,
+            max_bytes: limits.outcomes,
+            discard: stream::DiscardPolicy::Old,
+            duplicate_window: settings.duplicate_window,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        },
         stream::Config {
             name: ns.events_stream(),
             subjects: vec![ns.events_wildcard()],
@@ -441,6 +474,7 @@ pub fn check_limits(
         ("dead-letter stream", limits.dead_letters, large),
         ("demand stream", limits.demand, small),
         ("events stream", limits.events, small),
+        ("outcomes stream", limits.outcomes, small),
         ("workers bucket", limits.workers, small),
         ("assignments bucket", limits.assignments, small),
         ("leases bucket", limits.leases, small),
@@ -632,6 +666,7 @@ mod tests {
                 limits.demand,
                 limits.dead_letters,
                 limits.events,
+                limits.outcomes,
                 limits.workers,
                 limits.assignments,
                 limits.leases,

@@ -20,6 +20,7 @@ mod limits;
 mod load;
 mod maintenance;
 mod metrics;
+mod outcomes;
 mod permissions;
 mod pipeline;
 mod recurring;

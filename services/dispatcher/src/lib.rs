@@ -37,6 +37,7 @@ pub mod history;
 mod intake;
 pub mod leader;
 pub mod metrics;
+mod outcomes;
 pub mod plan;
 mod publisher;
 mod results;

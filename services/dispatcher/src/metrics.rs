@@ -33,6 +33,7 @@ pub const HISTORY_HELD_RUNS: &str = "faro_dispatcher_history_held_runs";
 pub const HISTORY_PARTITIONS_DROPPED: &str = "faro_dispatcher_history_partitions_dropped_total";
 pub const HISTORY_ERRORS: &str = "faro_dispatcher_history_errors_total";
 pub const TABLE_BYTES: &str = "faro_dispatcher_table_bytes";
+pub const OUTCOMES: &str = "faro_dispatcher_outcomes_total";
 
 /// Every metric above, with its kind, unit and help text.
 pub const METRICS: &[Metric] = &[
@@ -90,6 +91,11 @@ pub const METRICS: &[Metric] = &[
         RESULTS,
         Unit::Count,
         "Runs ended by a result recorded, by outcome (the run's final status).",
+    ),
+    Metric::counter(
+        OUTCOMES,
+        Unit::Count,
+        "Run outcomes put on the outcome feed (`result`: `published`, or `failed` when NATS did not store one; the run's record has it either way).",
     ),
     Metric::counter(
         RESULTS_IGNORED,

@@ -1,5 +1,6 @@
 //! The results task (the completer): pulls results, records them, frees slots, starts chains.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use faro_shared::domain::JobId;
 use faro_shared::messages::RunMessage;
-use faro_shared::messages::RunResult;
+use faro_shared::messages::{RunOutcome, RunResult};
 use faro_shared::nats;
 use faro_shared::snmp::ValuesChunk;
 use futures::StreamExt;
@@ -274,5 +275,33 @@ pub(crate) async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyh
         );
     }
     dispatch(d, recording.triggered);
+    // The feed, before the results are acknowledged: every run this batch ended; the chained
+    // runs it skipped; and the runs a repeated result finds ended by its own attempt, whose
+    // outcome may not be on the feed yet (a leader that died after recording them).
+    let by_run: HashMap<uuid::Uuid, &RunResult> = results.iter().map(|r| (r.run_id, r)).collect();
+    let mut ended: Vec<RunOutcome> = recording
+        .ended
+        .iter()
+        .filter_map(|(run, status)| by_run.get(run).map(|r| RunOutcome::of_result(r, *status)))
+        .collect();
+    let read_back: Vec<uuid::Uuid> = recording
+        .skipped
+        .iter()
+        .chain(&recording.late)
+        .copied()
+        .collect();
+    match store::ended_outcomes(&d.pool, &read_back).await {
+        Ok(stored) => ended.extend(stored.into_iter().filter(|outcome| {
+            recording.skipped.contains(&outcome.run_id)
+                || by_run
+                    .get(&outcome.run_id)
+                    .is_some_and(|r| r.attempt == outcome.attempt)
+        })),
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot read the outcomes of skipped or repeated runs; the runs' records have them"
+        ),
+    }
+    crate::outcomes::publish(d, &ended).await;
     Ok(())
 }

@@ -100,6 +100,100 @@ pub struct RunResult {
     pub error: Option<String>,
 }
 
+/// A run's end on the outcome feed, `faro.outcomes.<queue>.<target>`: what an integrator
+/// follows instead of asking. One per run that ends (its `Nats-Msg-Id` is
+/// `outcome:<run id>`, so a repeat within the duplicate window is dropped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub run_id: Uuid,
+    pub job_id: JobId,
+    pub queue: QueueName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetId>,
+    /// The attempt that ended it.
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `timed_out`, `cancelled` or `skipped`.
+    pub status: crate::domain::RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// What the worker reported: a `sim` run's duration, an SNMP run's value count, a
+    /// program's exit code with its output cut to [`RunOutcome::OUTPUT_BYTES`] each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<RunOutput>,
+    #[serde(default)]
+    pub simulated: bool,
+}
+
+impl RunOutcome {
+    /// Most bytes of a program's standard output, and of its standard error, on the feed
+    /// (the run's record keeps 64 KiB).
+    pub const OUTPUT_BYTES: usize = 1024;
+
+    /// The `Nats-Msg-Id` that puts a run's outcome on the feed once.
+    pub fn msg_id(&self) -> String {
+        format!("outcome:{}", self.run_id)
+    }
+
+    /// The outcome of the run `result` ended with `status`.
+    pub fn of_result(result: &RunResult, status: crate::domain::RunStatus) -> Self {
+        let cut = |text: &str| -> (String, bool) {
+            if text.len() <= Self::OUTPUT_BYTES {
+                return (text.to_owned(), false);
+            }
+            let mut end = Self::OUTPUT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            (text[..end].to_owned(), true)
+        };
+        let output = result.output.as_ref().map(|output| match output {
+            RunOutput::Exec {
+                exit_code,
+                stdout,
+                stderr,
+                truncated,
+            } => {
+                let ((stdout, cut_out), (stderr, cut_err)) = (cut(stdout), cut(stderr));
+                RunOutput::Exec {
+                    exit_code: *exit_code,
+                    stdout,
+                    stderr,
+                    truncated: *truncated || cut_out || cut_err,
+                }
+            }
+            other => other.clone(),
+        });
+        Self {
+            run_id: result.run_id,
+            job_id: result.job_id.clone(),
+            queue: result.queue.clone(),
+            target: result.target.clone(),
+            attempt: result.attempt,
+            status,
+            error: result.error.clone(),
+            worker_id: Some(result.worker_id.clone()),
+            started_at: Some(result.started_at),
+            finished_at: result.finished_at,
+            duration_ms: u64::try_from((result.finished_at - result.started_at).num_milliseconds())
+                .ok(),
+            output,
+            simulated: result.simulated,
+        }
+    }
+
+    /// Where it goes on the feed.
+    pub fn subject(&self, ns: &Namespace) -> String {
+        ns.outcome_subject(&self.queue, self.target.as_ref())
+    }
+}
+
 impl RunResult {
     /// Whether its error or its program's output holds a NUL character.
     pub fn has_nul(&self) -> bool {
@@ -157,6 +251,58 @@ impl RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outcome_tells_the_run_its_end_and_a_programs_output_cut_short() {
+        let started = Utc::now();
+        let result = RunResult {
+            run_id: Uuid::now_v7(),
+            attempt: 2,
+            job_id: JobId::parse("j1").unwrap(),
+            queue: QueueName::parse("q").unwrap(),
+            target: Some(TargetId::parse("olt-1").unwrap()),
+            worker_id: WorkerId::parse("w1").unwrap(),
+            outcome: Outcome::Failed,
+            simulated: false,
+            started_at: started,
+            finished_at: started + chrono::Duration::milliseconds(1500),
+            // A two-byte character across the cut: it is cut before, never split.
+            output: Some(RunOutput::Exec {
+                exit_code: Some(3),
+                stdout: format!("{}é", "x".repeat(RunOutcome::OUTPUT_BYTES - 1)),
+                stderr: "short".into(),
+                truncated: false,
+            }),
+            error: Some("exit code 3".into()),
+        };
+        let outcome = RunOutcome::of_result(&result, crate::domain::RunStatus::Failed);
+        assert_eq!(outcome.msg_id(), format!("outcome:{}", result.run_id));
+        assert_eq!(
+            outcome.subject(&Namespace::default()),
+            "faro.outcomes.q.olt-1"
+        );
+        assert_eq!((outcome.attempt, outcome.duration_ms), (2, Some(1500)));
+        assert_eq!(outcome.error.as_deref(), Some("exit code 3"));
+        let Some(RunOutput::Exec {
+            exit_code,
+            stdout,
+            stderr,
+            truncated,
+        }) = outcome.output
+        else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(exit_code, Some(3));
+        assert_eq!(stdout.len(), RunOutcome::OUTPUT_BYTES - 1);
+        assert_eq!(stderr, "short");
+        assert!(truncated);
+        let json = serde_json::to_value(RunOutcome::of_result(
+            &result,
+            crate::domain::RunStatus::Failed,
+        ))
+        .unwrap();
+        assert_eq!(json["status"], "failed", "{json}");
+    }
 
     #[test]
     fn a_msg_id_names_its_run_and_attempt() {

@@ -30,7 +30,7 @@ pub use outbox::{
     unpublished_runs,
 };
 pub use pages::runs_page;
-pub use results::{record_results, Recording};
+pub use results::{ended_outcomes, record_results, Recording};
 pub use submissions::{
     record_rejection, record_submission, submission_progress, submission_record, Recorded,
 };

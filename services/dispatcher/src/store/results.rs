@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
-use faro_shared::domain::{Retryable, RunStatus};
+use faro_shared::domain::{JobId, QueueName, Retryable, RunStatus, TargetId, WorkerId};
 use faro_shared::messages::{RunMessage, RunResult};
 use uuid::Uuid;
 
@@ -426,4 +426,63 @@ async fn insert_attempts(
     .await
     .context("cannot record attempts")?;
     Ok(())
+}
+
+/// The outcomes of those of `ids` that have ended, read back from their records (for the
+/// outcome feed: a chained run skipped, a result delivered again after its outcome may not
+/// have been published). Each is read by its id, never by a scan.
+pub async fn ended_outcomes(
+    pool: &Pool,
+    ids: &[Uuid],
+) -> anyhow::Result<Vec<faro_shared::messages::RunOutcome>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = pool.get().await.context("no PostgreSQL connection")?;
+    let rows = client
+        .query(
+            "SELECT r.id, r.job_id, r.queue, r.target, r.attempt, r.status, r.error, r.worker_id,
+                    r.started_at, r.finished_at, COALESCE(r.simulated, false)
+               FROM unnest($1::uuid[]) AS i(id)
+              CROSS JOIN LATERAL (SELECT * FROM runs r WHERE r.id = i.id LIMIT 1) r",
+            &[&ids],
+        )
+        .await
+        .context("cannot read ended runs")?;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let status: RunStatus = row
+            .get::<_, String>(5)
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        if !status.is_terminal() {
+            continue;
+        }
+        let started_at: Option<DateTime<Utc>> = row.get(8);
+        let finished_at: Option<DateTime<Utc>> = row.get(9);
+        let finished_at = finished_at.unwrap_or_else(Utc::now);
+        outcomes.push(faro_shared::messages::RunOutcome {
+            run_id: row.get(0),
+            job_id: JobId::parse(row.get::<_, String>(1))?,
+            queue: QueueName::parse(row.get::<_, String>(2))?,
+            target: row
+                .get::<_, Option<String>>(3)
+                .map(TargetId::parse)
+                .transpose()?,
+            attempt: u32::try_from(row.get::<_, i32>(4)).unwrap_or(1),
+            status,
+            error: row.get(6),
+            worker_id: row
+                .get::<_, Option<String>>(7)
+                .map(WorkerId::parse)
+                .transpose()?,
+            started_at,
+            finished_at,
+            duration_ms: started_at
+                .and_then(|at| u64::try_from((finished_at - at).num_milliseconds()).ok()),
+            output: None,
+            simulated: row.get(10),
+        });
+    }
+    Ok(outcomes)
 }

@@ -1,0 +1,108 @@
+//! The outcome feed: each run's end on `faro.outcomes.<queue>.<target>`, once, with what an
+//! integrator needs (job, attempt, status, error, timings, output).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use faro_bench::system::{Options, System};
+use faro_shared::messages::{Request as _, RunOutcome, RunOutput, SubmitReply, SubmitRequest};
+
+/// Waits until the outcome stream holds `count` messages; them, by run id, with subjects.
+async fn outcomes(system: &System, count: u64) -> BTreeMap<uuid::Uuid, (String, RunOutcome)> {
+    let mut stream = system
+        .js
+        .get_stream(system.ns.outcomes_stream())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = stream.info().await.unwrap().state.clone();
+        if state.messages >= count {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} outcomes of {count} after 30 s",
+            state.messages
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = stream.info().await.unwrap().state.clone();
+    let mut read = BTreeMap::new();
+    for sequence in state.first_sequence..=state.last_sequence {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let outcome: RunOutcome = serde_json::from_slice(&message.payload).unwrap();
+        let id = message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|id| id.as_str().to_owned());
+        assert_eq!(id, Some(outcome.msg_id()));
+        let previous = read.insert(outcome.run_id, (message.subject.to_string(), outcome));
+        assert!(previous.is_none(), "a run's outcome twice: {previous:?}");
+    }
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ended_run_is_on_the_outcome_feed_once_with_its_end() {
+    let system = System::start(Options::default()).await.unwrap();
+    let sim = |outcome: &str| serde_json::json!({"duration_ms": 20, "outcomes": {outcome: 1}});
+    let body = serde_json::json!({"jobs": [
+        {"id": "fine", "queue": "q", "kind": "sim", "target": "olt-1", "params": sim("succeeded")},
+        {"id": "broken", "queue": "q", "kind": "sim", "target": "olt-2", "params": sim("failed"),
+         "max_attempts": 1},
+        {"id": "after-broken", "queue": "q", "kind": "sim", "target": "olt-2",
+         "params": sim("succeeded"), "after": "broken"},
+        {"id": "untargeted", "queue": "q", "kind": "sim", "params": sim("succeeded")}]});
+    let answer = system
+        .client
+        .request(
+            SubmitRequest::subject(&system.ns),
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: SubmitReply = SubmitRequest::decode_reply(&answer.payload).unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let run_of = |job: &str| {
+        reply
+            .runs
+            .iter()
+            .find(|r| r.job_id.as_str() == job)
+            .unwrap()
+            .run_id
+    };
+
+    // Three runs and the chained run their failure skipped.
+    let feed = outcomes(&system, 4).await;
+    let ns = system.ns.as_str();
+    let (subject, fine) = &feed[&run_of("fine")];
+    assert_eq!(subject, &format!("{ns}.outcomes.q.olt-1"));
+    assert_eq!(
+        (fine.job_id.as_str(), fine.attempt, fine.status.as_str()),
+        ("fine", 1, "succeeded")
+    );
+    assert!(fine.worker_id.is_some() && fine.simulated, "{fine:?}");
+    assert!(fine.duration_ms.is_some_and(|ms| ms >= 20), "{fine:?}");
+    assert!(
+        matches!(fine.output, Some(RunOutput::Sim { .. })),
+        "{fine:?}"
+    );
+    let (_, broken) = &feed[&run_of("broken")];
+    assert_eq!(broken.status.as_str(), "failed");
+    assert!(broken.error.is_some(), "{broken:?}");
+    let (subject, untargeted) = &feed[&run_of("untargeted")];
+    assert_eq!(untargeted.status.as_str(), "succeeded");
+    assert!(
+        subject.starts_with(&format!("{ns}.outcomes.q.")),
+        "{subject}"
+    );
+    let (subject, skipped) = feed
+        .values()
+        .find(|(_, o)| o.job_id.as_str() == "after-broken")
+        .expect("the skipped chained run is on the feed");
+    assert_eq!(subject, &format!("{ns}.outcomes.q.olt-2"));
+    assert_eq!(skipped.status.as_str(), "skipped");
+    assert_eq!(feed.len(), 4, "{feed:?}");
+    system.stop().await.unwrap();
+}
