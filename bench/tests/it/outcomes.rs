@@ -106,3 +106,32 @@ async fn each_ended_run_is_on_the_outcome_feed_once_with_its_end() {
     assert_eq!(feed.len(), 4, "{feed:?}");
     system.stop().await.unwrap();
 }
+
+/// `FARO_OUTCOME_FEED=false`: runs end as before, and nothing goes on the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_feed_off_runs_end_and_nothing_is_published() {
+    let system = System::start(Options {
+        env: vec![("FARO_OUTCOME_FEED".into(), "false".into())],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let jobs: Vec<_> = (0..20)
+        .map(|i| {
+            serde_json::json!({"queue": "q", "kind": "sim", "target": format!("olt-{}", i % 4),
+                               "params": {"duration_ms": 0, "outcomes": {"succeeded": 1}}})
+        })
+        .collect();
+    system.submit_jobs(&jobs, "off").await.unwrap();
+    system
+        .wait_terminal(20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut stream = system
+        .js
+        .get_stream(system.ns.outcomes_stream())
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    system.stop().await.unwrap();
+}

@@ -44,6 +44,9 @@ pub struct Config {
     /// How long submissions and the one-shot jobs they defined are kept
     /// (`FARO_SUBMISSIONS_RETENTION`, 30 d).
     pub submissions_retention: Duration,
+    /// Whether each run's end goes on the outcome feed (`FARO_OUTCOME_FEED`, on): a
+    /// JetStream message per run, a tenth or so of the throughput at full load.
+    pub outcome_feed: bool,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             },
             runs_retention: retention(env, "FARO_RUNS_RETENTION")?,
             submissions_retention: retention(env, "FARO_SUBMISSIONS_RETENTION")?,
+            outcome_feed: env.bool("FARO_OUTCOME_FEED", true)?,
         })
     }
 }

@@ -275,6 +275,9 @@ pub(crate) async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyh
         );
     }
     dispatch(d, recording.triggered);
+    if !d.config.outcome_feed {
+        return Ok(());
+    }
     // The feed, before the results are acknowledged: every run this batch ended; the chained
     // runs it skipped; and the runs a repeated result finds ended by its own attempt, whose
     // outcome may not be on the feed yet (a leader that died after recording them).
