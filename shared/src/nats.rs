@@ -364,8 +364,20 @@ async fn declare_topology(
             num_replicas: settings.replicas,
             ..Default::default()
         },
+        stream::Config {
+            name: ns.events_stream(),
+            subjects: vec![ns.events_wildcard()],
+            max_age: settings.events_max_age,
+            max_bytes: limits.events,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        },
         // Each run's end, for integrators to follow (`faro.outcomes.<queue>.<target>`): a
-        // feed, so the oldest go when it is full or too old, never blocking a run.
+        // feed, so the oldest go when it is full or too old, never blocking a run. Declared
+        // after the events stream, whose share it took: an events stream made by an older
+        // version shrinks first, so the two never need more than the store.
         stream::Config {
             name: ns.outcomes_stream(),
             subjects: vec![ns.outcomes_wildcard()],
@@ -373,16 +385,6 @@ async fn declare_topology(
             max_bytes: limits.outcomes,
             discard: stream::DiscardPolicy::Old,
             duplicate_window: settings.duplicate_window,
-            storage: stream::StorageType::File,
-            num_replicas: settings.replicas,
-            ..Default::default()
-        },
-        stream::Config {
-            name: ns.events_stream(),
-            subjects: vec![ns.events_wildcard()],
-            max_age: settings.events_max_age,
-            max_bytes: limits.events,
-            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
             ..Default::default()

@@ -116,6 +116,13 @@ async fn a_submission_by_request_is_answered_with_its_runs_or_with_why_it_is_ref
     assert_ne!(first.submission_id, second.submission_id);
     assert_ne!(first.runs, second.runs);
 
+    // A name longer than 200 bytes is refused, not recorded.
+    let long = "x".repeat(201);
+    let refused = submit(&system, &once, Some(&long)).await;
+    assert!(!refused.accepted, "{refused:?}");
+    let error = refused.error.expect("a refusal says why");
+    assert!(error.problem.contains("1 to 200 bytes"), "{error:?}");
+
     // Text that is not JSON is refused with where it went wrong.
     let answer = system
         .client

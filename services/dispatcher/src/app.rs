@@ -381,6 +381,7 @@ async fn lead(
         cancelled: Mutex::new(Cancelled::default()),
         slot_times: Mutex::default(),
         settings: tokio::sync::Mutex::new(()),
+        intake: tokio::sync::Mutex::new(()),
         devices: std::sync::RwLock::default(),
         snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
     });

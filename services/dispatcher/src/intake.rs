@@ -153,6 +153,8 @@ pub(crate) async fn take_in(d: &Dispatcher, id: &str, payload: &[u8]) -> anyhow:
         Err(error) => return Ok(Intake::Refused(error)),
     };
     let runs = plan_submission(&submission);
+    // One submission at a time from here to its chains defined (see `Dispatcher::intake`).
+    let _one_at_a_time = d.intake.lock().await;
     // Chains must stay acyclic, counting the chains already defined.
     let edges: Vec<(JobId, JobId)> = runs
         .iter()
@@ -264,10 +266,21 @@ pub(crate) async fn submit_request(
     payload: &[u8],
 ) -> anyhow::Result<SubmitReply> {
     let id = match named {
-        Some(id) if id.is_empty() || id.len() > MAX_SUBMISSION_ID => anyhow::bail!(
-            "a Nats-Msg-Id of {} bytes cannot name a submission; expected 1 to {MAX_SUBMISSION_ID} bytes, or none",
-            id.len()
-        ),
+        // Refused like a bad file (sending it again would not help), never recorded.
+        Some(id) if id.is_empty() || id.len() > MAX_SUBMISSION_ID => {
+            return Ok(SubmitReply {
+                submission_id: String::new(),
+                accepted: false,
+                duplicate: false,
+                runs: Vec::new(),
+                defined: Vec::new(),
+                error: Some(JobFileError::whole(format!(
+                    "a Nats-Msg-Id of {} bytes cannot name a submission; expected 1 to \
+                     {MAX_SUBMISSION_ID} bytes, or none",
+                    id.len()
+                ))),
+            })
+        }
         Some(id) => id,
         None => format!("api-{}", uuid::Uuid::now_v7()),
     };

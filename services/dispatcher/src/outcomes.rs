@@ -2,7 +2,8 @@
 //! follow. Published once the end is recorded and before the result that ended it is
 //! acknowledged, so a leader that dies in between has the result delivered again, finds the
 //! run ended by that same attempt, and publishes its outcome then (the `Nats-Msg-Id` drops
-//! a repeat within the duplicate window).
+//! a repeat within the duplicate window). An outcome NATS does not store in time is counted
+//! and logged, not tried again: the result is acknowledged, and the run's record has it.
 
 use std::time::Duration;
 
@@ -34,20 +35,22 @@ pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
         ack.await?;
         anyhow::Ok(())
     });
-    let stored = tokio::time::timeout(ACK_WAIT, futures::future::join_all(sends)).await;
-    let (published, failed) = match stored {
-        Ok(stored) => {
-            let failed: Vec<String> = stored
-                .into_iter()
-                .filter_map(|sent| sent.err().map(|error| format!("{error:#}")))
-                .collect();
-            (outcomes.len() - failed.len(), failed)
+    // Each bounded on its own: those stored are counted as stored, whatever the others do.
+    let sends = sends.map(|send| async move {
+        match tokio::time::timeout(ACK_WAIT, send).await {
+            Ok(sent) => sent,
+            Err(_) => Err(anyhow::anyhow!(
+                "not stored within {} s",
+                ACK_WAIT.as_secs()
+            )),
         }
-        Err(_) => (
-            0,
-            vec![format!("not stored within {} s", ACK_WAIT.as_secs())],
-        ),
-    };
+    });
+    let failed: Vec<String> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter_map(|sent| sent.err().map(|error| format!("{error:#}")))
+        .collect();
+    let published = outcomes.len() - failed.len();
     metrics::counter!(m::OUTCOMES, "result" => "published").increment(published as u64);
     if !failed.is_empty() {
         let lost = outcomes.len() - published;

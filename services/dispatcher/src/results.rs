@@ -281,7 +281,7 @@ pub(crate) async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyh
     // The feed, before the results are acknowledged: every run this batch ended; the chained
     // runs it skipped; and the runs a repeated result finds ended by its own attempt, whose
     // outcome may not be on the feed yet (a leader that died after recording them).
-    let by_run: HashMap<uuid::Uuid, &RunResult> = results.iter().map(|r| (r.run_id, r)).collect();
+    let by_run = newest_attempts(results);
     let mut ended: Vec<RunOutcome> = recording
         .ended
         .iter()
@@ -301,10 +301,50 @@ pub(crate) async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyh
                     .is_some_and(|r| r.attempt == outcome.attempt)
         })),
         Err(error) => tracing::warn!(
-            error = format!("{error:#}"),
+            error = faro_shared::pg::error_text(&error),
             "cannot read the outcomes of skipped or repeated runs; the runs' records have them"
         ),
     }
     crate::outcomes::publish(d, &ended).await;
     Ok(())
+}
+
+/// Pure: each run's result of its newest attempt in `results`, the one that may have ended
+/// it: a later attempt exists only once an earlier one failed, so an older result beside it
+/// is late.
+fn newest_attempts(results: &[RunResult]) -> HashMap<uuid::Uuid, &RunResult> {
+    let mut by_run: HashMap<uuid::Uuid, &RunResult> = HashMap::with_capacity(results.len());
+    for result in results {
+        let newest = by_run.entry(result.run_id).or_insert(result);
+        if result.attempt > newest.attempt {
+            *newest = result;
+        }
+    }
+    by_run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_outcome_is_of_its_newest_attempt_whatever_the_order() {
+        let run = uuid::Uuid::now_v7();
+        let result = |attempt, worker: &str| {
+            let mut r = crate::fixtures::result(run, faro_shared::domain::Outcome::Succeeded);
+            r.attempt = attempt;
+            r.worker_id = faro_shared::domain::WorkerId::parse(worker).unwrap();
+            r
+        };
+        // Attempt 2's success, then attempt 1's late failure: the outcome is attempt 2's.
+        let batch = [result(2, "w2"), result(1, "w1")];
+        let newest = newest_attempts(&batch);
+        assert_eq!(newest.len(), 1);
+        assert_eq!(
+            (newest[&run].attempt, newest[&run].worker_id.as_str()),
+            (2, "w2")
+        );
+        let batch = [result(1, "w1"), result(2, "w2")];
+        assert_eq!(newest_attempts(&batch)[&run].attempt, 2);
+    }
 }

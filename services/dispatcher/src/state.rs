@@ -55,6 +55,10 @@ pub(crate) struct Dispatcher {
     /// Held from reading the settings to applying them, and from storing a changed setting to
     /// applying it: a reload that read before a change never applies after it.
     pub(crate) settings: tokio::sync::Mutex<()>,
+    /// Held by one submission at a time, from checking its chains for cycles to defining
+    /// them: `faro.submit` messages and `submit` requests come in at once, and two that close
+    /// a cycle between them must not both pass the check.
+    pub(crate) intake: tokio::sync::Mutex<()>,
     /// Address and credentials of each target, attached to the SNMP runs published.
     pub(crate) devices: std::sync::RwLock<Arc<HashMap<TargetId, Device>>>,
     /// `snmp.test_mode`: SNMP runs are published to be simulated.
