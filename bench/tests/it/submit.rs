@@ -134,3 +134,40 @@ async fn a_submission_by_request_is_answered_with_its_runs_or_with_why_it_is_ref
     assert_eq!((error.line, error.column), (Some(1), Some(2)), "{error:?}");
     system.stop().await.unwrap();
 }
+
+/// Two submissions that close a chain cycle between them, sent at once (requests are
+/// answered four at a time): never both accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_closing_a_chain_cycle_between_them_are_never_both_accepted() {
+    let system = System::start(Options::default()).await.unwrap();
+    let sim = serde_json::json!({"duration_ms": 0, "outcomes": {"succeeded": 1}});
+    const PAIRS: usize = 10;
+    let jobs: Vec<_> = (0..PAIRS)
+        .flat_map(|i| {
+            [format!("a-{i}"), format!("b-{i}")]
+                .map(|id| serde_json::json!({"id": id, "queue": "q", "kind": "sim", "params": sim}))
+        })
+        .collect();
+    let defined = submit(&system, &serde_json::json!({ "jobs": jobs }), None).await;
+    assert!(defined.accepted, "{defined:?}");
+    let chained = |job: &str, after: &str| {
+        serde_json::json!({"jobs": [{"id": job, "queue": "q", "kind": "sim", "params": sim,
+                                     "after": after}]})
+    };
+    let requests: Vec<_> = (0..PAIRS)
+        .flat_map(|i| {
+            let (a, b) = (format!("a-{i}"), format!("b-{i}"));
+            [chained(&a, &b), chained(&b, &a)]
+        })
+        .collect();
+    let answers =
+        futures::future::join_all(requests.iter().map(|body| submit(&system, body, None))).await;
+    for (i, pair) in answers.chunks(2).enumerate() {
+        let accepted = pair.iter().filter(|answer| answer.accepted).count();
+        assert_eq!(accepted, 1, "pair {i}: {pair:?}");
+        let refused = pair.iter().find(|answer| !answer.accepted).unwrap();
+        let error = refused.error.as_ref().unwrap();
+        assert_eq!(error.field.as_deref(), Some("after"), "{error:?}");
+    }
+    system.stop().await.unwrap();
+}
