@@ -268,29 +268,17 @@ pub(crate) async fn submit_request(
     let id = match named {
         // Refused like a bad file (sending it again would not help), never recorded.
         Some(id) if id.is_empty() || id.len() > MAX_SUBMISSION_ID => {
-            return Ok(SubmitReply {
-                submission_id: String::new(),
-                accepted: false,
-                duplicate: false,
-                runs: Vec::new(),
-                defined: Vec::new(),
-                error: Some(JobFileError::whole(format!(
+            return Ok(SubmitReply::refused(
+                String::new(),
+                JobFileError::whole(format!(
                     "a Nats-Msg-Id of {} bytes cannot name a submission; expected 1 to \
                      {MAX_SUBMISSION_ID} bytes, or none",
                     id.len()
-                ))),
-            })
+                )),
+            ))
         }
         Some(id) => id,
         None => format!("api-{}", uuid::Uuid::now_v7()),
-    };
-    let reply = |accepted, duplicate, runs, defined, error| SubmitReply {
-        submission_id: id.clone(),
-        accepted,
-        duplicate,
-        runs,
-        defined,
-        error,
     };
     let taken =
         match take_in(d, &id, payload).await {
@@ -306,20 +294,18 @@ pub(crate) async fn submit_request(
             },
         };
     Ok(match taken {
-        Intake::New { runs, defined } => reply(true, false, runs, defined, None),
+        Intake::New { runs, defined } => SubmitReply::accepted(id, runs, defined, false),
         Intake::Duplicate => match store::submission_record(&d.pool, &id).await? {
-            (Some(reason), _) => reply(
-                false,
-                true,
-                Vec::new(),
-                Vec::new(),
-                Some(JobFileError::whole(reason)),
-            ),
-            (None, runs) => reply(true, true, runs, Vec::new(), None),
+            // Refused when it came by `faro.submit` (a refusal here is never recorded).
+            (Some(reason), _) => SubmitReply {
+                duplicate: true,
+                ..SubmitReply::refused(id, JobFileError::whole(reason))
+            },
+            (None, runs) => SubmitReply::accepted(id, runs, Vec::new(), true),
         },
         Intake::Refused(error) => {
             refused(d, &id, &error).await;
-            reply(false, false, Vec::new(), Vec::new(), Some(error))
+            SubmitReply::refused(id, error)
         }
     })
 }

@@ -16,10 +16,10 @@ use crate::state::Dispatcher;
 /// hold results.
 const ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// Puts `outcomes` on the feed and waits for NATS to store them (at most [`ACK_WAIT`]). One
+/// Puts `outcomes` on the feed (its caller asks only when `FARO_OUTCOME_FEED` is on) and waits for NATS to store them (at most [`ACK_WAIT`]). One
 /// that is not stored is logged and counted, never retried: the run's record has it.
 pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
-    if outcomes.is_empty() || !d.config.outcome_feed {
+    if outcomes.is_empty() {
         return;
     }
     let sends = outcomes.iter().map(|outcome| async move {

@@ -341,6 +341,37 @@ pub struct SubmitReply {
     pub error: Option<crate::jobfile::JobFileError>,
 }
 
+impl SubmitReply {
+    /// Submission `id` accepted with `runs` (of the first submission, for a `duplicate`).
+    pub fn accepted(
+        id: String,
+        runs: Vec<SubmittedRun>,
+        defined: Vec<JobId>,
+        duplicate: bool,
+    ) -> Self {
+        Self {
+            submission_id: id,
+            accepted: true,
+            duplicate,
+            runs,
+            defined,
+            error: None,
+        }
+    }
+
+    /// Submission `id` refused whole, with why.
+    pub fn refused(id: String, error: crate::jobfile::JobFileError) -> Self {
+        Self {
+            submission_id: id,
+            accepted: false,
+            duplicate: false,
+            runs: Vec::new(),
+            defined: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
 /// The request of `faro.api.dispatcher.submission`: how far these submissions are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmissionQuery {
