@@ -4,7 +4,7 @@
 
     FARO_NATS_PASSWORD=... python3 examples/nats-submit.py [--follow] jobs.json [SUBMISSION_ID]
 
-Reads FARO_NATS_URL (nats://127.0.0.1:4222) and FARO_NATS_USER (cli), as faro does. The
+Reads FARO_NATS_URL (nats://127.0.0.1:4222) and FARO_NATS_USER (submitter), as faro does. The
 answer is JSON: {"submission_id", "accepted": true, "runs": [{"job_id", "run_id"}], ...} or
 {"accepted": false, "error": {"job", "field", "problem"}}. Each outcome is one line of JSON:
 {"run_id", "job_id", "queue", "target", "attempt", "status", "error", "finished_at", ...}.
@@ -24,7 +24,7 @@ FOLLOW_LIMIT = 60.0
 
 
 async def submit(body: bytes, submission_id: str | None, follow: bool) -> int:
-    user = os.environ.get("FARO_NATS_USER", "cli")
+    user = os.environ.get("FARO_NATS_USER", "submitter")
     client = await nats.connect(
         os.environ.get("FARO_NATS_URL", "nats://127.0.0.1:4222"),
         user=user,
@@ -36,8 +36,12 @@ async def submit(body: bytes, submission_id: str | None, follow: bool) -> int:
         feed = None
         if follow:
             # Following from now on, before submitting: no outcome can be missed.
+            # The stream is named: looking it up by subject is an API the user may not use.
             feed = await client.jetstream().subscribe(
-                "faro.outcomes.>", ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+                "faro.outcomes.>",
+                stream="FARO_OUTCOMES",
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
             )
         # Naming the submission makes sending it again harmless: a repeat gets the first
         # answer, and nothing runs twice.

@@ -125,6 +125,9 @@ enum Command {
     },
     /// Apply database migrations (FARO_DATABASE_URL) and exit.
     Migrate,
+    /// The privileged step of a deploy: apply the database migrations, declare every NATS
+    /// stream, bucket and the dispatcher's consumers (as the NATS admin user), and exit.
+    Setup,
 }
 
 #[tokio::main]
@@ -133,7 +136,8 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("faro: {error:#}");
+            // Never a PostgreSQL error's DETAIL: it repeats a refused row whole.
+            eprintln!("faro: {}", faro_shared::pg::error_text(&error));
             ExitCode::FAILURE
         }
     }
@@ -176,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Target { action } => commands::target::run(&env, action).await,
         Command::Job { action } => commands::job::run(&env, action).await,
         Command::Migrate => commands::migrate::run(&env).await,
+        Command::Setup => commands::setup::run(&env).await,
     }
 }
 

@@ -243,7 +243,19 @@ fn start_dev(root: &Path, args: &[&str], env: &[(&str, String)]) -> (Dev, mpsc::
     (dev, lines)
 }
 
-/// Reads `scripts/dev`'s output until it is ready; the NATS URL and CLI password it printed.
+/// The password scripts/dev made for NATS user `who` (`SUBMITTER`, ...).
+fn dev_password(state: &std::path::Path, who: &str) -> String {
+    let passwords = std::fs::read_to_string(state.join("passwords")).unwrap();
+    let key = format!("FARO_NATS_{who}_PASSWORD=");
+    passwords
+        .lines()
+        .find_map(|line| line.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no {key} in {passwords}"))
+        .to_owned()
+}
+
+/// Reads `scripts/dev`'s output until it is ready; the NATS URL and operator password it
+/// printed.
 fn wait_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
     let (mut url, mut password) = (None, None);
     loop {
@@ -265,7 +277,7 @@ fn wait_ready(lines: &mpsc::Receiver<String>) -> (String, String) {
     }
     (
         url.expect("no NATS URL printed"),
-        password.expect("no CLI password printed"),
+        password.expect("no operator password printed"),
     )
 }
 
@@ -358,7 +370,7 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
                 "FARO_NATS_URL".into(),
                 format!("nats://127.0.0.1:{nats_port}"),
             ),
-            ("FARO_NATS_USER".into(), "cli".into()),
+            ("FARO_NATS_USER".into(), "operator".into()),
             ("FARO_NATS_PASSWORD".into(), password),
         ],
         said: std::sync::Mutex::default(),
@@ -649,14 +661,17 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job nope"));
 
     // An integrator's program (nats-py, not faro's client) submits by request/reply as
-    // user cli and reads the answer (the runs made, or the refusal naming job and field),
-    // then follows the outcome feed until its runs have ended. Its output: the answer, then
-    // an outcome per line.
+    // user submitter and reads the answer (the runs made, or the refusal naming job and
+    // field), then follows the outcome feed until its runs have ended. Its output: the
+    // answer, then an outcome per line.
+    let submitter = dev_password(state.path(), "SUBMITTER");
     let integrator = |args: &[&str]| {
         let out = Command::new("python3")
             .arg(root.join("examples/nats-submit.py"))
             .args(args)
             .envs(cli.env.iter().cloned())
+            .env("FARO_NATS_USER", "submitter")
+            .env("FARO_NATS_PASSWORD", &submitter)
             .output()
             .unwrap();
         let printed = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -670,7 +685,12 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         let mut lines = printed
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap());
-        let answer = lines.next().unwrap();
+        let answer = lines.next().unwrap_or_else(|| {
+            panic!(
+                "the integrator printed no answer: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (out.status.success(), answer, lines.collect::<Vec<_>>())
     };
     let jobs = dir.path().join("integrator.json");
@@ -857,6 +877,11 @@ async fn scripts_dev_runs_the_system_and_the_cli_drives_it() {
         ));
     }
     for (name, text) in &texts {
+        // Each user held what it needed: the NATS server refused none of its operations, and
+        // no service was told so.
+        if let Some(line) = text.lines().find(|line| line.contains("Violation")) {
+            panic!("a permission refused, in {name}: {line}");
+        }
         for secret in &secrets {
             if let Some(at) = text.find(secret.as_str()) {
                 let line = text[..at].rfind('\n').map_or(0, |n| n + 1);
@@ -925,7 +950,7 @@ async fn scripts_dev_runs_on_a_three_node_nats_cluster_and_survives_losing_one()
         bin: faro,
         env: vec![
             ("FARO_NATS_URL".into(), url),
-            ("FARO_NATS_USER".into(), "cli".into()),
+            ("FARO_NATS_USER".into(), "operator".into()),
             ("FARO_NATS_PASSWORD".into(), password),
         ],
         said: std::sync::Mutex::default(),

@@ -228,7 +228,7 @@ async fn submit_waits_while_nats_cannot_store_the_submission() {
         first.contains("NATS cannot store the submission yet"),
         "{first}"
     );
-    faro_shared::nats::ensure_topology(
+    faro_shared::nats::provision(
         &bus.js,
         &bus.ns,
         &faro_shared::nats::TopologySettings {

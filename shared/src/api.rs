@@ -88,7 +88,7 @@ where
             if let Err(error) = send_reply(&client, reply, body).await {
                 tracing::warn!(
                     verb,
-                    error = format!("{error:#}"),
+                    error = crate::pg::error_text(&error),
                     "cannot answer an API request"
                 );
             }

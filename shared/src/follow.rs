@@ -111,7 +111,7 @@ where
                         Err(error) => {
                             tracing::warn!(
                                 watch = self.what,
-                                error = format!("{error:#}"),
+                                error = crate::pg::error_text(&error),
                                 retry_in_ms = self.pause.as_millis() as u64,
                                 "cannot open the watch again; retrying"
                             );

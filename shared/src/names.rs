@@ -166,6 +166,12 @@ impl Namespace {
 
     // --- consumers ---
 
+    /// The dispatcher's durable consumer of the submissions stream and of the results stream
+    /// (one name for both: a consumer belongs to its stream).
+    pub fn dispatcher_consumer(&self) -> &'static str {
+        "dispatcher"
+    }
+
     /// The durable pull consumer of a queue, shared by every worker assigned to it.
     pub fn queue_consumer(&self, queue: &QueueName) -> String {
         format!("jobs-{queue}")

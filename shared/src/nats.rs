@@ -1,8 +1,13 @@
-//! Connecting to NATS and declaring faro's streams, buckets and consumers.
+//! Connecting to NATS, and faro's streams, buckets and consumers: declared by one privileged
+//! step, bound by the services.
 //!
-//! Declarations are idempotent: every service calls [`ensure_topology`] at start, so whichever
-//! starts first creates them and a changed setting is applied on the next start. The shapes
-//! (retention, dedup windows, expiries) are decided here and nowhere else.
+//! `faro setup` connects as the NATS `admin` user and calls [`provision`]: every stream and
+//! bucket, and the dispatcher's durable consumers, created or updated (idempotent, so it is
+//! run on every deploy and a changed setting is applied). The services call [`bind_topology`]
+//! and may not create, update, delete or purge any of them: their NATS users hold only the API
+//! subjects that read and use them. The one consumer a service makes is a queue's, made by the
+//! dispatcher on the first run it publishes to the queue ([`ensure_queue_consumer`]). The
+//! shapes (retention, dedup windows, expiries) are decided here and nowhere else.
 
 use std::time::Duration;
 
@@ -248,7 +253,7 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
         .build(client)
 }
 
-/// The streams and buckets of a namespace, declared.
+/// The buckets of a namespace, bound.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub workers: kv::Store,
@@ -257,43 +262,97 @@ pub struct Topology {
     pub cooling: kv::Store,
 }
 
-/// How long start-up keeps declaring the topology while JetStream cannot take it yet: a
-/// cluster still electing its meta leader, or with too few nodes up for the replicas asked.
+/// How long start-up waits for the topology: a cluster still electing its meta leader or with
+/// too few nodes up for the replicas asked, or `faro setup` not finished yet.
 const TOPOLOGY_WAIT: Duration = Duration::from_secs(60);
 
-/// Declares every stream and bucket of `ns`, creating or updating them; while JetStream does
-/// not take the declarations (a cluster forming, a node restarting), tries again for up to a
-/// minute, logging why.
-pub async fn ensure_topology(
+/// One stream, bucket or consumer [`provision`] declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// `stream`, `KV bucket` or `consumer`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Its limit in the store; 0 for a consumer.
+    pub max_bytes: i64,
+}
+
+/// What [`provision`] did: the buckets, and each declaration in order.
+#[derive(Debug)]
+pub struct Provisioned {
+    pub topology: Topology,
+    pub declared: Vec<Declared>,
+}
+
+/// Declares every stream and bucket of `ns` and the dispatcher's durable consumers, creating or
+/// updating them (`faro setup`, as a user that may use the whole JetStream API); while
+/// JetStream does not take the declarations (a cluster forming, a node restarting), tries
+/// again for up to a minute, logging why.
+pub async fn provision(
     js: &jetstream::Context,
     ns: &Namespace,
     settings: &TopologySettings,
-) -> anyhow::Result<Topology> {
-    let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
-    let mut delay = Duration::from_millis(100);
+) -> anyhow::Result<Provisioned> {
     // Not worth waiting for: no retry makes a small budget larger.
     check_limits(
         &StoreLimits::of(settings.max_bytes),
         settings.max_bytes,
         js.client().server_info().max_payload,
     )?;
+    patiently("JetStream does not take the topology yet", || {
+        declare_topology(js, ns, settings)
+    })
+    .await
+    .context("JetStream did not take the topology")
+}
+
+/// Binds the buckets of `ns`, and checks its streams are there: what a service does at start.
+/// Waits up to a minute for them (a cluster electing leaders, `faro setup` still running),
+/// then fails naming what is missing and how to make it.
+pub async fn bind_topology(js: &jetstream::Context, ns: &Namespace) -> anyhow::Result<Topology> {
+    patiently("the streams and buckets are not all there yet", || async {
+        let bucket = |name: String| async move {
+            js.get_key_value(&name)
+                .await
+                .with_context(|| format!("cannot open KV bucket {name}"))
+        };
+        Ok(Topology {
+            workers: bucket(ns.workers_bucket()).await?,
+            assignments: bucket(ns.assignments_bucket()).await?,
+            leases: bucket(ns.leases_bucket()).await?,
+            cooling: bucket(ns.cooling_bucket()).await?,
+        })
+    })
+    .await
+    .context(
+        "the streams and buckets are missing or unreadable: run `faro setup` (as the NATS admin \
+         user) before the services, and check this service's NATS user and namespace",
+    )
+}
+
+/// Runs `attempt` until it succeeds or [`TOPOLOGY_WAIT`] has passed, logging each failure.
+async fn patiently<T, F, Fut>(waiting: &str, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
+    let mut delay = Duration::from_millis(100);
     loop {
-        match declare_topology(js, ns, settings).await {
-            Ok(topology) => return Ok(topology),
+        match attempt().await {
+            Ok(done) => return Ok(done),
             Err(error) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = crate::pg::error_text(&error),
                     retry_in_ms = delay.as_millis() as u64,
-                    "JetStream does not take the topology yet; trying again"
+                    "{waiting}; trying again"
                 );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(error) => {
-                return Err(error.context(format!(
-                    "JetStream did not take the topology within {} s",
-                    TOPOLOGY_WAIT.as_secs()
-                )))
+                return Err(
+                    error.context(format!("still failing after {} s", TOPOLOGY_WAIT.as_secs()))
+                )
             }
         }
     }
@@ -303,7 +362,8 @@ async fn declare_topology(
     js: &jetstream::Context,
     ns: &Namespace,
     settings: &TopologySettings,
-) -> anyhow::Result<Topology> {
+) -> anyhow::Result<Provisioned> {
+    let mut declared = Vec::new();
     let limits = StoreLimits::of(settings.max_bytes);
     // Work queues refuse what would not fit (the publisher is told, and tries again): their
     // messages are accepted work, never dropped to make room.
@@ -395,6 +455,11 @@ async fn declare_topology(
         js.create_or_update_stream(config)
             .await
             .with_context(|| reserve_error("stream", &name, max_bytes, settings.max_bytes))?;
+        declared.push(Declared {
+            kind: "stream",
+            name,
+            max_bytes,
+        });
     }
     let bucket = |bucket: String, max_age: Duration, max_bytes: i64| kv::Config {
         bucket,
@@ -407,33 +472,71 @@ async fn declare_topology(
     };
     let declare = |config: kv::Config| async move {
         let (name, max_bytes) = (config.bucket.clone(), config.max_bytes);
-        js.create_or_update_key_value(config)
+        let store = js
+            .create_or_update_key_value(config)
             .await
-            .with_context(|| reserve_error("KV bucket", &name, max_bytes, settings.max_bytes))
-    };
-    Ok(Topology {
-        workers: declare(bucket(
-            ns.workers_bucket(),
-            settings.heartbeat_ttl,
-            limits.workers,
+            .with_context(|| reserve_error("KV bucket", &name, max_bytes, settings.max_bytes))?;
+        anyhow::Ok((
+            store,
+            Declared {
+                kind: "KV bucket",
+                name,
+                max_bytes,
+            },
         ))
-        .await?,
-        // A removed assignment is purged with a TTL (FARO_BALANCER_ASSIGNMENT_MARKER_TTL):
-        // its marker goes too, so workers that come and go leave no key behind.
-        assignments: declare(kv::Config {
-            limit_markers: Some(Duration::from_secs(1)),
-            ..bucket(ns.assignments_bucket(), Duration::ZERO, limits.assignments)
-        })
-        .await?,
-        // Every lease has its own TTL (the leader lease, target slots); an expired or purged
-        // key leaves a marker that lives one second. No bucket age: a run's slot lease lives
-        // as long as its deadline, however long that is.
-        leases: declare(kv::Config {
-            limit_markers: Some(Duration::from_secs(1)),
-            ..bucket(ns.leases_bucket(), Duration::ZERO, limits.leases)
-        })
-        .await?,
-        cooling: declare(bucket(ns.cooling_bucket(), Duration::ZERO, limits.cooling)).await?,
+    };
+    let (workers, bucket_workers) = declare(bucket(
+        ns.workers_bucket(),
+        settings.heartbeat_ttl,
+        limits.workers,
+    ))
+    .await?;
+    // A removed assignment is purged with a TTL (FARO_BALANCER_ASSIGNMENT_MARKER_TTL): its
+    // marker goes too, so workers that come and go leave no key behind.
+    let (assignments, bucket_assignments) = declare(kv::Config {
+        limit_markers: Some(Duration::from_secs(1)),
+        ..bucket(ns.assignments_bucket(), Duration::ZERO, limits.assignments)
+    })
+    .await?;
+    // Every lease has its own TTL (the leader lease, target slots); an expired or purged key
+    // leaves a marker that lives one second. No bucket age: a run's slot lease lives as long
+    // as its deadline, however long that is.
+    let (leases, bucket_leases) = declare(kv::Config {
+        limit_markers: Some(Duration::from_secs(1)),
+        ..bucket(ns.leases_bucket(), Duration::ZERO, limits.leases)
+    })
+    .await?;
+    let (cooling, bucket_cooling) =
+        declare(bucket(ns.cooling_bucket(), Duration::ZERO, limits.cooling)).await?;
+    declared.extend([
+        bucket_workers,
+        bucket_assignments,
+        bucket_leases,
+        bucket_cooling,
+    ]);
+    // The dispatcher's: submissions, and results with their values chunks.
+    for (stream, filters) in [
+        (ns.submit_stream(), vec![ns.submit_subject()]),
+        (
+            ns.results_stream(),
+            vec![ns.results_wildcard(), ns.values_wildcard()],
+        ),
+    ] {
+        declare_service_consumer(js, &stream, ns.dispatcher_consumer(), filters).await?;
+        declared.push(Declared {
+            kind: "consumer",
+            name: format!("{stream} > {}", ns.dispatcher_consumer()),
+            max_bytes: 0,
+        });
+    }
+    Ok(Provisioned {
+        topology: Topology {
+            workers,
+            assignments,
+            leases,
+            cooling,
+        },
+        declared,
     })
 }
 
@@ -560,19 +663,15 @@ pub fn is_last_delivery(delivered: i64, max_deliver: i64) -> bool {
     delivered >= max_deliver
 }
 
-/// The durable pull consumer of a queue, shared by every worker assigned to it. Declared by
-/// whoever needs it first (a worker, the demand-collector); the declaration is idempotent and
-/// updates a consumer declared with other settings (by an older version).
+/// The durable pull consumer of a queue, shared by every worker assigned to it: declared by
+/// the dispatcher before the first run it publishes to the queue. The declaration is
+/// idempotent and updates a consumer declared with other settings (by an older version).
 pub async fn ensure_queue_consumer(
     js: &jetstream::Context,
     ns: &Namespace,
     queue: &QueueName,
 ) -> anyhow::Result<consumer::PullConsumer> {
     let name = ns.queue_consumer(queue);
-    let stream = js
-        .get_stream(ns.jobs_stream())
-        .await
-        .with_context(|| format!("cannot open stream {}", ns.jobs_stream()))?;
     let config = consumer::pull::Config {
         durable_name: Some(name.clone()),
         description: Some(format!("runs of queue {queue}")),
@@ -584,10 +683,31 @@ pub async fn ensure_queue_consumer(
         max_batch: 10_000,
         ..Default::default()
     };
-    stream
-        .create_consumer(config)
+    js.create_consumer_on_stream(config, ns.jobs_stream())
         .await
         .with_context(|| format!("cannot declare consumer {name} for queue {queue}"))
+}
+
+/// The consumer of `queue`, as workers and the demand-collector open it; `None` while the
+/// dispatcher has published no run to the queue yet (it declares the consumer first).
+pub async fn bind_queue_consumer(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    queue: &QueueName,
+) -> anyhow::Result<Option<consumer::PullConsumer>> {
+    let name = ns.queue_consumer(queue);
+    match js.get_consumer_from_stream(&name, ns.jobs_stream()).await {
+        Ok(consumer) => Ok(Some(consumer)),
+        Err(error)
+            if matches!(error.kind(), jetstream::stream::ConsumerErrorKind::JetStream(error)
+                if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
+        {
+            Ok(None)
+        }
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot open consumer {name} of queue {queue}"))
+        }
+    }
 }
 
 /// How long the dispatcher may hold a submission or result before JetStream redelivers it:
@@ -595,17 +715,14 @@ pub async fn ensure_queue_consumer(
 /// harmless (submissions are deduplicated, a repeated result is recorded as late).
 pub const SERVICE_ACK_WAIT: Duration = Duration::from_secs(20);
 
-/// A durable pull consumer of the dispatcher over a whole stream (`submit` or `results`).
-pub async fn ensure_service_consumer(
+/// Declares the dispatcher's durable pull consumer over a whole stream (`submit` or
+/// `results`), or updates one declared with other settings (by an older version).
+async fn declare_service_consumer(
     js: &jetstream::Context,
     stream_name: &str,
     durable: &str,
     filters: Vec<String>,
 ) -> anyhow::Result<consumer::PullConsumer> {
-    let stream = js
-        .get_stream(stream_name)
-        .await
-        .with_context(|| format!("cannot open stream {stream_name}"))?;
     let config = consumer::pull::Config {
         durable_name: Some(durable.to_owned()),
         filter_subjects: filters,
@@ -616,11 +733,24 @@ pub async fn ensure_service_consumer(
         max_batch: 10_000,
         ..Default::default()
     };
-    // Create or update: a consumer declared by an older version gets the new filters.
-    stream
-        .create_consumer(config)
+    js.create_consumer_on_stream(config, stream_name)
         .await
         .with_context(|| format!("cannot declare consumer {durable} on {stream_name}"))
+}
+
+/// The dispatcher's durable consumer of `stream_name`, declared by `faro setup`.
+pub async fn bind_service_consumer(
+    js: &jetstream::Context,
+    stream_name: &str,
+    durable: &str,
+) -> anyhow::Result<consumer::PullConsumer> {
+    js.get_consumer_from_stream(durable, stream_name)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open consumer {durable} of stream {stream_name} (`faro setup` declares it)"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub async fn migrate_when_up(config: &PgConfig) -> anyhow::Result<()> {
             Ok(()) => return Ok(()),
             Err(error) if unreachable(&error) => {
                 tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = crate::pg::error_text(&error),
                     retry_in_s = pause.as_secs(),
                     "PostgreSQL (FARO_DATABASE_URL) does not answer; waiting for it before starting (not ready until then)"
                 );

@@ -2,8 +2,8 @@
 //!
 //! [`start`] describes the service's metrics and serves `/metrics` and `/health` first (a
 //! probe sees a service that is starting, not a dead one), then, unless shut down meanwhile,
-//! applies the migrations, opens the PostgreSQL pool, connects to NATS and declares the
-//! topology. The [`Service`] it returns gives the tasks what they share and supervises them:
+//! applies the migrations, opens the PostgreSQL pool, connects to NATS and binds the
+//! topology (`faro setup` declared it). The [`Service`] it returns gives the tasks what they share and supervises them:
 //! [`Service::supervisor`] runs the HTTP server as one of them, [`Service::serve`] marks the
 //! service ready and waits for its tasks to end.
 
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PgConfig;
 use crate::http::{self, Health, Metric};
-use crate::nats::{self, Retry, Topology, TopologySettings};
+use crate::nats::{self, Retry, Topology};
 use crate::shutdown::{unless_cancelled, Supervisor};
 use crate::{CommonConfig, Namespace};
 
@@ -28,7 +28,6 @@ pub struct Spec<'a> {
     /// Its NATS connection's name when not `faro-<name>` (a worker adds its id).
     pub connection: Option<&'a str>,
     pub common: &'a CommonConfig,
-    pub topology: &'a TopologySettings,
     /// PostgreSQL, for the services that keep state there: migrated, then pooled.
     pub pg: Option<&'a PgConfig>,
     /// Its metrics, described in `/metrics`.
@@ -37,17 +36,11 @@ pub struct Spec<'a> {
 
 impl<'a> Spec<'a> {
     /// A service `name` without PostgreSQL, connected to NATS as `faro-<name>`.
-    pub fn new(
-        name: &'static str,
-        common: &'a CommonConfig,
-        topology: &'a TopologySettings,
-        metrics: &'a [Metric],
-    ) -> Self {
+    pub fn new(name: &'static str, common: &'a CommonConfig, metrics: &'a [Metric]) -> Self {
         Self {
             name,
             connection: None,
             common,
-            topology,
             pg: None,
             metrics,
         }
@@ -112,7 +105,7 @@ pub async fn start(
         };
         let client = nats::connect(&spec.common.nats, &connection, Retry::Forever).await?;
         let js = nats::jetstream(client.clone());
-        let topology = nats::ensure_topology(&js, &ns, spec.topology).await?;
+        let topology = nats::bind_topology(&js, &ns).await?;
         anyhow::Ok((pool, client, js, topology))
     };
     let Some((pool, client, js, topology)) = unless_cancelled(shutdown, connect).await? else {
@@ -251,10 +244,9 @@ mod tests {
         env.set("FARO_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .set("FARO_NATS_URL", format!("nats://127.0.0.1:{nobody}"));
         let common = CommonConfig::from_env(&env).unwrap();
-        let topology = TopologySettings::from_env(&env).unwrap();
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        let spec = Spec::new("test", &common, &topology, &[]);
+        let spec = Spec::new("test", &common, &[]);
         let started = start(spec, &shutdown).await.unwrap();
         assert!(started.is_none());
         std::net::TcpListener::bind(("127.0.0.1", http))
@@ -304,9 +296,8 @@ mod waiting {
             let shutdown = shutdown.clone();
             async move {
                 let common = CommonConfig::from_env(&env).unwrap();
-                let topology = TopologySettings::from_env(&env).unwrap();
                 let pg = PgConfig::from_env(&env).unwrap();
-                let spec = Spec::new("test", &common, &topology, &[]).with_pg(&pg);
+                let spec = Spec::new("test", &common, &[]).with_pg(&pg);
                 start(spec, &shutdown)
                     .await
                     .map(|service| service.is_some())

@@ -101,7 +101,7 @@ impl Supervisor {
                     tracing::error!(
                         service,
                         task,
-                        error = format!("{error:#}"),
+                        error = crate::pg::error_text(&error),
                         "task failed; stopping the service"
                     );
                     first_error = Some(error.context(format!("{service}: task {task} failed")));
@@ -120,7 +120,7 @@ impl Supervisor {
                         tracing::warn!(
                             service,
                             task,
-                            error = format!("{error:#}"),
+                            error = crate::pg::error_text(&error),
                             "task failed while stopping"
                         )
                     }

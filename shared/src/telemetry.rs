@@ -33,7 +33,7 @@ pub fn follow_log_level(setting: Option<&str>) {
     match set_filter(&filter) {
         Ok(true) => tracing::warn!(%filter, "log level changed"),
         Ok(false) => {}
-        Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
+        Err(error) => tracing::warn!(error = crate::pg::error_text(&error), "log level refused"),
     }
 }
 

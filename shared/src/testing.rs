@@ -32,8 +32,8 @@ pub fn init_test_log() {
     }
 }
 
-/// A private server, a random namespace, and that namespace's topology declared: what every
-/// service test starts from.
+/// A private server, a random namespace, and that namespace's topology declared as `faro
+/// setup` declares it: what every service test starts from.
 #[derive(Debug)]
 pub struct TestBus {
     pub server: NatsServer,
@@ -75,7 +75,7 @@ impl TestBus {
             max_bytes: TEST_JETSTREAM_MAX_BYTES,
             ..Default::default()
         };
-        let topology = crate::nats::ensure_topology(&js, &ns, &settings).await?;
+        let topology = crate::nats::provision(&js, &ns, &settings).await?.topology;
         Ok(Self {
             server,
             peers,
@@ -117,6 +117,23 @@ impl TestBus {
                 ..Default::default()
             })
             .await?)
+    }
+
+    /// The runs of `queues` as workers read them: each queue's consumer, declared as the
+    /// dispatcher declares it (a work-queue stream takes no other reader of its runs), and
+    /// their messages merged.
+    pub async fn read_queues(
+        &self,
+        queues: &[&str],
+    ) -> anyhow::Result<futures::stream::SelectAll<async_nats::jetstream::consumer::pull::Stream>>
+    {
+        let mut streams = Vec::new();
+        for queue in queues {
+            let queue = crate::domain::QueueName::parse(*queue)?;
+            let consumer = crate::nats::ensure_queue_consumer(&self.js, &self.ns, &queue).await?;
+            streams.push(consumer.messages().await?);
+        }
+        Ok(futures::stream::select_all(streams))
     }
 
     /// Variables for a service on this bus: namespace, NATS URL, metrics on a free port, and
@@ -238,7 +255,7 @@ impl NatsServer {
 
     /// Starts `nodes` servers routed to each other in one JetStream cluster (`faro-test`),
     /// named `n0`, `n1`, ...; each has its own store. JetStream answers once they have
-    /// elected a meta leader ([`crate::nats::ensure_topology`] waits for that).
+    /// elected a meta leader ([`crate::nats::provision`] waits for that).
     pub fn start_cluster(nodes: usize) -> anyhow::Result<Vec<Self>> {
         let binary = find_nats_server()?;
         let cluster_ports = (0..nodes)

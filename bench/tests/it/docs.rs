@@ -250,3 +250,37 @@ fn every_dashboard_query_parses() {
         crate::metrics::promtool(&["check", "rules", file.path().to_str().unwrap()], b"");
     assert!(parsed, "promtool check rules:\n{printed}");
 }
+
+/// An error is logged, printed or answered through `pg::error_text`, never with `{error:#}`:
+/// that shows a PostgreSQL error's DETAIL, which repeats a refused row whole (a target's
+/// SNMP credentials included).
+#[test]
+fn no_error_is_shown_with_its_postgresql_detail() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    for dir in ["shared/src", "services", "cli/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut shown = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // The code, not its unit tests.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (number, line) in code.lines().enumerate() {
+            if line.contains("{error:#}") || line.contains("{err:#}") || line.contains("{e:#}") {
+                shown.push(format!(
+                    "{}:{}: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(files.len() > 50, "no source read: {files:?}");
+    assert!(
+        shown.is_empty(),
+        "use pg::error_text:\n{}",
+        shown.join("\n")
+    );
+}

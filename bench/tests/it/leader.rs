@@ -260,7 +260,7 @@ async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
         .await
         .unwrap();
 
-    faro_shared::nats::ensure_topology(
+    faro_shared::nats::provision(
         &system.js,
         &system.ns,
         &faro_shared::nats::TopologySettings {

@@ -7,20 +7,26 @@ use std::time::Duration;
 use faro_bench::system::{Options, System};
 use faro_shared::messages::{Request as _, RunOutcome, RunOutput, SubmitReply, SubmitRequest};
 
+/// The outcome feed from its first message, as an integrator follows it.
+async fn feed(system: &System) -> async_nats::jetstream::consumer::pull::Ordered {
+    system
+        .js
+        .get_stream(system.ns.outcomes_stream())
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap()
+}
+
 /// The first `count` outcomes the stream holds, as they come (30 s at most), by run id with
 /// their subjects.
 async fn outcomes(system: &System, count: usize) -> BTreeMap<uuid::Uuid, (String, RunOutcome)> {
     use futures::StreamExt as _;
-    let stream = system
-        .js
-        .get_stream(system.ns.outcomes_stream())
-        .await
-        .unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    let mut messages = feed(system).await;
     let mut read = BTreeMap::new();
     while read.len() < count {
         let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
@@ -136,5 +142,43 @@ async fn with_the_feed_off_runs_end_and_nothing_is_published() {
         .await
         .unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    system.stop().await.unwrap();
+}
+
+/// A recurring job's slot skipped while its previous run goes on ends on the feed too, as a
+/// `skipped` run saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_skipped_behind_a_long_run_is_on_the_feed() {
+    let system = System::start(Options::default()).await.unwrap();
+    let job = serde_json::json!({"id": "slow", "queue": "poll", "kind": "sim", "target": "olt-1",
+        "interval": "200ms",
+        "params": {"duration_ms": 900, "outcomes": {"succeeded": 1}}});
+    system.submit_jobs(&[job], "slow").await.unwrap();
+    // The first slot's run takes 900 ms: the next slots, 200 ms apart, pass while it goes on.
+    use futures::StreamExt as _;
+    let mut messages = feed(&system).await;
+    let (subject, skipped) = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("no skipped slot on the feed within 30 s")
+            .unwrap()
+            .unwrap();
+        let outcome: RunOutcome = serde_json::from_slice(&message.payload).unwrap();
+        if outcome.status.as_str() == "skipped" {
+            break (message.subject.to_string(), outcome);
+        }
+    };
+    assert_eq!(
+        subject,
+        format!("{}.outcomes.poll.olt-1", system.ns.as_str())
+    );
+    assert_eq!(skipped.job_id.as_str(), "slow");
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("still running")),
+        "{skipped:?}"
+    );
     system.stop().await.unwrap();
 }

@@ -89,7 +89,10 @@ pub async fn watch(
                 }
                 Err(error) => {
                     // Left in place: the next look tries again.
-                    eprintln!("cannot submit {name} now, will retry: {error:#}");
+                    eprintln!(
+                        "cannot submit {name} now, will retry: {}",
+                        faro_shared::pg::error_text(&error)
+                    );
                 }
             }
         }

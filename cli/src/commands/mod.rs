@@ -10,6 +10,7 @@ pub mod mapping;
 pub mod migrate;
 pub mod queues;
 pub mod run;
+pub mod setup;
 pub mod status;
 pub mod submit;
 pub mod target;

@@ -32,8 +32,7 @@ use crate::store;
 
 /// Runs the balancer until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec =
-        Spec::new("balancer", &config.common, &config.topology, m::METRICS).with_pg(&config.pg);
+    let spec = Spec::new("balancer", &config.common, m::METRICS).with_pg(&config.pg);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
@@ -190,7 +189,10 @@ impl Balancer {
                 }
                 Err(error) => {
                     // What was not written is written by the next cycle: the state keeps it.
-                    tracing::warn!(error = format!("{error:#}"), "balancing cycle failed");
+                    tracing::warn!(
+                        error = faro_shared::pg::error_text(&error),
+                        "balancing cycle failed"
+                    );
                     metrics::counter!(m::CYCLES, "result" => "failed").increment(1);
                     self.config.cycle_interval
                 }
@@ -200,7 +202,7 @@ impl Balancer {
             if cycles % 720 == 1 {
                 if let Err(error) = self.prune().await {
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot prune old decisions and worker events"
                     );
                 }

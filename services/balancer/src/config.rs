@@ -3,14 +3,12 @@
 use std::time::Duration;
 
 use faro_shared::config::{ConfigError, Env, PgConfig};
-use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
     pub pg: PgConfig,
-    pub topology: TopologySettings,
     /// Time between two decisions (`FARO_BALANCER_CYCLE`, default 5 s); a worker joining or
     /// leaving triggers one at once.
     pub cycle_interval: Duration,
@@ -37,7 +35,6 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::from_env(env)?,
             cycle_interval: env.duration("FARO_BALANCER_CYCLE", Duration::from_secs(5))?,
             max_missed: env.parse(
                 "FARO_BALANCER_MAX_MISSED",

@@ -23,13 +23,7 @@ use crate::store;
 
 /// Runs the demand-collector until `shutdown` is cancelled or its loop fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec = Spec::new(
-        "demand-collector",
-        &config.common,
-        &config.topology,
-        m::METRICS,
-    )
-    .with_pg(&config.pg);
+    let spec = Spec::new("demand-collector", &config.common, m::METRICS).with_pg(&config.pg);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
@@ -118,7 +112,10 @@ async fn collect_loop(
         match collect_once(&config, &pool, &js, &ns, &providers, &fed).await {
             Ok(now_fed) => fed = now_fed,
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "demand collection failed");
+                tracing::warn!(
+                    error = faro_shared::pg::error_text(&error),
+                    "demand collection failed"
+                );
             }
         }
     }
@@ -146,7 +143,7 @@ async fn collect_once(
                     Ok(Err(error)) => {
                         tracing::warn!(
                             provider = provider.name(),
-                            error = format!("{error:#}"),
+                            error = faro_shared::pg::error_text(&error),
                             "demand provider failed"
                         );
                         metrics::counter!(m::PROVIDER_FAILURES, "provider" => provider.name())

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use faro_shared::config::{ConfigError, Env, PgConfig, Secret};
-use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
 use crate::providers::JsonPaths;
@@ -15,7 +14,6 @@ pub const BUILT_IN: [&str; 3] = ["jetstream", "waiting", "due"];
 pub struct Config {
     pub common: CommonConfig,
     pub pg: PgConfig,
-    pub topology: TopologySettings,
     /// Time between two collections (`FARO_DEMAND_INTERVAL`, default 5 s).
     pub interval: Duration,
     /// Longest a provider may take before its queues are marked stale
@@ -143,7 +141,6 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::from_env(env)?,
             interval: env.duration("FARO_DEMAND_INTERVAL", Duration::from_secs(5))?,
             provider_timeout: env
                 .duration("FARO_DEMAND_PROVIDER_TIMEOUT", Duration::from_secs(3))?,

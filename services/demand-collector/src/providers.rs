@@ -54,12 +54,17 @@ impl Provider for JetStreamBacklog {
         Box::pin(async move {
             let mut out = Vec::with_capacity(queues.len());
             for queue in queues {
-                let mut consumer = nats::ensure_queue_consumer(&self.js, &self.ns, queue).await?;
-                let info = consumer
-                    .info()
-                    .await
-                    .with_context(|| format!("cannot read the backlog of queue {queue}"))?;
-                let pending = info.num_pending + info.num_ack_pending as u64;
+                // No consumer yet: the dispatcher has published no run to the queue.
+                let pending = match nats::bind_queue_consumer(&self.js, &self.ns, queue).await? {
+                    Some(mut consumer) => {
+                        let info = consumer
+                            .info()
+                            .await
+                            .with_context(|| format!("cannot read the backlog of queue {queue}"))?;
+                        info.num_pending + info.num_ack_pending as u64
+                    }
+                    None => 0,
+                };
                 metrics::gauge!(m::JETSTREAM_PENDING, "queue" => queue.to_string())
                     .set(pending as f64);
                 out.push((queue.to_string(), pending));

@@ -37,9 +37,6 @@ use crate::slot_leases::SlotLeases;
 use crate::state::{Cancelled, Dispatcher};
 use crate::store;
 
-/// Durable consumer name of the dispatcher on the submit and results streams.
-const DURABLE: &str = "dispatcher";
-
 /// First pause before a dispatcher whose leading failed competes for the lease again; it
 /// doubles with each failure in a row, up to [`LEAD_RETRY_MAX_PAUSE`].
 const LEAD_RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -84,8 +81,7 @@ fn after_leading(
 /// lease, leads while it holds it, and stands by again if it loses it or one of its loops
 /// fails (then after a pause, giving a standby the lease first).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let spec =
-        Spec::new("dispatcher", &config.common, &config.topology, m::METRICS).with_pg(&config.pg);
+    let spec = Spec::new("dispatcher", &config.common, m::METRICS).with_pg(&config.pg);
     let Some(service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
@@ -131,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             if let Some(lease) = lease {
                 if let Err(error) = lease.release(&topology.leases).await {
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot release the leader lease; it expires by itself"
                     );
                 }
@@ -146,7 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if let Err(error) = &led {
                     tracing::error!(
                         instance,
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(error),
                         failed_leaderships,
                         pause_ms = pause.as_millis() as u64,
                         "leading failed; lease given up, standing by"
@@ -301,20 +297,10 @@ async fn lead(
         config.common.namespace.clone(),
     );
     let consumers = async {
-        let submissions = nats::ensure_service_consumer(
-            js,
-            &ns.submit_stream(),
-            DURABLE,
-            vec![ns.submit_subject()],
-        )
-        .await?;
-        let results = nats::ensure_service_consumer(
-            js,
-            &ns.results_stream(),
-            DURABLE,
-            vec![ns.results_wildcard(), ns.values_wildcard()],
-        )
-        .await?;
+        let submissions =
+            nats::bind_service_consumer(js, &ns.submit_stream(), ns.dispatcher_consumer()).await?;
+        let results =
+            nats::bind_service_consumer(js, &ns.results_stream(), ns.dispatcher_consumer()).await?;
         let leases = js
             .get_key_value(ns.leases_bucket())
             .await
@@ -384,6 +370,7 @@ async fn lead(
         intake: tokio::sync::Mutex::new(()),
         devices: std::sync::RwLock::default(),
         snmp_test_mode: std::sync::atomic::AtomicBool::new(false),
+        queue_consumers: tokio::sync::Mutex::default(),
     });
     let shutdown = leading;
     let mut supervisor = Supervisor::new("dispatcher", shutdown.clone());

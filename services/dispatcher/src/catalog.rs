@@ -233,7 +233,7 @@ pub async fn jobs(
         match view {
             Ok(view) => jobs.push(view),
             Err(error) => {
-                tracing::warn!(job = %id, error = format!("{error:#}"), "job not listed")
+                tracing::warn!(job = %id, error = faro_shared::pg::error_text(&error), "job not listed")
             }
         }
     }

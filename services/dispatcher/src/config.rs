@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use faro_shared::config::{ConfigError, Env, PgConfig};
-use faro_shared::nats::TopologySettings;
 use faro_shared::settings::RUNS_RETENTION_RANGE;
 use faro_shared::CommonConfig;
 
@@ -17,7 +16,6 @@ pub const DEFAULT_RUNS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 pub struct Config {
     pub common: CommonConfig,
     pub pg: PgConfig,
-    pub topology: TopologySettings,
     /// Most results recorded in one transaction (`FARO_DISPATCHER_RESULT_BATCH`).
     pub result_batch: usize,
     /// Runs of one target in flight at most, unless the target says otherwise
@@ -62,7 +60,6 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env)?,
             pg: PgConfig::from_env(env)?,
-            topology: TopologySettings::from_env(env)?,
             result_batch: env.parse(
                 "FARO_DISPATCHER_RESULT_BATCH",
                 2000,

@@ -36,7 +36,7 @@ pub(crate) async fn set_aside(
             let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
             tracing::warn!(
                 source,
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 "cannot set a message aside; it will be delivered again"
             );
             AckKind::Nak(Some(faro_shared::nats::retry_delay(delivered)))

@@ -188,7 +188,7 @@ pub(crate) async fn deadlines_loop(
         if let Err(error) = apply_results(&d, &results).await {
             // Watch them again: the next wake records them.
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 "cannot record timeouts; trying again"
             );
             let retry_at = chrono::Utc::now() + chrono::Duration::seconds(1);

@@ -96,7 +96,7 @@ pub async fn maintain(
             Ok(false) => {}
             Err(error) => {
                 done.failed += 1;
-                tracing::error!(%day, error = format!("{error:#}"), "cannot make a day of run history; its runs are kept in runs_held until it is made");
+                tracing::error!(%day, error = faro_shared::pg::error_text(&error), "cannot make a day of run history; its runs are kept in runs_held until it is made");
             }
         }
     }
@@ -109,7 +109,7 @@ pub async fn maintain(
             }
             Err(error) => {
                 done.failed += 1;
-                tracing::error!(%day, error = format!("{error:#}"), "cannot drop a day of run history; tried again at the next check");
+                tracing::error!(%day, error = faro_shared::pg::error_text(&error), "cannot drop a day of run history; tried again at the next check");
             }
         }
     }
@@ -138,7 +138,7 @@ pub(crate) async fn history_loop(
                 if let Err(error) = store::compact_run_tallies(&d.pool).await {
                     metrics::counter!(m::HISTORY_ERRORS).increment(1);
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot fold the run tallies; tried again shortly"
                     );
                 }
@@ -149,7 +149,7 @@ pub(crate) async fn history_loop(
         if let Err(error) = check(&d).await {
             metrics::counter!(m::HISTORY_ERRORS).increment(1);
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 "cannot check the days of run history; tried again at the next check"
             );
         }

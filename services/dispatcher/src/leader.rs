@@ -59,7 +59,7 @@ impl Election {
                 }
                 Err(error) => {
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot ask for the leader lease; trying again"
                     )
                 }
@@ -96,7 +96,7 @@ impl Election {
                 }
                 Ok(Err(error)) if Instant::now() < fenced_at => {
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot renew the leader lease; trying again"
                     );
                     // Tried again soon: the fence is near.
@@ -104,7 +104,7 @@ impl Election {
                 }
                 Ok(Err(error)) => {
                     tracing::error!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         fence_ms = self.fence().as_millis() as u64,
                         "leader lease not renewed for half its TTL; stepping down before another can take it"
                     );

@@ -2,8 +2,9 @@
 //! follow. Published once the end is recorded and before the result that ended it is
 //! acknowledged, so a leader that dies in between has the result delivered again, finds the
 //! run ended by that same attempt, and publishes its outcome then (the `Nats-Msg-Id` drops
-//! a repeat within the duplicate window). An outcome NATS does not store in time is counted
-//! and logged, not tried again: the result is acknowledged, and the run's record has it.
+//! a repeat within the duplicate window). A recurring slot skipped is published by the
+//! scheduler once recorded. An outcome NATS does not store in time is counted and logged, not
+//! tried again: the result is acknowledged, and the run's record has it.
 
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
     let failed: Vec<String> = futures::future::join_all(sends)
         .await
         .into_iter()
-        .filter_map(|sent| sent.err().map(|error| format!("{error:#}")))
+        .filter_map(|sent| sent.err().map(|error| faro_shared::pg::error_text(&error)))
         .collect();
     let published = outcomes.len() - failed.len();
     metrics::counter!(m::OUTCOMES, "result" => "published").increment(published as u64);

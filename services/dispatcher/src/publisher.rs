@@ -91,7 +91,7 @@ pub(crate) async fn publisher_loop(
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = publish_and_mark(&d, &batch).await {
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 runs = batch.len(),
                 "cannot publish admitted runs; retrying"
             );
@@ -119,7 +119,7 @@ pub(crate) async fn publisher_loop(
                 if let Err(error) = store::mark_published(&d.pool, &published).await {
                     // Their outbox rows stay; an ended run is never read from the outbox again.
                     tracing::warn!(
-                        error = format!("{error:#}"),
+                        error = faro_shared::pg::error_text(&error),
                         "cannot clear reported runs from the outbox"
                     );
                 }
@@ -142,6 +142,7 @@ pub(crate) async fn publish_and_mark(
         .clone();
     let test_mode = d.snmp_test_mode.load(std::sync::atomic::Ordering::Relaxed);
     let published: Vec<_> = runs.iter().map(|r| (r.run_id, r.attempt)).collect();
+    ensure_queue_consumers(d, runs).await?;
     match bus::with_devices(runs, &devices, test_mode) {
         Some(polls) => bus::publish_runs(&d.js, &d.ns, &polls).await?,
         None => bus::publish_runs(&d.js, &d.ns, runs).await?,
@@ -150,6 +151,20 @@ pub(crate) async fn publish_and_mark(
     store::mark_published(&d.pool, &published).await?;
     for run in runs {
         metrics::counter!(m::RUNS_DISPATCHED, "queue" => run.queue.to_string()).increment(1);
+    }
+    Ok(())
+}
+
+/// Declares the consumer of each queue among `runs` this dispatcher has not declared yet:
+/// workers and the demand-collector may only open a queue's consumer, not make it.
+async fn ensure_queue_consumers(d: &Dispatcher, runs: &[RunMessage]) -> anyhow::Result<()> {
+    let mut declared = d.queue_consumers.lock().await;
+    for run in runs {
+        if !declared.contains(&run.queue) {
+            faro_shared::nats::ensure_queue_consumer(&d.js, &d.ns, &run.queue).await?;
+            tracing::info!(queue = %run.queue, "queue consumer declared");
+            declared.insert(run.queue.clone());
+        }
     }
     Ok(())
 }

@@ -110,7 +110,7 @@ pub(crate) async fn record_batch(d: &Dispatcher, messages: Vec<jetstream::Messag
         Ok(()) => accepted.iter().map(|(m, _)| (m, AckKind::Ack)).collect(),
         Err(error) if accepted.len() > 1 && faro_shared::pg::refusal(&error).is_some() => {
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 messages = accepted.len(),
                 "PostgreSQL refused a batch of results; recording them one by one"
             );

@@ -24,7 +24,7 @@ pub(crate) async fn retries_loop(
                 .min(IDLE),
             Err(error) => {
                 tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = faro_shared::pg::error_text(&error),
                     "cannot publish due retries; trying again"
                 );
                 Duration::from_secs(1)

@@ -83,7 +83,7 @@ pub(crate) async fn scheduler_loop(
             Ok(()) => retry_pause = UNRECORDED_RETRY,
             Err(error) => {
                 tracing::warn!(
-                    error = format!("{error:#}"),
+                    error = faro_shared::pg::error_text(&error),
                     slots = trying.len(),
                     retry_in_ms = retry_pause.as_millis() as u64,
                     "cannot record fired slots; they are kept and tried again"
@@ -139,7 +139,7 @@ pub(crate) async fn fire_slots(
 ) -> anyhow::Result<()> {
     let skipped = fires.iter().filter(|f| f.overlaps.is_some()).count();
     let missed: usize = fires.iter().map(|f| f.missed.len()).sum();
-    let runs = store::record_slots(&d.pool, fires).await?;
+    let (runs, skipped_runs) = store::record_slots(&d.pool, fires).await?;
     metrics::counter!(m::SLOTS, "result" => "fired").increment(runs.len() as u64);
     metrics::counter!(m::SLOTS, "result" => "skipped").increment(skipped as u64);
     metrics::counter!(m::SLOTS, "result" => "missed").increment(missed as u64);
@@ -163,5 +163,16 @@ pub(crate) async fn fire_slots(
         scheduler.opened(run.job_id.clone(), run.run_id);
     }
     dispatch(d, runs);
+    // Slots skipped end as runs do: on the outcome feed, read back from their records.
+    if d.config.outcome_feed && !skipped_runs.is_empty() {
+        match store::ended_outcomes(&d.pool, &skipped_runs).await {
+            Ok(outcomes) => crate::outcomes::publish(d, &outcomes).await,
+            Err(error) => tracing::warn!(
+                error = faro_shared::pg::error_text(&error),
+                runs = skipped_runs.len(),
+                "cannot read skipped slots for the outcome feed; their records have them"
+            ),
+        }
+    }
     Ok(())
 }

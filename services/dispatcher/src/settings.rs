@@ -34,7 +34,10 @@ pub(crate) fn apply_to(admission: &mut Admission, setting: &Setting) -> Vec<RunM
             match faro_shared::telemetry::set_filter(filter) {
                 Ok(true) => tracing::warn!(%filter, "log level changed"),
                 Ok(false) => {}
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "log level refused"),
+                Err(error) => tracing::warn!(
+                    error = faro_shared::pg::error_text(&error),
+                    "log level refused"
+                ),
             }
             Vec::new()
         }
@@ -81,7 +84,10 @@ pub(crate) async fn settings_loop(
             _ = tick.tick() => {}
         }
         if let Err(error) = reload_settings(&d).await {
-            tracing::warn!(error = format!("{error:#}"), "cannot read settings");
+            tracing::warn!(
+                error = faro_shared::pg::error_text(&error),
+                "cannot read settings"
+            );
         }
     }
 }

@@ -246,7 +246,7 @@ impl Pending {
         if let Err(error) = written {
             metrics::counter!(m::SLOT_LEASE_ERRORS).increment(1);
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 "a slot lease write failed; the key is corrected by its TTL"
             );
         }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use faro_shared::domain::{JobId, TargetId};
+use faro_shared::domain::{JobId, QueueName, TargetId};
 use faro_shared::messages::RunMessage;
 use faro_shared::snmp::Device;
 use faro_shared::Namespace;
@@ -63,6 +63,9 @@ pub(crate) struct Dispatcher {
     pub(crate) devices: std::sync::RwLock<Arc<HashMap<TargetId, Device>>>,
     /// `snmp.test_mode`: SNMP runs are published to be simulated.
     pub(crate) snmp_test_mode: std::sync::atomic::AtomicBool,
+    /// Queues whose consumer this dispatcher has declared: before its first run to a queue, it
+    /// declares the queue's consumer, which workers and the demand-collector only open.
+    pub(crate) queue_consumers: tokio::sync::Mutex<std::collections::HashSet<QueueName>>,
 }
 
 /// Recurring runs fired and not yet published, with their slot.

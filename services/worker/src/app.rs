@@ -97,8 +97,7 @@ impl Worker {
 /// Runs the worker until `shutdown` is cancelled or one of its loops fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let connection = format!("faro-worker-{}", config.worker_id);
-    let spec =
-        Spec::new("worker", &config.common, &config.topology, m::METRICS).connection(&connection);
+    let spec = Spec::new("worker", &config.common, m::METRICS).connection(&connection);
     let Some(mut service) = service::start(spec, &shutdown).await? else {
         return Ok(());
     };
@@ -304,7 +303,10 @@ async fn heartbeat_loop(
             Ok(()) => metrics::counter!(m::HEARTBEATS, "result" => "ok").increment(1),
             Err(error) => {
                 // A missed beat is the balancer's business; keep trying.
-                tracing::warn!(error = format!("{error:#}"), "heartbeat failed");
+                tracing::warn!(
+                    error = faro_shared::pg::error_text(&error),
+                    "heartbeat failed"
+                );
                 metrics::counter!(m::HEARTBEATS, "result" => "failed").increment(1);
             }
         }
@@ -449,20 +451,34 @@ async fn assignment_loop(
     result
 }
 
+/// How often a worker assigned to a queue without a consumer looks for it again.
+const CONSUMER_POLL: Duration = Duration::from_millis(250);
+
 /// Pulls runs of one queue while it is assigned, never more than the free slots.
 async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
+    // The dispatcher declares a queue's consumer before its first run: a worker assigned to
+    // a queue whose runs all still wait (their targets' slots taken) waits for it.
+    let mut said_waiting = false;
     let consumer = loop {
-        match nats::ensure_queue_consumer(&worker.js, &worker.ns, &queue).await {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(%queue, error = format!("{error:#}"), "cannot open the queue's consumer; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        let pause = match nats::bind_queue_consumer(&worker.js, &worker.ns, &queue).await {
+            Ok(Some(consumer)) => break consumer,
+            Ok(None) => {
+                if !said_waiting {
+                    tracing::info!(%queue, "the queue has no consumer yet (no run published to it); waiting for one");
+                    said_waiting = true;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                CONSUMER_POLL
             }
+            Err(error) => {
+                tracing::warn!(%queue, error = faro_shared::pg::error_text(&error), "cannot open the queue's consumer; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     };
     let mut admission = worker.admission.subscribe();

@@ -5,7 +5,6 @@ use std::time::Duration;
 use faro_shared::config::{ConfigError, Env};
 use faro_shared::domain::{PoolName, WorkerId};
 use faro_shared::messages::Kind;
-use faro_shared::nats::TopologySettings;
 use faro_shared::CommonConfig;
 
 use crate::exec::AllowList;
@@ -13,7 +12,6 @@ use crate::exec::AllowList;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
-    pub topology: TopologySettings,
     /// `FARO_WORKER_ID`; default: the host name and a random suffix, unique per process.
     pub worker_id: WorkerId,
     /// `FARO_WORKER_POOL`, default `default`.
@@ -69,7 +67,10 @@ impl Config {
             Some(path) => AllowList::load(std::path::Path::new(path)).map_err(|e| ConfigError {
                 var: "FARO_WORKER_EXEC_ALLOWLIST".to_owned(),
                 value: path.to_owned(),
-                expected: format!("a readable allow-list file ({e:#})"),
+                expected: format!(
+                    "a readable allow-list file ({})",
+                    faro_shared::pg::error_text(&e)
+                ),
             })?,
         };
         let mut kinds = vec![Kind::Sim, Kind::SnmpGet, Kind::SnmpWalk];
@@ -78,7 +79,6 @@ impl Config {
         }
         Ok(Self {
             common: CommonConfig::from_env(env)?,
-            topology: TopologySettings::from_env(env)?,
             worker_id,
             pool: env.parse(
                 "FARO_WORKER_POOL",

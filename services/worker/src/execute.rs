@@ -398,7 +398,7 @@ impl Executor {
             // Not stored: give the run back so another attempt records it; after a full
             // stream, once it has had time to drain.
             tracing::warn!(
-                error = format!("{error:#}"),
+                error = faro_shared::pg::error_text(&error),
                 "result not stored; run given back"
             );
             let delay = if full {

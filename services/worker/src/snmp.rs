@@ -504,9 +504,12 @@ impl Chunks {
             return Ok(());
         }
         let sent = self.template.values.len();
-        self.send()
-            .await
-            .map_err(|error| PollError::failed(format!("cannot send polled values: {error:#}")))?;
+        self.send().await.map_err(|error| {
+            PollError::failed(format!(
+                "cannot send polled values: {}",
+                faro_shared::pg::error_text(&error)
+            ))
+        })?;
         metrics::counter!(m::SNMP_VALUES).increment(sent as u64);
         self.template.values.clear();
         self.template.seq += 1;

@@ -26,6 +26,12 @@ async fn backlog(queues: &[&str], runs: usize) -> (TestBus, TestDb) {
             .await
             .unwrap();
     }
+    // As the dispatcher does before its first run to a queue; the others have no consumer
+    // (no run was ever published to them), and their backlog is none.
+    let first = faro_shared::domain::QueueName::parse(queues[0]).unwrap();
+    faro_shared::nats::ensure_queue_consumer(&bus.js, &bus.ns, &first)
+        .await
+        .unwrap();
     for i in 0..runs {
         bus.js
             .publish(format!("{}.jobs.{}.t{i}", bus.ns, queues[0]), "{}".into())

@@ -150,7 +150,7 @@ async fn definitions(
         match def {
             Ok(def) => defs.push(def),
             Err(error) => {
-                tracing::warn!(job = %id, error = format!("{error:#}"), "job definition skipped")
+                tracing::warn!(job = %id, error = faro_shared::pg::error_text(&error), "job definition skipped")
             }
         }
     }
@@ -341,8 +341,11 @@ pub const MISSED: &str = "skipped: came due while no dispatcher could fire it (a
 /// the job's stored definition; a job disabled, no longer recurring or on a disabled target
 /// records nothing. A slot already recorded (by another dispatcher) is left alone: its run id
 /// is derived from the job and the slot, so the primary key finds it. Returns the runs to
-/// dispatch.
-pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<RunMessage>> {
+/// dispatch, and the ids of the skipped runs this call recorded.
+pub async fn record_slots(
+    pool: &Pool,
+    fires: &[Fire],
+) -> anyhow::Result<(Vec<RunMessage>, Vec<Uuid>)> {
     let mut ids = Vec::with_capacity(fires.len());
     let mut jobs = Vec::with_capacity(fires.len());
     let mut slots = Vec::with_capacity(fires.len());
@@ -387,22 +390,30 @@ pub async fn record_slots(pool: &Pool, fires: &[Fire]) -> anyhow::Result<Vec<Run
                  INSERT INTO run_outbox (run_id, queue)
                  SELECT id, queue FROM made WHERE status = 'dispatched'
              )
-             SELECT id, job_id, queue, target, kind, params, priority, timeout_ms
-               FROM made WHERE status = 'dispatched'",
+             SELECT id, job_id, status, queue, target, kind, params, priority, timeout_ms
+               FROM made",
             &[&ids, &jobs, &slots, &skips],
         )
         .await
         .context("cannot record fired slots")?;
     tx.commit().await?;
     let mut runs = Vec::with_capacity(rows.len());
+    let mut skipped = Vec::new();
     for row in &rows {
+        if row.get::<_, &str>("status") == "skipped" {
+            skipped.push(row.get("id"));
+            continue;
+        }
         match message_from_row(row, row.get("id"), 1, row.get("job_id")) {
             Ok(run) => runs.push(run),
             // Recorded and in the outbox: a restart offers it again, or it is timed out.
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "a fired run is unreadable"),
+            Err(error) => tracing::warn!(
+                error = faro_shared::pg::error_text(&error),
+                "a fired run is unreadable"
+            ),
         }
     }
-    Ok(runs)
+    Ok((runs, skipped))
 }
 
 /// Targets whose concurrency limit is not the default.

@@ -339,23 +339,33 @@ async fn a_slot_is_recorded_once_however_many_times_it_fires() {
         overlaps: None,
         missed: vec![missed],
     };
-    let first = store::record_slots(&pool, std::slice::from_ref(&fire))
+    let (runs, skipped) = store::record_slots(&pool, std::slice::from_ref(&fire))
         .await
         .unwrap();
-    assert_eq!(first.len(), 1);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        skipped,
+        [faro_dispatcher::schedule::slot_run_id(&fire.job, missed)]
+    );
     // Another dispatcher fires the same slots (a leader change), and a later fire counts the
     // first slot as missed: nothing new is recorded.
-    assert!(store::record_slots(&pool, &[fire])
-        .await
-        .unwrap()
-        .is_empty());
+    let (runs, skipped) = store::record_slots(&pool, &[fire]).await.unwrap();
+    assert!(
+        runs.is_empty() && skipped.is_empty(),
+        "{runs:?} {skipped:?}"
+    );
     let later = Fire {
         job,
         slot: slot + chrono::Duration::minutes(1),
         overlaps: None,
         missed: vec![missed, slot],
     };
-    assert_eq!(store::record_slots(&pool, &[later]).await.unwrap().len(), 1);
+    let (runs, skipped) = store::record_slots(&pool, &[later]).await.unwrap();
+    assert_eq!(
+        (runs.len(), skipped.len()),
+        (1, 0),
+        "the missed slots were recorded before"
+    );
     let rows: Vec<(String, i64)> = pool
         .get()
         .await

@@ -34,8 +34,7 @@ async fn the_outbox_is_published_at_start() {
     let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
 
     // Every run arrives on its queue's subject, once.
-    let consumer = bus.read_stream(&ns.jobs_stream(), None).await.unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    let mut messages = bus.read_queues(&["q", "r"]).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
@@ -113,8 +112,7 @@ async fn slots_in_flight_before_a_restart_still_count() {
     let config = faro_dispatcher::Config::from_env(&env).unwrap();
     let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
 
-    let consumer = bus.read_stream(&ns.jobs_stream(), None).await.unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    let mut messages = bus.read_queues(&["q"]).await.unwrap();
     // A worker holds the two (delivered, not acknowledged).
     for run in &in_flight {
         let message = tokio::time::timeout(Duration::from_secs(20), messages.next())

@@ -10,7 +10,7 @@ mod slots;
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use chrono::Utc;
 use faro_shared::domain::{JobId, Priority, QueueName, TargetId, WorkerId};
 use faro_shared::messages::{
@@ -35,12 +35,17 @@ pub struct Harness {
 impl Harness {
     pub async fn start() -> Self {
         let bus = TestBus::start().await.unwrap();
+        let queue = QueueName::parse("q").unwrap();
+        // As the dispatcher does before its first run to the queue: workers only open it.
+        faro_shared::nats::ensure_queue_consumer(&bus.js, &bus.ns, &queue)
+            .await
+            .unwrap();
         Self {
             ns: bus.ns.clone(),
             js: bus.js.clone(),
             topology: bus.topology.clone(),
             bus,
-            queue: QueueName::parse("q").unwrap(),
+            queue,
         }
     }
 
@@ -108,9 +113,13 @@ impl Harness {
             assert!(tokio::time::Instant::now() < deadline, "{info:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let stream = self.js.get_stream(self.ns.results_stream()).await.unwrap();
-        let mut reader: jetstream::consumer::PullConsumer =
-            stream.get_consumer("test").await.unwrap();
+        let mut reader = faro_shared::nats::bind_service_consumer(
+            &self.js,
+            &self.ns.results_stream(),
+            self.ns.dispatcher_consumer(),
+        )
+        .await
+        .unwrap();
         assert_eq!(reader.info().await.unwrap().num_pending, 0, "a result more");
     }
 
@@ -186,17 +195,15 @@ impl Harness {
 
     /// Reads `count` results, failing after `limit`.
     pub async fn results(&self, count: usize, limit: Duration) -> Vec<RunResult> {
-        let stream = self.js.get_stream(self.ns.results_stream()).await.unwrap();
-        let consumer = stream
-            .get_or_create_consumer(
-                "test",
-                pull::Config {
-                    durable_name: Some("test".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        // The dispatcher's consumer (`faro setup` declared it): the results stream, a work
+        // queue, takes no other reader.
+        let consumer = faro_shared::nats::bind_service_consumer(
+            &self.js,
+            &self.ns.results_stream(),
+            self.ns.dispatcher_consumer(),
+        )
+        .await
+        .unwrap();
         let mut messages = consumer.messages().await.unwrap();
         let mut results = Vec::new();
         while results.len() < count {
