@@ -407,6 +407,10 @@ async fn lead(
         retries_loop(dispatcher.clone(), shutdown.clone()),
     );
     supervisor.spawn(
+        "outcome outbox",
+        crate::outcomes::outbox_loop(dispatcher.clone(), shutdown.clone()),
+    );
+    supervisor.spawn(
         "history",
         history_loop(dispatcher.clone(), shutdown.clone()),
     );

@@ -122,6 +122,9 @@ impl Deadlines {
     }
 }
 
+/// The worker id of the results the dispatcher records itself.
+pub(crate) const OWN_WORKER: &str = "dispatcher";
+
 /// A result the dispatcher records itself (a timeout, a cancel) for `run`'s attempt.
 pub(crate) fn own_result(run: &RunMessage, outcome: Outcome, error: String) -> RunResult {
     let now = chrono::Utc::now();
@@ -131,7 +134,7 @@ pub(crate) fn own_result(run: &RunMessage, outcome: Outcome, error: String) -> R
         job_id: run.job_id.clone(),
         queue: run.queue.clone(),
         target: run.target.clone(),
-        worker_id: WorkerId::parse("dispatcher").expect("a valid worker id"),
+        worker_id: WorkerId::parse(OWN_WORKER).expect("a valid worker id"),
         outcome,
         simulated: false,
         started_at: now,

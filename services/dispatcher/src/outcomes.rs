@@ -8,10 +8,14 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use faro_shared::messages::RunOutcome;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::state::Dispatcher;
+use crate::store;
 
 /// How long the feed's acknowledgements are waited for: a NATS that stores nothing must not
 /// hold results.
@@ -19,9 +23,10 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Puts `outcomes` on the feed (its caller asks only when `FARO_OUTCOME_FEED` is on) and waits for NATS to store them (at most [`ACK_WAIT`]). One
 /// that is not stored is logged and counted, never retried: the run's record has it.
-pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
+/// Returns the runs whose outcomes NATS stored.
+pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) -> Vec<uuid::Uuid> {
     if outcomes.is_empty() {
-        return;
+        return Vec::new();
     }
     let sends = outcomes.iter().map(|outcome| async move {
         let payload = serde_json::to_vec(outcome)?;
@@ -46,12 +51,15 @@ pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
             )),
         }
     });
-    let failed: Vec<String> = futures::future::join_all(sends)
-        .await
-        .into_iter()
-        .filter_map(|sent| sent.err().map(|error| faro_shared::pg::error_text(&error)))
-        .collect();
-    let published = outcomes.len() - failed.len();
+    let mut stored = Vec::with_capacity(outcomes.len());
+    let mut failed = Vec::new();
+    for (outcome, sent) in outcomes.iter().zip(futures::future::join_all(sends).await) {
+        match sent {
+            Ok(()) => stored.push(outcome.run_id),
+            Err(error) => failed.push(faro_shared::pg::error_text(&error)),
+        }
+    }
+    let published = stored.len();
     metrics::counter!(m::OUTCOMES, "result" => "published").increment(published as u64);
     if !failed.is_empty() {
         let lost = outcomes.len() - published;
@@ -62,4 +70,87 @@ pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) {
             "run outcomes not put on the outcome feed; the runs' records have them"
         );
     }
+    stored
+}
+
+/// Publishes the outcomes of `outboxed` runs (those whose end the leader decided itself)
+/// among `outcomes`, and clears from the outbox those NATS stored. A failure to clear is
+/// logged: the outbox publishes them again, and the feed drops the repeat.
+pub(crate) async fn publish_outboxed(
+    d: &Dispatcher,
+    outcomes: &[RunOutcome],
+    outboxed: &[uuid::Uuid],
+) {
+    let stored = publish(d, outcomes).await;
+    let cleared: Vec<uuid::Uuid> = stored
+        .into_iter()
+        .filter(|run| outboxed.contains(run))
+        .collect();
+    if let Err(error) = store::clear_outcomes(&d.pool, &cleared).await {
+        tracing::warn!(
+            error = faro_shared::pg::error_text(&error),
+            "cannot clear published outcomes from the outbox; they are published again"
+        );
+    }
+}
+
+/// How long a run waits in the outcome outbox before the leader publishes it from there: its
+/// own publish, right after recording, normally clears it within milliseconds.
+const OUTBOX_AGE: Duration = Duration::from_secs(5);
+
+/// How often the leader looks in the outcome outbox.
+const OUTBOX_EVERY: Duration = Duration::from_secs(5);
+
+/// The most runs published from the outbox at a time.
+const OUTBOX_BATCH: i64 = 1_000;
+
+/// While leading: publishes what the outcome outbox still holds (left by a leader killed
+/// between recording an end it decided and publishing it, or not stored by NATS in time),
+/// read back from the runs' records. With the feed off, clears it.
+pub(crate) async fn outbox_loop(
+    d: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(OUTBOX_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = drain_outbox(&d).await {
+            tracing::warn!(
+                error = faro_shared::pg::error_text(&error),
+                "cannot publish the outcome outbox; trying again"
+            );
+        }
+    }
+}
+
+/// One look in the outcome outbox; returns how many runs it took.
+pub(crate) async fn drain_outbox(d: &Dispatcher) -> anyhow::Result<usize> {
+    let pending = store::pending_outcomes(&d.pool, OUTBOX_AGE, OUTBOX_BATCH).await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    if !d.config.outcome_feed {
+        store::clear_outcomes(&d.pool, &pending).await?;
+        return Ok(pending.len());
+    }
+    let outcomes = store::ended_outcomes(&d.pool, &pending).await?;
+    tracing::info!(
+        runs = outcomes.len(),
+        "publishing outcomes a leader recorded and did not publish"
+    );
+    // A run in the outbox that has not ended (it never should) or is gone (its history day
+    // dropped) has nothing to publish: cleared with the rest.
+    let ended: std::collections::HashSet<uuid::Uuid> = outcomes.iter().map(|o| o.run_id).collect();
+    let gone: Vec<uuid::Uuid> = pending
+        .iter()
+        .filter(|run| !ended.contains(run))
+        .copied()
+        .collect();
+    store::clear_outcomes(&d.pool, &gone).await?;
+    publish_outboxed(d, &outcomes, &pending).await;
+    Ok(pending.len())
 }

@@ -305,7 +305,7 @@ pub(crate) async fn apply_results(d: &Dispatcher, results: &[RunResult]) -> anyh
             "cannot read the outcomes of skipped or repeated runs; the runs' records have them"
         ),
     }
-    crate::outcomes::publish(d, &ended).await;
+    crate::outcomes::publish_outboxed(d, &ended, &recording.outboxed).await;
     Ok(())
 }
 

@@ -166,7 +166,7 @@ pub(crate) async fn fire_slots(
     // Slots skipped end as runs do: on the outcome feed, read back from their records.
     if d.config.outcome_feed && !skipped_runs.is_empty() {
         match store::ended_outcomes(&d.pool, &skipped_runs).await {
-            Ok(outcomes) => crate::outcomes::publish(d, &outcomes).await,
+            Ok(outcomes) => crate::outcomes::publish_outboxed(d, &outcomes, &skipped_runs).await,
             Err(error) => tracing::warn!(
                 error = faro_shared::pg::error_text(&error),
                 runs = skipped_runs.len(),

@@ -396,12 +396,16 @@ pub async fn record_slots(
         )
         .await
         .context("cannot record fired slots")?;
+    let skipped: Vec<Uuid> = rows
+        .iter()
+        .filter(|row| row.get::<_, &str>("status") == "skipped")
+        .map(|row| row.get("id"))
+        .collect();
+    super::outcomes::outbox(&tx, &skipped).await?;
     tx.commit().await?;
     let mut runs = Vec::with_capacity(rows.len());
-    let mut skipped = Vec::new();
     for row in &rows {
         if row.get::<_, &str>("status") == "skipped" {
-            skipped.push(row.get("id"));
             continue;
         }
         match message_from_row(row, row.get("id"), 1, row.get("job_id")) {

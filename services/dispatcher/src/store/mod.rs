@@ -1,6 +1,6 @@
 //! The dispatcher's SQL, one module per table family: `submissions`, `outbox`, `definitions`
 //! (jobs, targets, queues and the runs made from definitions), `results` (executing a result
-//! plan), `facts` (what operators ask), `pages` (lists of runs) and `history` (the days of run history). Hot settings are read and written by
+//! plan), `outcomes` (the outcome feed's outbox), `facts` (what operators ask), `pages` (lists of runs) and `history` (the days of run history). Hot settings are read and written by
 //! `faro_shared::settings`.
 //!
 //! Every write on a hot path is one statement per batch (`unnest` of arrays), never a round
@@ -12,6 +12,7 @@ mod definitions;
 mod facts;
 mod history;
 mod outbox;
+mod outcomes;
 mod pages;
 mod results;
 mod submissions;
@@ -29,6 +30,7 @@ pub use outbox::{
     drop_from_outbox, in_flight_runs, mark_published, next_retry, run_message, take_due_retries,
     unpublished_runs,
 };
+pub use outcomes::{clear_outcomes, pending_outcomes};
 pub use pages::runs_page;
 pub use results::{ended_outcomes, record_results, Recording};
 pub use submissions::{

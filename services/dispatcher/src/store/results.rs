@@ -30,6 +30,9 @@ pub struct Recording {
     pub triggered: Vec<RunMessage>,
     /// Runs of chained jobs recorded as skipped (a parent did not succeed).
     pub skipped: Vec<Uuid>,
+    /// Runs put in the outcome outbox: those the dispatcher's own results ended (a timeout,
+    /// a cancel) and the skipped chained runs, whose outcomes no redelivery would publish.
+    pub outboxed: Vec<Uuid>,
 }
 
 /// Records a batch of results in one transaction. Results that fencing alone decides (see
@@ -73,6 +76,14 @@ pub async fn record_results(
     );
     recording.extend(Recording::of(&plan));
     end_runs(&tx, &plan.ended).await?;
+    recording.outboxed = plan
+        .ended
+        .iter()
+        .filter(|(result, _)| result.worker_id.as_str() == crate::deadlines::OWN_WORKER)
+        .map(|(result, _)| result.run_id)
+        .chain(recording.skipped.iter().copied())
+        .collect();
+    super::outcomes::outbox(&tx, &recording.outboxed).await?;
     // Chained jobs get their runs in this same transaction: a crash cannot lose them.
     let children: Vec<&Triggered> = plan.triggered.iter().chain(&plan.skipped).collect();
     if !children.is_empty() {
@@ -103,6 +114,7 @@ impl Recording {
         self.late.extend(other.late);
         self.triggered.extend(other.triggered);
         self.skipped.extend(other.skipped);
+        self.outboxed.extend(other.outboxed);
     }
 
     fn of(plan: &ResultPlan<'_>) -> Self {
@@ -116,6 +128,7 @@ impl Recording {
             late: plan.late.iter().map(|r| r.run_id).collect(),
             triggered: plan.triggered.iter().map(Triggered::run).collect(),
             skipped: plan.skipped.iter().map(|t| t.run_id).collect(),
+            outboxed: Vec::new(),
         }
     }
 }

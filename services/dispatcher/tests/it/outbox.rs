@@ -166,3 +166,101 @@ async fn slots_in_flight_before_a_restart_still_count() {
     shutdown.cancel();
     dispatcher.await.unwrap().unwrap();
 }
+
+/// A leader killed after recording an end it decided itself (here a timeout), before putting
+/// it on the outcome feed: the run waits in the outcome outbox, and the next leader publishes
+/// it. A worker's own result is not put there (its redelivery publishes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_the_leader_recorded_and_did_not_publish_reaches_the_feed() {
+    use faro_shared::domain::{Outcome, WorkerId};
+    use faro_shared::messages::{RunOutcome, RunResult};
+    let bus = TestBus::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = pg::pool(&db.config()).unwrap();
+    let submission = jobfile::parse(
+        br#"[{"queue": "q", "kind": "sim", "target": "a", "max_attempts": 1},
+             {"queue": "q", "kind": "sim", "target": "b"}]"#,
+    )
+    .unwrap();
+    let runs = plan_submission(&submission);
+    store::record_submission(&pool, "killed", None, &runs)
+        .await
+        .unwrap();
+    let result = |run: &RunMessage, worker: &str, outcome| RunResult {
+        run_id: run.run_id,
+        attempt: 1,
+        job_id: run.job_id.clone(),
+        queue: run.queue.clone(),
+        target: run.target.clone(),
+        worker_id: WorkerId::parse(worker).unwrap(),
+        outcome,
+        simulated: false,
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        output: None,
+        error: Some("no result within the timeout".to_owned()),
+    };
+    let (timed_out, by_worker) = (&runs[0].message, &runs[1].message);
+    let recording = store::record_results(
+        &pool,
+        &[
+            result(timed_out, "dispatcher", Outcome::TimedOut),
+            result(by_worker, "w1", Outcome::Failed),
+        ],
+        &faro_dispatcher::retry::RetryPolicy::default(),
+        || 0.0,
+        &faro_dispatcher::chains::Chains::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recording.outboxed,
+        [timed_out.run_id],
+        "only the leader's own end"
+    );
+
+    // The next leader.
+    let env = bus.env(Some(&db));
+    let shutdown = CancellationToken::new();
+    let config = faro_dispatcher::Config::from_env(&env).unwrap();
+    let dispatcher = tokio::spawn(faro_dispatcher::run(config, shutdown.clone()));
+    let mut feed = bus
+        .read_stream(&bus.ns.outcomes_stream(), None)
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), feed.next())
+        .await
+        .expect("the recorded timeout never reached the feed")
+        .unwrap()
+        .unwrap();
+    let outcome: RunOutcome = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (outcome.run_id, outcome.status.as_str()),
+        (timed_out.run_id, "timed_out")
+    );
+    // Published once: the outbox is empty.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM outcome_outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} left in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    dispatcher.await.unwrap().unwrap();
+}
