@@ -992,4 +992,14 @@ async fn scripts_dev_runs_on_a_three_node_nats_cluster_and_survives_losing_one()
         "no nats-server on port {nats_port} to kill"
     );
     submit("after");
+    // Moving to the other nodes, every service opened its watches and consumers again (an
+    // ordered consumer made again deletes the one it had): each user still held what it
+    // needed, and no NATS node refused any of it.
+    for entry in std::fs::read_dir(state.path().join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let log = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        if let Some(line) = log.lines().find(|line| line.contains("Violation")) {
+            panic!("a permission refused, in {}: {line}", path.display());
+        }
+    }
 }

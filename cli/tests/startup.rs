@@ -235,6 +235,7 @@ async fn submit_waits_while_nats_cannot_store_the_submission() {
             max_bytes: faro_shared::testing::TEST_JETSTREAM_MAX_BYTES,
             ..Default::default()
         },
+        faro_shared::nats::SETUP_WAIT,
     )
     .await
     .unwrap();

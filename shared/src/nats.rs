@@ -262,9 +262,15 @@ pub struct Topology {
     pub cooling: kv::Store,
 }
 
-/// How long start-up waits for the topology: a cluster still electing its meta leader or with
-/// too few nodes up for the replicas asked, or `faro setup` not finished yet.
+/// How long a service's start waits for the topology: a cluster still electing its meta
+/// leader or a stream's, or `faro setup` not finished yet. A service that gives up is
+/// restarted by its supervisor (compose, systemd) and waits again.
 const TOPOLOGY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long `faro setup` keeps declaring while JetStream does not take the declarations: a
+/// cluster whose nodes are still starting (compose starts them together), each stream's
+/// leader election taking seconds on a busy machine. A one-shot, so it waits longer.
+pub const SETUP_WAIT: Duration = Duration::from_secs(300);
 
 /// One stream, bucket or consumer [`provision`] declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,11 +292,12 @@ pub struct Provisioned {
 /// Declares every stream and bucket of `ns` and the dispatcher's durable consumers, creating or
 /// updating them (`faro setup`, as a user that may use the whole JetStream API); while
 /// JetStream does not take the declarations (a cluster forming, a node restarting), tries
-/// again for up to a minute, logging why.
+/// again for up to `wait`, logging why.
 pub async fn provision(
     js: &jetstream::Context,
     ns: &Namespace,
     settings: &TopologySettings,
+    wait: Duration,
 ) -> anyhow::Result<Provisioned> {
     // Not worth waiting for: no retry makes a small budget larger.
     check_limits(
@@ -298,30 +305,34 @@ pub async fn provision(
         settings.max_bytes,
         js.client().server_info().max_payload,
     )?;
-    patiently("JetStream does not take the topology yet", || {
+    patiently("JetStream does not take the topology yet", wait, || {
         declare_topology(js, ns, settings)
     })
     .await
     .context("JetStream did not take the topology")
 }
 
-/// Binds the buckets of `ns`, and checks its streams are there: what a service does at start.
-/// Waits up to a minute for them (a cluster electing leaders, `faro setup` still running),
-/// then fails naming what is missing and how to make it.
+/// Binds the buckets of `ns`: what a service does at start (its streams it opens as it uses
+/// them). Waits up to a minute for them (a cluster electing leaders, `faro setup` still
+/// running), then fails naming what is missing and how to make it.
 pub async fn bind_topology(js: &jetstream::Context, ns: &Namespace) -> anyhow::Result<Topology> {
-    patiently("the streams and buckets are not all there yet", || async {
-        let bucket = |name: String| async move {
-            js.get_key_value(&name)
-                .await
-                .with_context(|| format!("cannot open KV bucket {name}"))
-        };
-        Ok(Topology {
-            workers: bucket(ns.workers_bucket()).await?,
-            assignments: bucket(ns.assignments_bucket()).await?,
-            leases: bucket(ns.leases_bucket()).await?,
-            cooling: bucket(ns.cooling_bucket()).await?,
-        })
-    })
+    patiently(
+        "the streams and buckets are not all there yet",
+        TOPOLOGY_WAIT,
+        || async {
+            let bucket = |name: String| async move {
+                js.get_key_value(&name)
+                    .await
+                    .with_context(|| format!("cannot open KV bucket {name}"))
+            };
+            Ok(Topology {
+                workers: bucket(ns.workers_bucket()).await?,
+                assignments: bucket(ns.assignments_bucket()).await?,
+                leases: bucket(ns.leases_bucket()).await?,
+                cooling: bucket(ns.cooling_bucket()).await?,
+            })
+        },
+    )
     .await
     .context(
         "the streams and buckets are missing or unreadable: run `faro setup` (as the NATS admin \
@@ -329,13 +340,13 @@ pub async fn bind_topology(js: &jetstream::Context, ns: &Namespace) -> anyhow::R
     )
 }
 
-/// Runs `attempt` until it succeeds or [`TOPOLOGY_WAIT`] has passed, logging each failure.
-async fn patiently<T, F, Fut>(waiting: &str, mut attempt: F) -> anyhow::Result<T>
+/// Runs `attempt` until it succeeds or `wait` has passed, logging each failure.
+async fn patiently<T, F, Fut>(waiting: &str, wait: Duration, mut attempt: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut delay = Duration::from_millis(100);
     loop {
         match attempt().await {
@@ -350,9 +361,7 @@ where
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(error) => {
-                return Err(
-                    error.context(format!("still failing after {} s", TOPOLOGY_WAIT.as_secs()))
-                )
+                return Err(error.context(format!("still failing after {} s", wait.as_secs())))
             }
         }
     }

@@ -7,6 +7,8 @@
 //! [`Service::supervisor`] runs the HTTP server as one of them, [`Service::serve`] marks the
 //! service ready and waits for its tasks to end.
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use async_nats::jetstream;
 use deadpool_postgres::Pool;
@@ -19,6 +21,22 @@ use crate::http::{self, Health, Metric};
 use crate::nats::{self, Retry, Topology};
 use crate::shutdown::{unless_cancelled, Supervisor};
 use crate::{CommonConfig, Namespace};
+
+/// How a service's `main` ends: an error is logged and printed as [`crate::pg::error_text`]
+/// shows it (never a PostgreSQL error's DETAIL, which repeats a refused row whole), and the
+/// process exits 1.
+pub fn exit_code(name: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let text = crate::pg::error_text(&error);
+            tracing::error!(error = text, "{name} stopped");
+            // Also where no log is set up yet (a configuration refused).
+            let _ = writeln!(std::io::stderr(), "faro-{name}: {text}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// What a service starts with.
 #[derive(Debug, Clone, Copy)]

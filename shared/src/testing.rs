@@ -75,7 +75,9 @@ impl TestBus {
             max_bytes: TEST_JETSTREAM_MAX_BYTES,
             ..Default::default()
         };
-        let topology = crate::nats::provision(&js, &ns, &settings).await?.topology;
+        let topology = crate::nats::provision(&js, &ns, &settings, crate::nats::SETUP_WAIT)
+            .await?
+            .topology;
         Ok(Self {
             server,
             peers,

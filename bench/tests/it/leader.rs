@@ -267,6 +267,7 @@ async fn a_leader_whose_start_fails_gives_the_lease_up_and_leads_once_it_can() {
             max_bytes: faro_shared::testing::TEST_JETSTREAM_MAX_BYTES,
             ..Default::default()
         },
+        faro_shared::nats::SETUP_WAIT,
     )
     .await
     .unwrap();

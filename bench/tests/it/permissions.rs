@@ -204,7 +204,9 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         max_bytes: 4 * TEST_JETSTREAM_MAX_BYTES,
         ..Default::default()
     };
-    nats::provision(&admin, &ns, &settings).await.unwrap();
+    nats::provision(&admin, &ns, &settings, nats::SETUP_WAIT)
+        .await
+        .unwrap();
 
     // A submitter submits, asks the submission API, and follows the outcome feed.
     let (submitter, submitter_errors) = jetstream_of(&server, "submitter").await;
@@ -322,7 +324,67 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
     assert_eq!(letters.len(), 1);
     stored(&operator, ns.submit_subject(), "[]").await;
 
-    // None of that was refused, in part or on the side (a flow-control reply, say).
+    // A watch made again (a reconnect, a node lost) deletes the consumer it had: each user
+    // that watches may delete consumers of what it watches.
+    for (js, stream) in [
+        (&dispatcher, format!("KV_{}", ns.leases_bucket())),
+        (&worker, format!("KV_{}", ns.assignments_bucket())),
+        (&balancer, format!("KV_{}", ns.workers_bucket())),
+        (&balancer, format!("KV_{}", ns.assignments_bucket())),
+        (&balancer, format!("KV_{}", ns.cooling_bucket())),
+        (&balancer, ns.demand_stream()),
+        (&submitter, ns.outcomes_stream()),
+        (&operator, ns.outcomes_stream()),
+    ] {
+        let stream = js.get_stream(&stream).await.unwrap();
+        let name = format!("watch-{}", uuid::Uuid::new_v4().simple());
+        stream
+            .create_consumer(consumer::pull::Config {
+                name: Some(name.clone()),
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream.delete_consumer(&name).await.unwrap();
+    }
+
+    // A reply larger than max_payload goes in pages, several messages to one request: the
+    // dispatcher and the balancer may send them all.
+    for (service, subject) in [
+        (dispatcher.client(), "faro.api.dispatcher.runs"),
+        (balancer.client(), "faro.api.balancer.workers"),
+    ] {
+        let mut requests = service.subscribe(subject).await.unwrap();
+        service.flush().await.unwrap();
+        let asking = operator.client();
+        let inbox = asking.new_inbox();
+        let mut replies = asking.subscribe(inbox.clone()).await.unwrap();
+        asking
+            .publish_with_reply(subject, inbox, "{}".into())
+            .await
+            .unwrap();
+        let request = requests.next().await.unwrap();
+        for page in 0..3 {
+            service
+                .publish(
+                    request.reply.clone().unwrap(),
+                    format!("page {page}").into(),
+                )
+                .await
+                .unwrap();
+        }
+        for page in 0..3 {
+            let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+                .await
+                .unwrap_or_else(|_| panic!("{subject}: page {page} of 3 never came"))
+                .unwrap();
+            assert_eq!(reply.payload, format!("page {page}"));
+        }
+    }
+
+    // None of that was refused, in part or on the side (a flow-control reply, an ack): what
+    // the server says comes within moments.
     for (user, mut errors) in [
         ("admin", admin_errors),
         ("submitter", submitter_errors),
@@ -332,7 +394,9 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         ("demand", demand_errors),
         ("operator", operator_errors),
     ] {
-        if let Ok(error) = errors.try_recv() {
+        if let Ok(Some(error)) =
+            tokio::time::timeout(Duration::from_millis(500), errors.recv()).await
+        {
             panic!("{user} was refused what it needs: {error}");
         }
     }

@@ -18,7 +18,7 @@ pub async fn run(env: &Env) -> anyhow::Result<()> {
     println!("migrations applied");
     let client = nats::connect(&common.nats, "faro-setup", nats::Retry::Never).await?;
     let js = nats::jetstream(client);
-    let provisioned = nats::provision(&js, &common.namespace, &settings).await?;
+    let provisioned = nats::provision(&js, &common.namespace, &settings, nats::SETUP_WAIT).await?;
     for declared in &provisioned.declared {
         println!("{}", line(declared));
     }

@@ -340,6 +340,7 @@ async fn lead(
     let grace = config.shutdown_grace;
     let (publisher_tx, publisher_rx) = mpsc::unbounded_channel();
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
+    let (outboxed_tx, outboxed_rx) = mpsc::unbounded_channel();
     let (slots_tx, slots_rx) = mpsc::unbounded_channel();
     let slot_leases = SlotLeases {
         // A context of its own: its unconfirmed writes never take the ack permits that the
@@ -361,6 +362,7 @@ async fn lead(
         slot_changes: slots_tx,
         publisher: publisher_tx,
         schedule: schedule_tx,
+        outboxed: outboxed_tx,
         chains: RwLock::new(restored.chains),
         deadlines: Mutex::new(restored.deadlines),
         deadlines_changed: Notify::new(),
@@ -408,7 +410,7 @@ async fn lead(
     );
     supervisor.spawn(
         "outcome outbox",
-        crate::outcomes::outbox_loop(dispatcher.clone(), shutdown.clone()),
+        crate::outcomes::outbox_loop(dispatcher.clone(), outboxed_rx, shutdown.clone()),
     );
     supervisor.spawn(
         "history",

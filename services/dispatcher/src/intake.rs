@@ -322,10 +322,11 @@ pub(crate) async fn reject(
     let id = submission_id(message);
     if let Err(failure) = store::record_rejection(&d.pool, &id, &error.to_string()).await {
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-        tracing::warn!(submission = %id, error = format!("{failure:#}"), "cannot record a refused submission; it will be refused again");
+        let failure = faro_shared::pg::error_text(&failure);
+        tracing::warn!(submission = %id, error = failure, "cannot record a refused submission; it will be refused again");
         if nats::is_last_delivery(delivered, nats::SERVICE_MAX_DELIVER) {
             let reason =
-                format!("refused ({error}), and the refusal could not be recorded: {failure:#}");
+                format!("refused ({error}), and the refusal could not be recorded: {failure}");
             return dead_letters::set_aside(d, "submit", message, &reason).await;
         }
         return AckKind::Nak(Some(nats::retry_delay(delivered)));

@@ -2,9 +2,12 @@
 //! follow. Published once the end is recorded and before the result that ended it is
 //! acknowledged, so a leader that dies in between has the result delivered again, finds the
 //! run ended by that same attempt, and publishes its outcome then (the `Nats-Msg-Id` drops
-//! a repeat within the duplicate window). A recurring slot skipped is published by the
-//! scheduler once recorded. An outcome NATS does not store in time is counted and logged, not
-//! tried again: the result is acknowledged, and the run's record has it.
+//! a repeat within the duplicate window). An end the leader decides itself (a timeout, a
+//! cancel, a chained run or a recurring slot skipped) has no message to be delivered again: it
+//! waits in the outcome outbox from the transaction that records it until NATS stores its
+//! outcome, and [`outbox_loop`] publishes what stays there. An outcome of a worker's result
+//! that NATS does not store in time is counted and logged, not tried again: the result is
+//! acknowledged, and the run's record has it.
 
 use std::time::Duration;
 
@@ -21,8 +24,9 @@ use crate::store;
 /// hold results.
 const ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// Puts `outcomes` on the feed (its caller asks only when `FARO_OUTCOME_FEED` is on) and waits for NATS to store them (at most [`ACK_WAIT`]). One
-/// that is not stored is logged and counted, never retried: the run's record has it.
+/// Puts `outcomes` on the feed (its caller asks only when `FARO_OUTCOME_FEED` is on) and waits
+/// for NATS to store them (at most [`ACK_WAIT`]). One that is not stored is logged and
+/// counted; only the outbox's are tried again.
 /// Returns the runs whose outcomes NATS stored.
 pub(crate) async fn publish(d: &Dispatcher, outcomes: &[RunOutcome]) -> Vec<uuid::Uuid> {
     if outcomes.is_empty() {
@@ -104,27 +108,43 @@ const OUTBOX_EVERY: Duration = Duration::from_secs(5);
 /// The most runs published from the outbox at a time.
 const OUTBOX_BATCH: i64 = 1_000;
 
-/// While leading: publishes what the outcome outbox still holds (left by a leader killed
-/// between recording an end it decided and publishing it, or not stored by NATS in time),
-/// read back from the runs' records. With the feed off, clears it.
+/// While leading: publishes the outboxed runs it is sent (recurring slots skipped) as they
+/// come, and what the outcome outbox still holds (left by a leader killed between recording an
+/// end it decided and publishing it, or not stored by NATS in time), read back from the runs'
+/// records. With the feed off, clears it.
 pub(crate) async fn outbox_loop(
     d: Arc<Dispatcher>,
+    mut sent: tokio::sync::mpsc::UnboundedReceiver<Vec<uuid::Uuid>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(OUTBOX_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let done = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = drain_outbox(&d).await {
+            runs = sent.recv() => match runs {
+                Some(runs) => publish_runs(&d, &runs).await,
+                None => return Ok(()),
+            },
+            _ = tick.tick() => drain_outbox(&d).await.map(|_| ()),
+        };
+        if let Err(error) = done {
             tracing::warn!(
                 error = faro_shared::pg::error_text(&error),
                 "cannot publish the outcome outbox; trying again"
             );
         }
     }
+}
+
+/// Publishes the outcomes of `runs`, in the outbox, read back from their records.
+async fn publish_runs(d: &Dispatcher, runs: &[uuid::Uuid]) -> anyhow::Result<()> {
+    if !d.config.outcome_feed {
+        return store::clear_outcomes(&d.pool, runs).await;
+    }
+    let outcomes = store::ended_outcomes(&d.pool, runs).await?;
+    publish_outboxed(d, &outcomes, runs).await;
+    Ok(())
 }
 
 /// One look in the outcome outbox; returns how many runs it took.

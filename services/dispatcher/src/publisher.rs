@@ -155,15 +155,24 @@ pub(crate) async fn publish_and_mark(
     Ok(())
 }
 
-/// Declares the consumer of each queue among `runs` this dispatcher has not declared yet:
-/// workers and the demand-collector may only open a queue's consumer, not make it.
+/// How long a queue's consumer, once declared, goes without being declared again.
+const QUEUE_CONSUMER_REDECLARE: Duration = Duration::from_secs(60);
+
+/// Declares the consumer of each queue among `runs` this dispatcher has not declared within
+/// [`QUEUE_CONSUMER_REDECLARE`]: workers and the demand-collector may only open a queue's
+/// consumer, not make it, so one lost (deleted by hand, a NATS store lost) must be made again.
 async fn ensure_queue_consumers(d: &Dispatcher, runs: &[RunMessage]) -> anyhow::Result<()> {
     let mut declared = d.queue_consumers.lock().await;
+    let now = tokio::time::Instant::now();
     for run in runs {
-        if !declared.contains(&run.queue) {
+        let fresh = declared
+            .get(&run.queue)
+            .is_some_and(|at| now.duration_since(*at) < QUEUE_CONSUMER_REDECLARE);
+        if !fresh {
             faro_shared::nats::ensure_queue_consumer(&d.js, &d.ns, &run.queue).await?;
-            tracing::info!(queue = %run.queue, "queue consumer declared");
-            declared.insert(run.queue.clone());
+            if declared.insert(run.queue.clone(), now).is_none() {
+                tracing::info!(queue = %run.queue, "queue consumer declared");
+            }
         }
     }
     Ok(())

@@ -163,16 +163,11 @@ pub(crate) async fn fire_slots(
         scheduler.opened(run.job_id.clone(), run.run_id);
     }
     dispatch(d, runs);
-    // Slots skipped end as runs do: on the outcome feed, read back from their records.
-    if d.config.outcome_feed && !skipped_runs.is_empty() {
-        match store::ended_outcomes(&d.pool, &skipped_runs).await {
-            Ok(outcomes) => crate::outcomes::publish_outboxed(d, &outcomes, &skipped_runs).await,
-            Err(error) => tracing::warn!(
-                error = faro_shared::pg::error_text(&error),
-                runs = skipped_runs.len(),
-                "cannot read skipped slots for the outcome feed; their records have them"
-            ),
-        }
+    // Slots skipped end as runs do: on the outcome feed, by the outbox task (a slow NATS
+    // must not hold up the scheduler; a send fails only when leading stops, and the outbox
+    // keeps them for the next leader).
+    if !skipped_runs.is_empty() {
+        let _ = d.outboxed.send(skipped_runs);
     }
     Ok(())
 }

@@ -42,6 +42,9 @@ pub(crate) struct Dispatcher {
     pub(crate) publisher: mpsc::UnboundedSender<Vec<RunMessage>>,
     /// New recurring definitions and ended runs, for the scheduler task.
     pub(crate) schedule: mpsc::UnboundedSender<ScheduleEvent>,
+    /// Runs in the outcome outbox to publish now (recurring slots skipped), for the outbox
+    /// task: the scheduler never waits on NATS.
+    pub(crate) outboxed: mpsc::UnboundedSender<Vec<uuid::Uuid>>,
     /// Chained jobs by parent; read on every result batch, written on new definitions.
     pub(crate) chains: RwLock<Chains>,
     /// Deadlines of the attempts in flight.
@@ -63,9 +66,10 @@ pub(crate) struct Dispatcher {
     pub(crate) devices: std::sync::RwLock<Arc<HashMap<TargetId, Device>>>,
     /// `snmp.test_mode`: SNMP runs are published to be simulated.
     pub(crate) snmp_test_mode: std::sync::atomic::AtomicBool,
-    /// Queues whose consumer this dispatcher has declared: before its first run to a queue, it
-    /// declares the queue's consumer, which workers and the demand-collector only open.
-    pub(crate) queue_consumers: tokio::sync::Mutex<std::collections::HashSet<QueueName>>,
+    /// When this dispatcher last declared each queue's consumer: it declares it before its
+    /// first run to the queue and again a minute later (one deleted is made again), since
+    /// workers and the demand-collector only open it.
+    pub(crate) queue_consumers: tokio::sync::Mutex<HashMap<QueueName, tokio::time::Instant>>,
 }
 
 /// Recurring runs fired and not yet published, with their slot.

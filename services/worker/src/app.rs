@@ -451,8 +451,11 @@ async fn assignment_loop(
     result
 }
 
-/// How often a worker assigned to a queue without a consumer looks for it again.
-const CONSUMER_POLL: Duration = Duration::from_millis(250);
+/// How soon a worker assigned to a queue without a consumer looks for it again: at first, then
+/// twice as long each time, up to [`CONSUMER_POLL_MAX`] (many idle workers must not load the
+/// JetStream API).
+const CONSUMER_POLL_FIRST: Duration = Duration::from_millis(250);
+const CONSUMER_POLL_MAX: Duration = Duration::from_secs(4);
 
 /// Pulls runs of one queue while it is assigned, never more than the free slots.
 async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToken) {
@@ -460,6 +463,7 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
     // The dispatcher declares a queue's consumer before its first run: a worker assigned to
     // a queue whose runs all still wait (their targets' slots taken) waits for it.
     let mut said_waiting = false;
+    let mut waiting = CONSUMER_POLL_FIRST / 2;
     let consumer = loop {
         let pause = match nats::bind_queue_consumer(&worker.js, &worker.ns, &queue).await {
             Ok(Some(consumer)) => break consumer,
@@ -468,7 +472,8 @@ async fn pull_loop(worker: Arc<Worker>, queue: QueueName, stop: CancellationToke
                     tracing::info!(%queue, "the queue has no consumer yet (no run published to it); waiting for one");
                     said_waiting = true;
                 }
-                CONSUMER_POLL
+                waiting = (waiting * 2).min(CONSUMER_POLL_MAX);
+                waiting
             }
             Err(error) => {
                 tracing::warn!(%queue, error = faro_shared::pg::error_text(&error), "cannot open the queue's consumer; retrying");

@@ -455,7 +455,7 @@ pub async fn ended_outcomes(
     let rows = client
         .query(
             "SELECT r.id, r.job_id, r.queue, r.target, r.attempt, r.status, r.error, r.worker_id,
-                    r.started_at, r.finished_at, COALESCE(r.simulated, false)
+                    r.started_at, COALESCE(r.finished_at, r.recorded_at), COALESCE(r.simulated, false)
                FROM unnest($1::uuid[]) AS i(id)
               CROSS JOIN LATERAL (SELECT * FROM runs r WHERE r.id = i.id LIMIT 1) r",
             &[&ids],
@@ -464,38 +464,54 @@ pub async fn ended_outcomes(
         .context("cannot read ended runs")?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in &rows {
-        let status: RunStatus = row
-            .get::<_, String>(5)
-            .parse()
-            .map_err(anyhow::Error::msg)?;
-        if !status.is_terminal() {
-            continue;
+        match outcome_of(row) {
+            Ok(Some(outcome)) => outcomes.push(outcome),
+            Ok(None) => {}
+            // One unreadable row never keeps the others off the feed.
+            Err(error) => tracing::warn!(
+                run = %row.get::<_, Uuid>(0),
+                error = faro_shared::pg::error_text(&error),
+                "a run's outcome is unreadable; left off the feed"
+            ),
         }
-        let started_at: Option<DateTime<Utc>> = row.get(8);
-        let finished_at: Option<DateTime<Utc>> = row.get(9);
-        let finished_at = finished_at.unwrap_or_else(Utc::now);
-        outcomes.push(faro_shared::messages::RunOutcome {
-            run_id: row.get(0),
-            job_id: JobId::parse(row.get::<_, String>(1))?,
-            queue: QueueName::parse(row.get::<_, String>(2))?,
-            target: row
-                .get::<_, Option<String>>(3)
-                .map(TargetId::parse)
-                .transpose()?,
-            attempt: u32::try_from(row.get::<_, i32>(4)).unwrap_or(1),
-            status,
-            error: row.get(6),
-            worker_id: row
-                .get::<_, Option<String>>(7)
-                .map(WorkerId::parse)
-                .transpose()?,
-            started_at,
-            finished_at,
-            duration_ms: started_at
-                .and_then(|at| u64::try_from((finished_at - at).num_milliseconds()).ok()),
-            output: None,
-            simulated: row.get(10),
-        });
     }
     Ok(outcomes)
+}
+
+/// A run's outcome from its row; `None` while it has not ended.
+fn outcome_of(
+    row: &tokio_postgres::Row,
+) -> anyhow::Result<Option<faro_shared::messages::RunOutcome>> {
+    let status: RunStatus = row
+        .get::<_, String>(5)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    if !status.is_terminal() {
+        return Ok(None);
+    }
+    let started_at: Option<DateTime<Utc>> = row.get(8);
+    let finished_at: Option<DateTime<Utc>> = row.get(9);
+    let finished_at = finished_at.unwrap_or_else(Utc::now);
+    Ok(Some(faro_shared::messages::RunOutcome {
+        run_id: row.get(0),
+        job_id: JobId::parse(row.get::<_, String>(1))?,
+        queue: QueueName::parse(row.get::<_, String>(2))?,
+        target: row
+            .get::<_, Option<String>>(3)
+            .map(TargetId::parse)
+            .transpose()?,
+        attempt: u32::try_from(row.get::<_, i32>(4)).unwrap_or(1),
+        status,
+        error: row.get(6),
+        worker_id: row
+            .get::<_, Option<String>>(7)
+            .map(WorkerId::parse)
+            .transpose()?,
+        started_at,
+        finished_at,
+        duration_ms: started_at
+            .and_then(|at| u64::try_from((finished_at - at).num_milliseconds()).ok()),
+        output: None,
+        simulated: row.get(10),
+    }))
 }
