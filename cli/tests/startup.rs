@@ -1,6 +1,7 @@
 //! Start-up order, as `docker compose up` meets it: `faro migrate` waits for a PostgreSQL that
 //! does not answer yet, and a command waits for a dispatcher that has not taken the lead yet;
-//! each gives up after its bound with an error naming what it waited for.
+//! each gives up after its bound with an error naming what it waited for. `faro setup` makes
+//! what the services then only bind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -244,4 +245,76 @@ async fn submit_waits_while_nats_cannot_store_the_submission() {
     assert!(output.status.success(), "{first}");
     let mut stream = bus.js.get_stream(bus.ns.submit_stream()).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
+}
+
+/// `faro setup`, the privileged step of a deploy: a bad setting is refused before anything is
+/// made; then the migrations, every stream, bucket and the dispatcher's consumers, each
+/// printed; run again (every deploy), it applies a changed setting to what it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_declares_the_topology_and_applies_a_changed_setting_when_run_again() {
+    let server = faro_shared::testing::NatsServer::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let ns = faro_shared::testing::namespace();
+    let env = |max_age: &str| {
+        vec![
+            ("FARO_NAMESPACE".to_owned(), ns.to_string()),
+            ("FARO_NATS_URL".to_owned(), server.url()),
+            ("FARO_DATABASE_URL".to_owned(), db.url().to_owned()),
+            (
+                "FARO_JETSTREAM_MAX_BYTES".to_owned(),
+                faro_shared::testing::TEST_JETSTREAM_MAX_BYTES.to_string(),
+            ),
+            ("FARO_OUTCOMES_MAX_AGE".to_owned(), max_age.to_owned()),
+        ]
+    };
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+
+    let refused = faro(&["setup"], env("10s")).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("FARO_OUTCOMES_MAX_AGE"),
+        "{stderr}"
+    );
+    assert!(
+        js.get_stream(ns.submit_stream()).await.is_err(),
+        "a refused setup made a stream"
+    );
+
+    let made = faro(&["setup"], env("2h")).await;
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for said in [
+        "migrations applied".to_owned(),
+        format!("stream {} declared (at most", ns.jobs_stream()),
+        format!("KV bucket {} declared", ns.leases_bucket()),
+        format!("consumer {} > dispatcher declared", ns.results_stream()),
+        format!("NATS JetStream ready for namespace {ns} (1 replica)"),
+    ] {
+        assert!(stdout.contains(&said), "{said:?} not in {stdout}");
+    }
+    let outcomes = ns.outcomes_stream();
+    let max_age = || async {
+        let mut stream = js.get_stream(&outcomes).await.unwrap();
+        stream.info().await.unwrap().config.max_age
+    };
+    assert_eq!(max_age().await, Duration::from_secs(7200));
+    js.get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+        "dispatcher",
+        ns.submit_stream(),
+    )
+    .await
+    .unwrap();
+
+    let again = faro(&["setup"], env("3h")).await;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(max_age().await, Duration::from_secs(10800));
 }
