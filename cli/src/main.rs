@@ -146,7 +146,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = Env::from_process();
     match cli.command {
-        Command::Validate { file } => commands::validate::run(&file),
+        Command::Validate { file } => commands::validate::run(&env, &file),
         Command::Submit {
             file,
             wait,
@@ -167,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settle,
                 max_bytes,
                 once,
+                job_files: faro_shared::jobfile::ParseOptions::from_env(&env)?,
             };
             commands::ingest::run(&env, options).await
         }

@@ -1,9 +1,14 @@
 //! The JSON job format: parsing a whole submission, or refusing it whole.
 //!
-//! A submission is `{"jobs": [...]}` (optionally with `submitted_at`) or a bare array of jobs.
-//! Each job has `queue`, `kind`, optional `target`, `params`, `priority` and `id`. Any error
-//! names the job's index and field, so an operator can fix a file of 10,000 jobs; no part of a
-//! refused submission is ever applied. Both the CLI and the dispatcher parse with this module.
+//! A submission is `{"jobs": [...]}` (optionally with `submitted_at` and `batch`) or a bare
+//! array of jobs. Each job has `queue`, `kind`, optional `target`, `params`, `priority`, `id`
+//! and `description`. The previous orchestrator's batch files run as they are:
+//! `{"metadata": {...}, "tasks": [{"task_id", "algorithm", "parameters", "priority",
+//! "description"}]}`, each task an `exec` job of the allow-list's command `algorithm` with its
+//! `parameters` as arguments, in the metadata's `queue` or [`ParseOptions::batch_queue`]. Any
+//! error names the job's (or task's) index and field, so an operator can fix a file of 10,000
+//! jobs; no part of a refused submission is ever applied, and an unknown field refuses it
+//! whole. Both the CLI and the dispatcher parse with this module.
 
 use std::fmt;
 
@@ -13,7 +18,7 @@ use serde_path_to_error::Segment;
 
 use crate::domain::{JobId, MaxAttempts, Priority, QueueName, Retryable, TargetId};
 use crate::messages::{
-    ExecParams, Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task,
+    BatchMetadata, ExecParams, Interval, JobSpec, Kind, Overlap, RunIf, SimParams, Submission, Task,
 };
 use crate::snmp::{SnmpGetParams, SnmpWalkParams};
 
@@ -110,6 +115,8 @@ struct JobInput {
     timeout: Option<Interval>,
     #[serde(default)]
     overlap: Option<Overlap>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,19 +125,86 @@ struct SubmissionInput {
     jobs: Vec<JobInput>,
     #[serde(default)]
     submitted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    batch: Option<BatchMetadata>,
 }
 
-/// Parses and validates a whole submission.
+/// A batch file of the previous orchestrator.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchInput {
+    #[serde(default)]
+    metadata: Option<BatchMetadata>,
+    tasks: Vec<TaskInput>,
+}
+
+/// One task of such a file: an `exec` job.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskInput {
+    task_id: JobId,
+    /// The name of the workers' allow-listed command.
+    algorithm: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    priority: Option<Priority>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// What parsing takes from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// The queue of a batch file's tasks when its metadata names none (`FARO_BATCH_QUEUE`).
+    pub batch_queue: QueueName,
+}
+
+/// The queue of batch files' tasks by default.
+pub const DEFAULT_BATCH_QUEUE: &str = "batch";
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            batch_queue: QueueName::parse(DEFAULT_BATCH_QUEUE).expect("a valid queue name"),
+        }
+    }
+}
+
+impl ParseOptions {
+    /// `FARO_BATCH_QUEUE` (`batch`): give the CLI and the dispatchers the same.
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            batch_queue: env.parse(
+                "FARO_BATCH_QUEUE",
+                Self::default().batch_queue,
+                "a queue name: letters, digits, - and _",
+            )?,
+        })
+    }
+}
+
+/// Parses and validates a whole submission, batch files' tasks going to queue `batch`.
 pub fn parse(bytes: &[u8]) -> Result<Submission, JobFileError> {
+    parse_with(bytes, &ParseOptions::default())
+}
+
+/// Parses and validates a whole submission: a job file, or a batch file of the previous
+/// orchestrator.
+pub fn parse_with(bytes: &[u8], options: &ParseOptions) -> Result<Submission, JobFileError> {
     let bare_array = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'[');
+    let batch_file = !bare_array && is_batch_file(bytes);
     let input = if bare_array {
         deserialize::<Vec<JobInput>>(bytes, Some("jobs")).map(|jobs| SubmissionInput {
             jobs,
             submitted_at: None,
+            batch: None,
         })
+    } else if batch_file {
+        batch_jobs(bytes, options)
     } else {
         deserialize::<SubmissionInput>(bytes, None)
     }?;
@@ -151,22 +225,127 @@ pub fn parse(bytes: &[u8]) -> Result<Submission, JobFileError> {
         .into_iter()
         .enumerate()
         .map(|(index, job)| validate(index, job))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            if batch_file {
+                as_task_error(error)
+            } else {
+                error
+            }
+        })?;
     let mut seen = std::collections::HashMap::new();
     for (index, job) in jobs.iter().enumerate() {
         if let Some(id) = &job.id {
             if let Some(first) = seen.insert(id, index) {
-                return Err(JobFileError::in_job(
+                let error = JobFileError::in_job(
                     index,
                     "id",
                     format!("id {id:?} is already used by job {first}; expected ids unique in one submission"),
-                ));
+                );
+                return Err(if batch_file {
+                    as_task_error(error)
+                } else {
+                    error
+                });
             }
         }
     }
     Ok(Submission {
         jobs,
         submitted_at: input.submitted_at,
+        batch: input.batch,
+    })
+}
+
+/// An error about a job made from a batch file's task, naming the task's fields.
+fn as_task_error(mut error: JobFileError) -> JobFileError {
+    error.field = error.field.map(|field| {
+        if field == "params.command" {
+            "algorithm".to_owned()
+        } else if let Some(arg) = field.strip_prefix("params.args.") {
+            format!("parameters.{arg}")
+        } else if field == "id" {
+            "task_id".to_owned()
+        } else {
+            field
+        }
+    });
+    error
+}
+
+/// Whether `bytes` is an object with `tasks` and no `jobs`: a batch file of the previous
+/// orchestrator. Its values are skipped, not built.
+fn is_batch_file(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(bytes)
+        .is_ok_and(|keys| keys.contains_key("tasks") && !keys.contains_key("jobs"))
+}
+
+/// A batch file's tasks as jobs: `exec` of `algorithm` with `parameters` as arguments (a
+/// number or a boolean as its JSON text), in the metadata's queue or the default.
+fn batch_jobs(bytes: &[u8], options: &ParseOptions) -> Result<SubmissionInput, JobFileError> {
+    let input: BatchInput = deserialize_list(bytes, "tasks", false).map_err(|at| JobFileError {
+        job: at.index,
+        field: at.field,
+        problem: at.problem,
+        line: at.line,
+        column: at.column,
+    })?;
+    if let Some(total) = input.metadata.as_ref().and_then(|m| m.total_tasks) {
+        if total != input.tasks.len() as u64 {
+            return Err(JobFileError {
+                field: Some("metadata.total_tasks".to_owned()),
+                ..JobFileError::whole(format!(
+                    "says {total} tasks, the file has {}; expected the number of tasks",
+                    input.tasks.len()
+                ))
+            });
+        }
+    }
+    let queue = input
+        .metadata
+        .as_ref()
+        .and_then(|m| m.queue.clone())
+        .unwrap_or_else(|| options.batch_queue.clone());
+    let mut jobs = Vec::with_capacity(input.tasks.len());
+    for (index, task) in input.tasks.into_iter().enumerate() {
+        let mut args = serde_json::Map::new();
+        for (name, value) in task.parameters.unwrap_or_default() {
+            let text = match value {
+                serde_json::Value::String(text) => text,
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => value.to_string(),
+                other => {
+                    return Err(JobFileError::in_job(
+                        index,
+                        &format!("parameters.{name}"),
+                        format!(
+                            "{other} is not an argument; expected a string, a number or a boolean"
+                        ),
+                    ))
+                }
+            };
+            args.insert(name, serde_json::Value::String(text));
+        }
+        jobs.push(JobInput {
+            id: Some(task.task_id),
+            queue: queue.clone(),
+            kind: Kind::Exec.to_string(),
+            target: None,
+            params: Some(serde_json::json!({"command": task.algorithm, "args": args})),
+            priority: task.priority,
+            max_attempts: None,
+            retry_on: None,
+            interval: None,
+            after: None,
+            run_if: None,
+            timeout: None,
+            overlap: None,
+            description: task.description,
+        });
+    }
+    Ok(SubmissionInput {
+        jobs,
+        submitted_at: None,
+        batch: Some(input.metadata.unwrap_or_default()),
     })
 }
 
@@ -269,6 +448,7 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
         run_if: job.run_if.unwrap_or_default(),
         timeout: job.timeout,
         overlap: job.overlap.unwrap_or_default(),
+        description: job.description,
     })
 }
 
@@ -608,5 +788,97 @@ mod tests {
         assert_eq!(err(r#"{"jobs": []}"#).field.as_deref(), Some("jobs"));
         assert!(err(r#"{"job": []}"#).problem.contains("job"));
         assert!(err(r#""jobs""#).problem.contains("expected"));
+    }
+
+    /// The previous orchestrator's batch file, as it was written.
+    const BATCH: &str = r#"{
+        "metadata": {"creation_date": "2025-03-01T10:00:00", "description": "nightly ONT report",
+                     "total_tasks": 2, "created_by": "noc"},
+        "tasks": [
+            {"task_id": "t-1", "algorithm": "ont-report", "parameters": {"olt": "olt-7", "slot": 3,
+             "verbose": true}, "priority": "high", "description": "report of olt-7"},
+            {"task_id": "t-2", "algorithm": "ont-report", "parameters": {"olt": "olt-8"},
+             "priority": "low"}
+        ]}"#;
+
+    #[test]
+    fn a_batch_file_of_the_previous_orchestrator_runs_as_it_is() {
+        let submission = parse(BATCH.as_bytes()).unwrap();
+        let first = &submission.jobs[0];
+        assert_eq!(first.id.as_ref().map(JobId::as_str), Some("t-1"));
+        assert_eq!(first.queue.as_str(), DEFAULT_BATCH_QUEUE);
+        let Task::Exec(exec) = &first.task else {
+            panic!("{first:?}")
+        };
+        assert_eq!(exec.command, "ont-report");
+        let args: Vec<(&str, &str)> = exec
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(args, [("olt", "olt-7"), ("slot", "3"), ("verbose", "true")]);
+        assert_eq!(first.priority, "high".parse().unwrap());
+        assert_eq!(first.description.as_deref(), Some("report of olt-7"));
+        assert_eq!(submission.jobs[1].priority, "low".parse().unwrap());
+        assert_eq!(submission.jobs[1].description, None);
+        let batch = submission.batch.unwrap();
+        assert_eq!(batch.description.as_deref(), Some("nightly ONT report"));
+        assert_eq!(batch.created_by.as_deref(), Some("noc"));
+        assert_eq!(batch.total_tasks, Some(2));
+    }
+
+    #[test]
+    fn a_batch_files_tasks_go_to_its_queue_or_the_configured_one() {
+        let options = ParseOptions {
+            batch_queue: QueueName::parse("reports").unwrap(),
+        };
+        let submission = parse_with(BATCH.as_bytes(), &options).unwrap();
+        assert_eq!(submission.jobs[0].queue.as_str(), "reports");
+        let named = BATCH.replace(
+            r#""created_by": "noc""#,
+            r#""created_by": "noc", "queue": "ont""#,
+        );
+        let submission = parse_with(named.as_bytes(), &options).unwrap();
+        assert_eq!(submission.jobs[1].queue.as_str(), "ont");
+        // Sent on as a job file (in chunks, by `faro submit`), it reads back the same.
+        let again = parse(&serde_json::to_vec(&submission).unwrap()).unwrap();
+        assert_eq!(again, submission);
+    }
+
+    #[test]
+    fn a_batch_file_is_refused_whole_naming_the_task_and_field() {
+        let unknown =
+            err(&BATCH.replace(r#""priority": "low""#, r#""priority": "low", "owner": "x""#));
+        assert_eq!(
+            (unknown.job, unknown.field.as_deref()),
+            (Some(1), Some("owner"))
+        );
+        let metadata = err(&BATCH.replace(r#""created_by""#, r#""author""#));
+        assert!(metadata.problem.contains("author"), "{metadata:?}");
+        let count = err(&BATCH.replace(r#""total_tasks": 2"#, r#""total_tasks": 3"#));
+        assert_eq!(count.field.as_deref(), Some("metadata.total_tasks"));
+        let nested = err(&BATCH.replace(r#""slot": 3"#, r#""slot": [3]"#));
+        assert_eq!(
+            (nested.job, nested.field.as_deref()),
+            (Some(0), Some("parameters.slot"))
+        );
+        let command = err(&BATCH.replace(
+            r#""algorithm": "ont-report", "parameters": {"olt": "olt-8"}"#,
+            r#""algorithm": "rm -rf", "parameters": {"olt": "olt-8"}"#,
+        ));
+        assert_eq!(
+            (command.job, command.field.as_deref()),
+            (Some(1), Some("algorithm"))
+        );
+        let twice = err(&BATCH.replace(r#""task_id": "t-2""#, r#""task_id": "t-1""#));
+        assert_eq!(
+            (twice.job, twice.field.as_deref()),
+            (Some(1), Some("task_id"))
+        );
+        let priority = err(&BATCH.replace(r#""priority": "low""#, r#""priority": "soon""#));
+        assert_eq!(
+            (priority.job, priority.field.as_deref()),
+            (Some(1), Some("priority"))
+        );
     }
 }

@@ -53,6 +53,10 @@ fn the_example_files_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let jobs = std::fs::read(root.join("examples/sim-batch.json")).unwrap();
     faro_shared::jobfile::parse(&jobs).unwrap();
+    // The previous orchestrator's batch file: tasks of the example allow-list's commands.
+    let batch = std::fs::read(root.join("examples/batch-file.json")).unwrap();
+    let batch = faro_shared::jobfile::parse(&batch).unwrap();
+    assert_eq!(batch.jobs.len(), 2);
     let targets = std::fs::read(root.join("examples/targets.json")).unwrap();
     assert_eq!(faro_shared::targetfile::parse(&targets).unwrap().len(), 3);
 
@@ -66,6 +70,12 @@ fn the_example_files_are_valid() {
     };
     let (_, argv) = allowlist.expand(&ping).unwrap();
     assert_eq!(argv, ["-c", "3", "-W", "2", "10.0.0.1"]);
+    for job in &batch.jobs {
+        let faro_shared::messages::Task::Exec(exec) = &job.task else {
+            panic!("{job:?}")
+        };
+        allowlist.expand(exec).unwrap();
+    }
 
     // The compose fleet's targets are the ones the job templates poll, one chain each.
     let fleet = std::fs::read(root.join("examples/compose-fleet.json")).unwrap();

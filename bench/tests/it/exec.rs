@@ -80,3 +80,77 @@ async fn only_allow_listed_programs_run_with_checked_parameters() {
     assert!(hung < 5.0, "the hung program ran {hung} s");
     system.stop().await.unwrap();
 }
+
+/// The previous orchestrator's batch file, as it was written, runs: each task an `exec` of
+/// its algorithm with its parameters, in the configured batch queue; the batch's metadata and
+/// the tasks' descriptions are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_file_of_the_previous_orchestrator_runs_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowlist = dir.path().join("allowlist.json");
+    std::fs::write(
+        &allowlist,
+        r#"{"commands": {"ont-report": {"program": "/bin/echo", "args": ["-n", "{olt}", "{slot}"],
+                                        "params": {"olt": "word", "slot": "int"}}}}"#,
+    )
+    .unwrap();
+    let system = System::start(Options {
+        env: vec![
+            (
+                "FARO_WORKER_EXEC_ALLOWLIST".to_owned(),
+                allowlist.display().to_string(),
+            ),
+            ("FARO_BATCH_QUEUE".to_owned(), "reports".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let batch = r#"{
+        "metadata": {"creation_date": "2025-03-01T10:00:00", "description": "nightly ONT report",
+                     "total_tasks": 2, "created_by": "noc"},
+        "tasks": [
+            {"task_id": "t-1", "algorithm": "ont-report", "parameters": {"olt": "olt-7", "slot": 3},
+             "priority": "high", "description": "report of olt-7"},
+            {"task_id": "t-2", "algorithm": "ont-report", "parameters": {"olt": "olt-8", "slot": 1},
+             "priority": "low"}
+        ]}"#;
+    system.submit(batch.into(), "nightly").await.unwrap();
+    system
+        .wait_terminal(2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let runs: std::collections::BTreeMap<String, String> = system
+        .pairs(
+            "SELECT job_id, status || ' ' || queue || ' ' || coalesce(output->>'stdout', '')
+               FROM runs",
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(runs["t-1"], "succeeded reports olt-7 3", "{runs:?}");
+    assert_eq!(runs["t-2"], "succeeded reports olt-8 1", "{runs:?}");
+    let description: String = system
+        .one("SELECT description FROM jobs WHERE id = 't-1'")
+        .await
+        .unwrap();
+    assert_eq!(description, "report of olt-7");
+    let kept: serde_json::Value = system
+        .one("SELECT batch FROM submissions WHERE id = 'nightly'")
+        .await
+        .unwrap();
+    assert_eq!(kept["description"], "nightly ONT report");
+    assert_eq!(kept["created_by"], "noc");
+    assert_eq!(kept["total_tasks"], 2);
+    // `faro explain job` says what the task is.
+    let explained = system
+        .ask("explain", &serde_json::json!({"job": "t-1"}))
+        .await
+        .unwrap();
+    assert!(
+        explained.to_string().contains("described as"),
+        "{explained}"
+    );
+    system.stop().await.unwrap();
+}

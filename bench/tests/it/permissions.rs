@@ -164,6 +164,39 @@ fn with(mut subjects: Vec<String>, more: &[&str]) -> Vec<String> {
 
 type Errors = tokio::sync::mpsc::UnboundedReceiver<String>;
 
+/// A subscription of `client` to `subject` the server has taken: a flush only sends it, so it
+/// first hears a probe `asker` sends on it (a request sent before would find no one). Probes
+/// carry no reply subject: what reads requests skips them.
+async fn listening(
+    client: &async_nats::Client,
+    asker: &async_nats::Client,
+    subject: &str,
+) -> async_nats::Subscriber {
+    let mut subscription = client.subscribe(subject.to_owned()).await.unwrap();
+    within("the subscription", async {
+        loop {
+            asker
+                .publish(subject.to_owned(), "probe".into())
+                .await
+                .unwrap();
+            asker.flush().await.unwrap();
+            let heard = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await;
+            if matches!(heard, Ok(Some(ref message)) if message.payload == "probe") {
+                return;
+            }
+        }
+    })
+    .await;
+    subscription
+}
+
+/// `what`, or a failure naming it after 20 s.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never came"))
+}
+
 /// A JetStream context of `user`, with a short timeout (a refused request fails soon), and
 /// the errors the server sends it.
 async fn jetstream_of(server: &NatsServer, user: &str) -> (jetstream::Context, Errors) {
@@ -204,7 +237,7 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         max_bytes: 4 * TEST_JETSTREAM_MAX_BYTES,
         ..Default::default()
     };
-    nats::provision(&admin, &ns, &settings, nats::SETUP_WAIT)
+    nats::provision(&admin, &ns, &settings, Duration::from_secs(30))
         .await
         .unwrap();
 
@@ -237,7 +270,10 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         .messages()
         .await
         .unwrap();
-    let submission = batch.next().await.unwrap().unwrap();
+    let submission = within("the submission", batch.next())
+        .await
+        .unwrap()
+        .unwrap();
     submission.double_ack().await.unwrap();
     nats::bind_service_consumer(&dispatcher, &ns.results_stream(), "dispatcher")
         .await
@@ -264,7 +300,11 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
     stored(&dispatcher, ns.event_subject("dispatcher"), "event").await;
     stored(&dispatcher, ns.dead_subject("results"), "dead").await;
     assert_eq!(
-        &feed.next().await.unwrap().unwrap().payload[..],
+        &within("the outcome", feed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload[..],
         b"outcome",
         "the submitter reads the feed"
     );
@@ -278,7 +318,7 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         .unwrap()
         .expect("the dispatcher made the queue's consumer");
     let mut batch = runs.fetch().max_messages(1).messages().await.unwrap();
-    let run = batch.next().await.unwrap().unwrap();
+    let run = within("the run", batch.next()).await.unwrap().unwrap();
     run.double_ack().await.unwrap();
     stored(&worker, ns.values_subject(&queue, &target), "values").await;
     stored(&worker, ns.result_subject(&queue, Some(&target)), "result").await;
@@ -324,8 +364,8 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
     assert_eq!(letters.len(), 1);
     stored(&operator, ns.submit_subject(), "[]").await;
 
-    // A watch made again (a reconnect, a node lost) deletes the consumer it had: each user
-    // that watches may delete consumers of what it watches.
+    // A watch looks at its consumer (its heartbeats missed, a node lost) and, made again,
+    // deletes the one it had: each user that watches may do both on what it watches.
     for (js, stream) in [
         (&dispatcher, format!("KV_{}", ns.leases_bucket())),
         (&worker, format!("KV_{}", ns.assignments_bucket())),
@@ -346,6 +386,7 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
             })
             .await
             .unwrap();
+        stream.consumer_info(&name).await.unwrap();
         stream.delete_consumer(&name).await.unwrap();
     }
 
@@ -355,8 +396,7 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
         (dispatcher.client(), "faro.api.dispatcher.runs"),
         (balancer.client(), "faro.api.balancer.workers"),
     ] {
-        let mut requests = service.subscribe(subject).await.unwrap();
-        service.flush().await.unwrap();
+        let mut requests = listening(&service, &operator.client(), subject).await;
         let asking = operator.client();
         let inbox = asking.new_inbox();
         let mut replies = asking.subscribe(inbox.clone()).await.unwrap();
@@ -364,7 +404,16 @@ async fn each_user_may_do_what_it_needs_and_is_refused_the_rest() {
             .publish_with_reply(subject, inbox, "{}".into())
             .await
             .unwrap();
-        let request = requests.next().await.unwrap();
+        // Past any probe heard late.
+        let request = within("the request", async {
+            loop {
+                let message = requests.next().await.unwrap();
+                if message.reply.is_some() {
+                    return message;
+                }
+            }
+        })
+        .await;
         for page in 0..3 {
             service
                 .publish(
@@ -566,10 +615,8 @@ async fn each_user_reads_its_own_replies_and_no_one_elses() {
     let server = server();
     // The dispatcher answers requests on its API.
     let (dispatcher, _) = client(&server, "dispatcher", None).await;
-    let mut api = dispatcher
-        .subscribe("faro.api.dispatcher.status")
-        .await
-        .unwrap();
+    let (operator, _) = client(&server, "operator", None).await;
+    let mut api = listening(&dispatcher, &operator, "faro.api.dispatcher.status").await;
     let answering = tokio::spawn({
         let dispatcher = dispatcher.clone();
         async move {
@@ -580,7 +627,6 @@ async fn each_user_reads_its_own_replies_and_no_one_elses() {
             }
         }
     });
-    dispatcher.flush().await.unwrap();
 
     for user in USERS {
         let (client, mut errors) = client(&server, user, None).await;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use faro_shared::config::Env;
-use faro_shared::jobfile::{self, JobFileError};
+use faro_shared::jobfile::{self, JobFileError, ParseOptions};
 use faro_shared::{nats, CommonConfig};
 
 /// How to watch.
@@ -24,6 +24,8 @@ pub struct Options {
     pub settle: Duration,
     pub max_bytes: u64,
     pub once: bool,
+    /// How files are read (`FARO_BATCH_QUEUE`).
+    pub job_files: ParseOptions,
 }
 
 /// Connects, then watches the directory.
@@ -57,7 +59,7 @@ pub async fn watch(
             }
             seen.remove(&path);
             let name = file_name(&path);
-            match take(client, config, &path, size, options.max_bytes).await {
+            match take(client, config, &path, size, options).await {
                 Ok(Taken::Submitted {
                     jobs,
                     submission,
@@ -118,15 +120,16 @@ async fn take(
     config: &CommonConfig,
     path: &Path,
     size: u64,
-    max_bytes: u64,
+    options: &Options,
 ) -> anyhow::Result<Taken> {
+    let max_bytes = options.max_bytes;
     if size > max_bytes {
         return Ok(Taken::Refused(JobFileError::whole(format!(
             "the file is {size} bytes; at most {max_bytes} are accepted (--max-bytes)"
         ))));
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let submission = match jobfile::parse(&bytes) {
+    let submission = match jobfile::parse_with(&bytes, &options.job_files) {
         Ok(submission) => submission,
         Err(error) => return Ok(Taken::Refused(error)),
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use faro_shared::config::Env;
-use faro_shared::jobfile;
+use faro_shared::jobfile::{self, ParseOptions};
 use faro_shared::messages::{Request, Submission, SubmissionProgress, SubmissionQuery};
 use faro_shared::{nats, CommonConfig};
 use sha2::{Digest, Sha256};
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::ask::NoResponders;
 
 pub async fn run(env: &Env, file: &Path, wait: bool, timeout: Option<u64>) -> anyhow::Result<()> {
-    let (submission, digest) = read_job_file(file)?;
+    let (submission, digest) = read_job_file(file, &ParseOptions::from_env(env)?)?;
     let config = CommonConfig::from_env(env)?;
     let client = nats::connect(&config.nats, "faro-cli", nats::Retry::Never).await?;
     let sent = submit(&client, &config, &submission, &digest).await?;
@@ -153,6 +153,7 @@ async fn wait_for(
     let subject = SubmissionQuery::subject(&config.namespace);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last = None;
+    let mut said_batch = false;
     loop {
         tick.tick().await;
         let reply = faro_shared::api::request(
@@ -169,6 +170,10 @@ async fn wait_for(
                 // A refused part never finishes: say why instead of waiting for it.
                 if !progress.rejected.is_empty() {
                     anyhow::bail!("{}", refusals(&progress));
+                }
+                if let (false, Some(batch)) = (said_batch, &progress.batch) {
+                    eprintln!("{}", batch_line(batch));
+                    said_batch = true;
                 }
                 let line = format!(
                     "{}/{expected} runs finished ({})",
@@ -223,8 +228,12 @@ fn summary(progress: &SubmissionProgress) -> String {
         .join(", ")
 }
 
-/// Reads and validates a whole job file; returns it with a digest of its content.
-pub(super) fn read_job_file(path: &Path) -> anyhow::Result<(Submission, String)> {
+/// Reads and validates a whole job file (or batch file); returns it with a digest of its
+/// content.
+pub(super) fn read_job_file(
+    path: &Path,
+    options: &ParseOptions,
+) -> anyhow::Result<(Submission, String)> {
     let bytes = if path.as_os_str() == "-" {
         let mut buffer = Vec::new();
         std::io::stdin().read_to_end(&mut buffer)?;
@@ -232,9 +241,27 @@ pub(super) fn read_job_file(path: &Path) -> anyhow::Result<(Submission, String)>
     } else {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
     };
-    let submission =
-        jobfile::parse(&bytes).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let submission = jobfile::parse_with(&bytes, options)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     Ok((submission, digest(&bytes)))
+}
+
+/// What `faro submit --wait` says of a batch file's metadata.
+fn batch_line(batch: &faro_shared::messages::BatchMetadata) -> String {
+    let mut line = match &batch.description {
+        Some(description) => format!("batch {description:?}"),
+        None => "batch".to_owned(),
+    };
+    if let Some(by) = &batch.created_by {
+        line.push_str(&format!(" by {by}"));
+    }
+    if let Some(at) = &batch.creation_date {
+        line.push_str(&format!(", made {at}"));
+    }
+    if let Some(total) = batch.total_tasks {
+        line.push_str(&format!(", {total} tasks"));
+    }
+    line
 }
 
 /// Splits a submission into bodies of at most `limit` bytes (a single huge job still goes alone).
@@ -249,6 +276,7 @@ fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> 
             bodies.push(serde_json::to_vec(&Submission {
                 jobs: std::mem::take(&mut current),
                 submitted_at,
+                batch: submission.batch.clone(),
             })?);
             size = 64;
         }
@@ -259,6 +287,7 @@ fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> 
         bodies.push(serde_json::to_vec(&Submission {
             jobs: current,
             submitted_at,
+            batch: submission.batch.clone(),
         })?);
     }
     Ok(bodies)
@@ -267,6 +296,22 @@ fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_said_with_what_it_says_of_itself() {
+        let batch = faro_shared::messages::BatchMetadata {
+            creation_date: Some("2025-03-01T10:00:00".to_owned()),
+            description: Some("nightly ONT report".to_owned()),
+            total_tasks: Some(2),
+            created_by: Some("noc".to_owned()),
+            queue: None,
+        };
+        assert_eq!(
+            batch_line(&batch),
+            "batch \"nightly ONT report\" by noc, made 2025-03-01T10:00:00, 2 tasks"
+        );
+        assert_eq!(batch_line(&Default::default()), "batch");
+    }
 
     #[test]
     fn chunks_stay_under_the_limit_and_keep_every_job_in_order() {

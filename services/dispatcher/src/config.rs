@@ -18,6 +18,8 @@ pub struct Config {
     pub pg: PgConfig,
     /// Most results recorded in one transaction (`FARO_DISPATCHER_RESULT_BATCH`).
     pub result_batch: usize,
+    /// How submissions are read: the queue of batch files' tasks (`FARO_BATCH_QUEUE`).
+    pub job_files: faro_shared::jobfile::ParseOptions,
     /// Runs of one target in flight at most, unless the target says otherwise
     /// (`FARO_TARGET_MAX_CONCURRENCY`, default 3).
     pub target_max_concurrency: u32,
@@ -102,6 +104,7 @@ impl Config {
             runs_retention: retention(env, "FARO_RUNS_RETENTION")?,
             submissions_retention: retention(env, "FARO_SUBMISSIONS_RETENTION")?,
             outcome_feed: env.bool("FARO_OUTCOME_FEED", true)?,
+            job_files: faro_shared::jobfile::ParseOptions::from_env(env)?,
         })
     }
 }

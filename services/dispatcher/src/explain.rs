@@ -189,6 +189,8 @@ pub struct JobFacts {
     pub recent: Vec<(Uuid, String, DateTime<Utc>, Option<String>)>,
     /// Jobs that follow this one.
     pub children: Vec<String>,
+    /// What the job is, for people (a batch file's task description).
+    pub description: Option<String>,
 }
 
 /// What `job` is and has been doing; `next_slot` for a recurring job.
@@ -210,6 +212,9 @@ pub fn job(facts: &JobFacts, next_slot: Option<DateTime<Utc>>) -> Vec<String> {
             String::new()
         }
     )];
+    if let Some(description) = &facts.description {
+        lines.push(format!("described as {description:?}"));
+    }
     match (facts.interval_ms, &facts.after) {
         (Some(ms), _) => lines.push(format!(
             "recurring every {ms} ms{}{}",
@@ -396,6 +401,7 @@ mod tests {
                 Some("boom".to_owned()),
             )],
             children: vec!["desc-olt-1".to_owned()],
+            description: None,
         };
         let lines = job(&f, None);
         assert!(lines[1].contains("after each run of job disc-olt-1"));
@@ -419,5 +425,13 @@ mod tests {
             "{}",
             lines[1]
         );
+
+        // A batch file's task, with its description.
+        let described = JobFacts {
+            description: Some("report of olt-7".to_owned()),
+            ..recurring
+        };
+        let lines = job(&described, None);
+        assert_eq!(lines[1], "described as \"report of olt-7\"");
     }
 }

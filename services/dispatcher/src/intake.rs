@@ -148,7 +148,7 @@ pub(crate) enum Intake {
 /// not recorded: each way says it to its sender. An error is a failure to record (PostgreSQL
 /// down, or refusing the content).
 pub(crate) async fn take_in(d: &Dispatcher, id: &str, payload: &[u8]) -> anyhow::Result<Intake> {
-    let submission = match jobfile::parse(payload) {
+    let submission = match jobfile::parse_with(payload, &d.config.job_files) {
         Ok(submission) => submission,
         Err(error) => return Ok(Intake::Refused(error)),
     };
@@ -168,7 +168,15 @@ pub(crate) async fn take_in(d: &Dispatcher, id: &str, payload: &[u8]) -> anyhow:
             cycle.to_string(),
         )));
     }
-    match store::record_submission(&d.pool, id, submission.submitted_at, &runs).await? {
+    let recorded = store::record_submission(
+        &d.pool,
+        id,
+        submission.submitted_at,
+        submission.batch.as_ref(),
+        &runs,
+    )
+    .await?;
+    match recorded {
         Recorded::New => {
             let mut once = Vec::new();
             let mut recurring = Vec::new();

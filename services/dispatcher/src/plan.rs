@@ -21,6 +21,8 @@ pub struct NewRun {
     pub after: Option<JobId>,
     pub run_if: RunIf,
     pub overlap: Overlap,
+    /// What the job is, for people.
+    pub description: Option<String>,
 }
 
 impl NewRun {
@@ -49,6 +51,7 @@ pub fn plan_submission(submission: &Submission) -> Vec<NewRun> {
                 after: job.after.clone(),
                 run_if: job.run_if,
                 overlap: job.overlap,
+                description: job.description.clone(),
                 message: RunMessage {
                     run_id,
                     attempt: 1,

@@ -388,6 +388,9 @@ pub struct SubmissionProgress {
     /// The refused ones among them, with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected: BTreeMap<String, String>,
+    /// What the batch file says of itself, when the submission is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<super::BatchMetadata>,
 }
 
 impl SubmissionProgress {

@@ -242,6 +242,9 @@ pub struct JobSpec {
     /// For a recurring job: what a slot does while the previous run is still going.
     #[serde(skip_serializing_if = "Overlap::is_default")]
     pub overlap: Overlap,
+    /// What the job is, for people (a batch file's task description).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// What a recurring job's slot does while the job's previous run is still going.
@@ -354,6 +357,27 @@ pub struct Submission {
     /// When the submitter sent it; measures end-to-end latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<DateTime<Utc>>,
+    /// What a batch file says of itself (the previous orchestrator's `metadata`), kept with
+    /// the submission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchMetadata>,
+}
+
+/// A batch file's description of itself, as the previous orchestrator wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tasks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The queue of its tasks (else `FARO_BATCH_QUEUE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueName>,
 }
 
 impl Submission {

@@ -83,7 +83,8 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
                       ORDER BY id DESC LIMIT 1),
                     (SELECT finished_at FROM runs WHERE job_id = j.id
                         AND status IN ('failed', 'interrupted', 'timed_out')
-                      ORDER BY id DESC LIMIT 1)
+                      ORDER BY id DESC LIMIT 1),
+                    j.description
                FROM jobs j WHERE j.id = $1",
             &[&job],
         )
@@ -130,6 +131,7 @@ pub async fn job_facts(pool: &Pool, job: &str) -> anyhow::Result<Option<JobFacts
         last_failure_at: row.get(13),
         recent,
         children,
+        description: row.get(14),
     }))
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use faro_shared::domain::JobId;
-use faro_shared::messages::{SubmissionProgress, SubmittedRun, Task};
+use faro_shared::messages::{BatchMetadata, SubmissionProgress, SubmittedRun, Task};
 
 use super::definitions::retry_on_to;
 use super::to_i32;
@@ -39,16 +39,18 @@ pub async fn record_submission(
     pool: &Pool,
     submission_id: &str,
     submitted_at: Option<DateTime<Utc>>,
+    batch: Option<&BatchMetadata>,
     runs: &[NewRun],
 ) -> anyhow::Result<Recorded> {
     let mut client = pool.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await?;
     let jobs = i32::try_from(runs.len()).unwrap_or(i32::MAX);
+    let batch = batch.map(serde_json::to_value).transpose()?;
     let inserted = tx
         .execute(
-            "INSERT INTO submissions (id, jobs, submitted_at) VALUES ($1, $2, $3)
+            "INSERT INTO submissions (id, jobs, submitted_at, batch) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO NOTHING",
-            &[&submission_id, &jobs, &submitted_at],
+            &[&submission_id, &jobs, &submitted_at, &batch],
         )
         .await
         .context("cannot record the submission")?;
@@ -72,6 +74,7 @@ pub async fn record_submission(
     let mut once = Vec::with_capacity(runs.len());
     let mut timeouts: Vec<Option<i64>> = Vec::with_capacity(runs.len());
     let mut overlaps = Vec::with_capacity(runs.len());
+    let mut descriptions: Vec<Option<&str>> = Vec::with_capacity(runs.len());
     for run in runs {
         let m = &run.message;
         let (kind, param) = task_parts(&m.task)?;
@@ -89,6 +92,7 @@ pub async fn record_submission(
         once.push(!run.is_definition());
         timeouts.push(m.timeout_ms.and_then(|ms| i64::try_from(ms).ok()));
         overlaps.push(run.overlap.as_str());
+        descriptions.push(run.description.as_deref());
         intervals.push(
             run.interval
                 .map(|i| i64::try_from(i.get().as_millis()).unwrap_or(i64::MAX)),
@@ -110,22 +114,22 @@ pub async fn record_submission(
 
     tx.execute(
         "INSERT INTO jobs (id, queue, kind, target, params, priority, max_attempts, retry_on,
-                           interval_ms, after_job, run_if, timeout_ms, overlap)
+                           interval_ms, after_job, run_if, timeout_ms, overlap, description)
          SELECT u.id, u.queue, u.kind, u.target, u.params, u.priority, u.max_attempts,
                 string_to_array(u.retry_on, ','), u.interval_ms, u.after_job, u.run_if,
-                u.timeout_ms, u.overlap
+                u.timeout_ms, u.overlap, u.description
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int2[],
                        $7::int4[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::int8[],
-                       $13::text[])
+                       $13::text[], $14::text[])
              AS u(id, queue, kind, target, params, priority, max_attempts, retry_on, interval_ms,
-                  after_job, run_if, timeout_ms, overlap)
+                  after_job, run_if, timeout_ms, overlap, description)
          ON CONFLICT (id) DO UPDATE
             SET queue = EXCLUDED.queue, kind = EXCLUDED.kind, target = EXCLUDED.target,
                 params = EXCLUDED.params, priority = EXCLUDED.priority,
                 max_attempts = EXCLUDED.max_attempts, retry_on = EXCLUDED.retry_on,
                 interval_ms = EXCLUDED.interval_ms, after_job = EXCLUDED.after_job,
                 run_if = EXCLUDED.run_if, timeout_ms = EXCLUDED.timeout_ms,
-                overlap = EXCLUDED.overlap, enabled = true,
+                overlap = EXCLUDED.overlap, description = EXCLUDED.description, enabled = true,
                 updated_at = now()",
         &[
             &job_ids,
@@ -141,6 +145,7 @@ pub async fn record_submission(
             &run_ifs,
             &timeouts,
             &overlaps,
+            &descriptions,
         ],
     )
     .await
@@ -275,9 +280,10 @@ pub async fn submission_progress(
     }
     let mut recorded = 0;
     let mut rejected = BTreeMap::new();
+    let mut batch = None;
     for row in client
         .query(
-            "SELECT id, rejected FROM submissions WHERE id = ANY($1)",
+            "SELECT id, rejected, batch FROM submissions WHERE id = ANY($1)",
             &[&ids],
         )
         .await?
@@ -286,10 +292,15 @@ pub async fn submission_progress(
         if let Some(reason) = row.get::<_, Option<String>>(1) {
             rejected.insert(row.get::<_, String>(0), reason);
         }
+        // Each chunk of a batch file carries its metadata.
+        if let Some(value) = row.get::<_, Option<serde_json::Value>>(2) {
+            batch = serde_json::from_value(value).ok();
+        }
     }
     Ok(SubmissionProgress {
         runs,
         recorded,
         rejected,
+        batch,
     })
 }

@@ -399,7 +399,7 @@ async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
     )
     .unwrap();
     let planned = faro_dispatcher::plan::plan_submission(&old);
-    store::record_submission(&pool, "old", None, &planned)
+    store::record_submission(&pool, "old", None, None, &planned)
         .await
         .unwrap();
     let recent =
@@ -407,6 +407,7 @@ async fn submissions_and_one_shot_jobs_go_past_retention_unless_still_needed() {
     store::record_submission(
         &pool,
         "recent",
+        None,
         None,
         &faro_dispatcher::plan::plan_submission(&recent),
     )

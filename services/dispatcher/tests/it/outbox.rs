@@ -24,7 +24,7 @@ async fn the_outbox_is_published_at_start() {
     )
     .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "crashed", None, &runs)
+    store::record_submission(&pool, "crashed", None, None, &runs)
         .await
         .unwrap();
 
@@ -79,7 +79,7 @@ async fn slots_in_flight_before_a_restart_still_count() {
         .collect();
     let submission = jobfile::parse(&serde_json::to_vec(&jobs).unwrap()).unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "before", None, &runs)
+    store::record_submission(&pool, "before", None, None, &runs)
         .await
         .unwrap();
     // Two were published before the restart: stored in their queue's stream, they are in
@@ -183,7 +183,7 @@ async fn an_end_the_leader_recorded_and_did_not_publish_reaches_the_feed() {
     )
     .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "killed", None, &runs)
+    store::record_submission(&pool, "killed", None, None, &runs)
         .await
         .unwrap();
     let result = |run: &RunMessage, worker: &str, outcome| RunResult {

@@ -44,7 +44,7 @@ async fn a_submission_is_recorded_once() {
     .unwrap();
     let first = plan_submission(&submission);
     assert_eq!(
-        store::record_submission(&pool, "s1", None, &first)
+        store::record_submission(&pool, "s1", None, None, &first)
             .await
             .unwrap(),
         Recorded::New
@@ -52,7 +52,7 @@ async fn a_submission_is_recorded_once() {
     // Redelivered: planned again with new run ids, but nothing new is written.
     let again = plan_submission(&submission);
     assert_eq!(
-        store::record_submission(&pool, "s1", None, &again)
+        store::record_submission(&pool, "s1", None, None, &again)
             .await
             .unwrap(),
         Recorded::Duplicate
@@ -98,7 +98,7 @@ async fn a_run_reported_before_its_publish_was_confirmed_is_never_published_agai
         jobfile::parse(br#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim"}]"#)
             .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "s", None, &runs)
+    store::record_submission(&pool, "s", None, None, &runs)
         .await
         .unwrap();
     let (a, b) = (&runs[0].message, &runs[1].message);
@@ -155,7 +155,7 @@ async fn results_are_fenced_by_attempt_and_applied_once() {
         jobfile::parse(br#"[{"queue": "q", "kind": "sim"}, {"queue": "q", "kind": "sim"}]"#)
             .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "s", None, &runs)
+    store::record_submission(&pool, "s", None, None, &runs)
         .await
         .unwrap();
     let (a, b) = (&runs[0].message, &runs[1].message);
@@ -213,7 +213,7 @@ async fn a_failed_attempt_is_retried_and_its_late_result_changes_nothing() {
     )
     .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "s", None, &runs)
+    store::record_submission(&pool, "s", None, None, &runs)
         .await
         .unwrap();
     let run = &runs[0].message;
@@ -297,7 +297,7 @@ async fn a_result_with_a_nul_character_is_recorded_with_its_batch() {
     )
     .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "s", None, &runs)
+    store::record_submission(&pool, "s", None, None, &runs)
         .await
         .unwrap();
     let (a, b, c) = (&runs[0].message, &runs[1].message, &runs[2].message);
@@ -363,7 +363,7 @@ async fn every_outbox_row_names_its_queue() {
     )
     .unwrap();
     let runs = plan_submission(&submission);
-    store::record_submission(&pool, "s", None, &runs)
+    store::record_submission(&pool, "s", None, None, &runs)
         .await
         .unwrap();
     assert_eq!(outbox_queues(&pool).await, waiting(&[("p", 1), ("q", 1)]));
