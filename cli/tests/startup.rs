@@ -280,6 +280,10 @@ async fn setup_declares_the_topology_and_applies_a_changed_setting_when_run_agai
         js.get_stream(ns.submit_stream()).await.is_err(),
         "a refused setup made a stream"
     );
+    assert!(
+        !String::from_utf8_lossy(&refused.stdout).contains("migrations applied"),
+        "a refused setup migrated first"
+    );
 
     let made = faro(&["setup"], env("2h")).await;
     let stdout = String::from_utf8_lossy(&made.stdout);

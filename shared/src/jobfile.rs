@@ -153,6 +153,10 @@ struct TaskInput {
     description: Option<String>,
 }
 
+/// Why a text holding a NUL is refused: PostgreSQL's text and jsonb cannot hold one, so it is
+/// refused here, naming the field, not at recording.
+const NUL_REFUSED: &str = "contains a NUL character (\\u0000); expected text without one";
+
 /// What parsing takes from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseOptions {
@@ -209,10 +213,26 @@ pub fn parse_with(bytes: &[u8], options: &ParseOptions) -> Result<Submission, Jo
         deserialize::<SubmissionInput>(bytes, None)
     }?;
     if input.jobs.is_empty() {
+        let list = if batch_file { "tasks" } else { "jobs" };
         return Err(JobFileError {
-            field: Some("jobs".to_owned()),
-            ..JobFileError::whole("no jobs; expected at least one")
+            field: Some(list.to_owned()),
+            ..JobFileError::whole(format!("no {list}; expected at least one"))
         });
+    }
+    if let Some(batch) = &input.batch {
+        let part = if batch_file { "metadata" } else { "batch" };
+        for (name, text) in [
+            ("creation_date", &batch.creation_date),
+            ("description", &batch.description),
+            ("created_by", &batch.created_by),
+        ] {
+            if text.as_deref().is_some_and(|text| text.contains('\0')) {
+                return Err(JobFileError {
+                    field: Some(format!("{part}.{name}")),
+                    ..JobFileError::whole(NUL_REFUSED)
+                });
+            }
+        }
     }
     if input.jobs.len() > MAX_JOBS {
         return Err(JobFileError::whole(format!(
@@ -275,9 +295,43 @@ fn as_task_error(mut error: JobFileError) -> JobFileError {
 
 /// Whether `bytes` is an object with `tasks` and no `jobs`: a batch file of the previous
 /// orchestrator. Its values are skipped, not built.
+/// The top-level keys are read up to the first error, so a batch file with a syntax error is
+/// still read as one (and its error then given with its line and column).
 fn is_batch_file(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(bytes)
-        .is_ok_and(|keys| keys.contains_key("tasks") && !keys.contains_key("jobs"))
+    let mut keys = Vec::new();
+    let _ = serde::de::DeserializeSeed::deserialize(
+        TopKeys(&mut keys),
+        &mut serde_json::Deserializer::from_slice(bytes),
+    );
+    keys.iter().any(|key| key == "tasks" || key == "metadata")
+        && !keys.iter().any(|key| key == "jobs")
+}
+
+/// Records the keys of a JSON object as they are read, its values skipped.
+struct TopKeys<'a>(&'a mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            self.0.push(key);
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
 }
 
 /// A batch file's tasks as jobs: `exec` of `algorithm` with `parameters` as arguments (a
@@ -387,12 +441,19 @@ fn validate(index: usize, job: JobInput) -> Result<JobSpec, JobFileError> {
                 return Err(JobFileError::in_job(
                     index,
                     &format!("params.args.{}", name.replace('\0', "\\0")),
-                    "contains a NUL character (\\u0000); expected text without one",
+                    NUL_REFUSED,
                 ));
             }
             Task::Exec(exec)
         }
     };
+    if job
+        .description
+        .as_deref()
+        .is_some_and(|text| text.contains('\0'))
+    {
+        return Err(JobFileError::in_job(index, "description", NUL_REFUSED));
+    }
     if job.after.is_some() && job.interval.is_some() {
         return Err(JobFileError::in_job(
             index,
@@ -874,6 +935,21 @@ mod tests {
         assert_eq!(
             (twice.job, twice.field.as_deref()),
             (Some(1), Some("task_id"))
+        );
+        let nul = err(&BATCH.replace("report of olt-7", "report\\u0000"));
+        assert_eq!(
+            (nul.job, nul.field.as_deref()),
+            (Some(0), Some("description"))
+        );
+        let nul = err(&BATCH.replace("nightly ONT report", "nightly\\u0000"));
+        assert_eq!(nul.field.as_deref(), Some("metadata.description"));
+        let empty = err(r#"{"metadata": {}, "tasks": []}"#);
+        assert_eq!(empty.field.as_deref(), Some("tasks"));
+        // A syntax error in a batch file is given where it is, not as an unknown field.
+        let broken = err(&BATCH.replace(r#""priority": "low""#, r#""priority": "low",,"#));
+        assert!(
+            broken.line.is_some() && !broken.problem.contains("unknown field"),
+            "{broken:?}"
         );
         let priority = err(&BATCH.replace(r#""priority": "low""#, r#""priority": "soon""#));
         assert_eq!(

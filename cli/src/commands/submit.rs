@@ -267,9 +267,11 @@ fn batch_line(batch: &faro_shared::messages::BatchMetadata) -> String {
 /// Splits a submission into bodies of at most `limit` bytes (a single huge job still goes alone).
 fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> {
     let submitted_at = Some(chrono::Utc::now());
+    // Every chunk carries the batch metadata.
+    let base = 64 + serde_json::to_vec(&submission.batch)?.len();
     let mut bodies = Vec::new();
     let mut current = Vec::new();
-    let mut size = 64;
+    let mut size = base;
     for job in &submission.jobs {
         let job_size = serde_json::to_vec(job)?.len() + 1;
         if !current.is_empty() && size + job_size > limit {
@@ -278,7 +280,7 @@ fn chunk(submission: &Submission, limit: usize) -> anyhow::Result<Vec<Vec<u8>>> 
                 submitted_at,
                 batch: submission.batch.clone(),
             })?);
-            size = 64;
+            size = base;
         }
         current.push(job.clone());
         size += job_size;
