@@ -123,10 +123,10 @@ pub(crate) async fn outbox_loop(
         let done = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             runs = sent.recv() => match runs {
-                Some(runs) => publish_runs(&d, &runs).await,
+                Some(runs) => publish_from_outbox(&d, &runs).await,
                 None => return Ok(()),
             },
-            _ = tick.tick() => drain_outbox(&d).await.map(|_| ()),
+            _ = tick.tick() => drain_outbox(&d).await,
         };
         if let Err(error) = done {
             tracing::warn!(
@@ -137,40 +137,34 @@ pub(crate) async fn outbox_loop(
     }
 }
 
-/// Publishes the outcomes of `runs`, in the outbox, read back from their records.
-async fn publish_runs(d: &Dispatcher, runs: &[uuid::Uuid]) -> anyhow::Result<()> {
+/// Publishes the outcomes of `runs`, in the outbox, read back from their records, and clears
+/// them (with the feed off, clears them only). A run that has not ended (it never should) or is
+/// gone (its history day dropped) has nothing to publish: cleared with the rest.
+async fn publish_from_outbox(d: &Dispatcher, runs: &[uuid::Uuid]) -> anyhow::Result<()> {
     if !d.config.outcome_feed {
         return store::clear_outcomes(&d.pool, runs).await;
     }
     let outcomes = store::ended_outcomes(&d.pool, runs).await?;
-    publish_outboxed(d, &outcomes, runs).await;
-    Ok(())
-}
-
-/// One look in the outcome outbox; returns how many runs it took.
-pub(crate) async fn drain_outbox(d: &Dispatcher) -> anyhow::Result<usize> {
-    let pending = store::pending_outcomes(&d.pool, OUTBOX_AGE, OUTBOX_BATCH).await?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    if !d.config.outcome_feed {
-        store::clear_outcomes(&d.pool, &pending).await?;
-        return Ok(pending.len());
-    }
-    let outcomes = store::ended_outcomes(&d.pool, &pending).await?;
-    tracing::info!(
-        runs = outcomes.len(),
-        "publishing outcomes a leader recorded and did not publish"
-    );
-    // A run in the outbox that has not ended (it never should) or is gone (its history day
-    // dropped) has nothing to publish: cleared with the rest.
     let ended: std::collections::HashSet<uuid::Uuid> = outcomes.iter().map(|o| o.run_id).collect();
-    let gone: Vec<uuid::Uuid> = pending
+    let gone: Vec<uuid::Uuid> = runs
         .iter()
         .filter(|run| !ended.contains(run))
         .copied()
         .collect();
     store::clear_outcomes(&d.pool, &gone).await?;
-    publish_outboxed(d, &outcomes, &pending).await;
-    Ok(pending.len())
+    publish_outboxed(d, &outcomes, runs).await;
+    Ok(())
+}
+
+/// One look in the outcome outbox: what stayed there past [`OUTBOX_AGE`].
+async fn drain_outbox(d: &Dispatcher) -> anyhow::Result<()> {
+    let pending = store::pending_outcomes(&d.pool, OUTBOX_AGE, OUTBOX_BATCH).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        runs = pending.len(),
+        "publishing outcomes a leader recorded and did not publish"
+    );
+    publish_from_outbox(d, &pending).await
 }
